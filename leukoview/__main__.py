@@ -1,0 +1,171 @@
+"""Command line: ``python -m leukoview {train,audit,score,models,sample-data} …`` (``--help`` on each)."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+
+def _cmd_train(a) -> int:
+    from .train import TrainConfig, fit
+
+    overrides = {k: getattr(a, k) for k in ("dataset", "arch", "data_root", "out", "epochs", "batch_size", "lr",
+                                             "seed", "max_per_class", "threads", "workers", "device", "input_size",
+                                             "min_specificity")}
+    if a.positive:
+        overrides["positive"] = a.positive
+    if a.no_pretrained:
+        overrides["pretrained"] = False
+    cfg = TrainConfig.from_file(a.config, **overrides)
+    folder = fit(cfg, progress=not a.quiet)
+    from .bundle import load_bundle
+
+    b = load_bundle(folder)
+    m = b.metrics
+    print(f"{b.id}: test accuracy {m['accuracy']:.4f}, ROC-AUC {m['roc_auc']:.4f}, sensitivity "
+          f"{m['at_threshold']['sensitivity']:.3f} / specificity {m['at_threshold']['specificity']:.3f} at "
+          f"threshold {b.threshold:.4g}, ECE {m['ece']:.4f} -> {folder}")
+    return 0
+
+
+def _cmd_audit(a) -> int:
+    from .datasets import leakage_audit, load_dataset, make_split
+
+    ds = load_dataset(a.dataset, Path(a.data_root) if a.data_root else None, positive=a.positive or ())
+    split = make_split(ds, seed=a.split_seed)
+    report = leakage_audit(ds, split)
+    if a.json:
+        print(json.dumps(report, indent=2))
+        return 0
+    print(f"leakage audit of {report['dataset']}: {report['images']} images"
+          + (f", {report['patients']} patients" if report["patients"] else ", no patient ids"))
+    print(f"  exact-duplicate groups: {report['exact_duplicate_groups']}"
+          + (f" (e.g. {', '.join(report['exact_duplicate_examples'][0])})" if report["exact_duplicate_examples"]
+             else ""))
+    if report["exact_duplicates_across_classes"]:
+        print(f"  WARNING exact duplicates with different labels: {report['exact_duplicates_across_classes']}")
+    print(f"  images in near-duplicate pairs (not exact): {report['near_duplicate_images']}")
+    print(f"  groups kept together by the split: {report['groups_of_two_or_more']} (largest {report['largest_group']})")
+    print(f"  groups crossing our train/val/test split: {report['groups_crossing_our_split']}")
+    if "groups_crossing_published_split" in report:
+        print(f"  groups crossing the publisher's split: {report['groups_crossing_published_split']}"
+              + ("  <- the published split leaks near-copies" if report["groups_crossing_published_split"] else ""))
+    if "patients_in_more_than_one_split" in report:
+        print(f"  patients in more than one split: {report['patients_in_more_than_one_split']}")
+    classes = sorted({c for s in report["class_balance"].values() for c in s})
+    print("  class balance:  " + "  ".join(f"{c:>14}" for c in classes))
+    for s, counts in report["class_balance"].items():
+        print(f"  {s:>13}:  " + "  ".join(f"{counts.get(c, 0):>14}" for c in classes))
+    return 0
+
+
+def _cmd_score(a) -> int:
+    from tqdm import tqdm
+
+    from .predict import Predictor, score_folder
+
+    folder = Path(a.folder)
+    if not folder.is_dir():
+        print(f"error: {folder} is not a folder", file=sys.stderr)
+        return 2
+    predictor = Predictor(a.bundle)
+    bar = tqdm(total=0, unit="img", desc="scoring")
+
+    def progress(done, total):
+        bar.total = total
+        bar.update(done - bar.n)
+
+    df = score_folder(folder, predictor, batch_size=a.batch_size, progress=progress)
+    bar.close()
+    out = Path(a.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    df.to_csv(out, index=False)
+    bad = int((df["error"] != "").sum())
+    flagged = int((df["decision"] == "positive").sum())
+    print(f"{len(df)} files scored with {predictor.bundle.id} (threshold {predictor.threshold:.4g}): "
+          f"{flagged} above threshold, {int((df['ood_flag'] == True).sum())} out-of-distribution, "  # noqa: E712
+          f"{bad} unreadable -> {out}")
+    return 0
+
+
+def _cmd_models(a) -> int:
+    from .bundle import bundle_problems, list_bundles
+
+    for b in list_bundles(verify=True):
+        m = b.metrics
+        print(f"{b.id:<32} {b.card['architecture']:<20} classes={len(b.classes)} threshold={b.threshold:.4g} "
+              f"acc={m['accuracy']:.4f} auc={m['roc_auc']:.4f} sens={m['at_threshold']['sensitivity']:.3f} "
+              f"spec={m['at_threshold']['specificity']:.3f}")
+    for name, why in bundle_problems().items():
+        print(f"{name:<32} NOT USABLE: {why}")
+    return 0
+
+
+def _cmd_sample_data(a) -> int:
+    from .samples import fill_sample_data
+
+    copied, missing = fill_sample_data(Path(a.data_root) if a.data_root else None)
+    print(f"{copied} sample images copied into sample_data/; {len(missing)} not found in the data root")
+    for m in missing:
+        print(f"  missing: {m}")
+    return 0 if not missing else 1
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m leukoview", description=__doc__)
+    sub = p.add_subparsers(dest="command", required=True)
+
+    t = sub.add_parser("train", help="train an architecture on a dataset and write a bundle")
+    t.add_argument("--config", help="YAML or JSON file of TrainConfig values (flags override it)")
+    t.add_argument("--dataset", help="all4, wbc5, cnmc or folder:<path>")
+    t.add_argument("--positive", nargs="+", help="positive classes (folder datasets)")
+    t.add_argument("--arch")
+    t.add_argument("--data-root", dest="data_root")
+    t.add_argument("--out", help="bundle folder (default models/<dataset>-<arch>)")
+    t.add_argument("--epochs", type=int)
+    t.add_argument("--batch-size", dest="batch_size", type=int)
+    t.add_argument("--lr", type=float)
+    t.add_argument("--seed", type=int)
+    t.add_argument("--max-per-class", dest="max_per_class", type=int, help="subsample (smoke runs)")
+    t.add_argument("--input-size", dest="input_size", type=int)
+    t.add_argument("--min-specificity", dest="min_specificity", type=float)
+    t.add_argument("--threads", type=int)
+    t.add_argument("--workers", type=int)
+    t.add_argument("--device")
+    t.add_argument("--no-pretrained", action="store_true")
+    t.add_argument("--quiet", action="store_true")
+    t.set_defaults(func=_cmd_train)
+
+    au = sub.add_parser("audit", help="leakage audit of a dataset: duplicates, cross-split groups, balance")
+    au.add_argument("dataset")
+    au.add_argument("--positive", nargs="+")
+    au.add_argument("--data-root", dest="data_root")
+    au.add_argument("--split-seed", dest="split_seed", type=int, default=0)
+    au.add_argument("--json", action="store_true")
+    au.set_defaults(func=_cmd_audit)
+
+    s = sub.add_parser("score", help="score every image under a folder into a CSV")
+    s.add_argument("folder")
+    s.add_argument("--bundle", required=True, help="model bundle folder, e.g. models/all4-efficientnet_lite0")
+    s.add_argument("--out", required=True, help="CSV file to write")
+    s.add_argument("--batch-size", dest="batch_size", type=int, default=16)
+    s.set_defaults(func=_cmd_score)
+
+    sub.add_parser("models", help="list and verify the bundles in the models folder").set_defaults(func=_cmd_models)
+
+    sd = sub.add_parser("sample-data", help="copy the sample images listed in sample_data/manifest.csv")
+    sd.add_argument("--data-root", dest="data_root")
+    sd.set_defaults(func=_cmd_sample_data)
+
+    a = p.parse_args(argv)
+    try:
+        return a.func(a)
+    except (ValueError, KeyError, FileNotFoundError) as e:  # user errors: a message, not a traceback
+        msg = e.args[0] if isinstance(e, KeyError) and e.args else e
+        print(f"error: {msg}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

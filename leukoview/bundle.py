@@ -1,0 +1,192 @@
+"""Model bundles: a folder that describes and verifies itself.
+
+Files: ``model.safetensors`` (fp16 weights), ``card.json`` (what the model is, its classes, input spec,
+threshold, provenance and the sha256 of every other file), ``metrics.json``, ``predictions.csv`` (test split),
+``val_predictions.csv``, ``split.csv``, ``train_log.csv`` and ``ood.safetensors``. :func:`load_bundle` refuses a
+bundle whose files do not match their recorded sha256.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+
+import pandas as pd
+
+from . import settings
+
+FORMAT = "leukoview-bundle/1"
+WEIGHTS = "model.safetensors"
+CARD = "card.json"
+METRICS = "metrics.json"
+PREDICTIONS = "predictions.csv"
+VAL_PREDICTIONS = "val_predictions.csv"
+SPLIT = "split.csv"
+OOD = "ood.safetensors"
+LOG = "train_log.csv"
+REQUIRED_CARD_KEYS = ("format", "id", "architecture", "classes", "positive_classes", "input", "threshold",
+                      "files", "dataset")
+
+
+class BundleError(ValueError):
+    """A bundle folder is missing, incomplete, or fails verification."""
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def write_json(path: Path, obj) -> None:
+    """Atomic JSON write (temporary file + rename), so a crash never leaves half a file."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(obj, indent=2, sort_keys=False, default=_json_default) + "\n")
+    os.replace(tmp, path)
+
+
+def _json_default(o):
+    import numpy as np
+
+    if isinstance(o, np.generic):
+        return o.item()
+    if isinstance(o, Path):
+        return str(o)
+    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
+
+
+def save_weights(model, path: Path) -> None:
+    """Floating-point tensors as fp16 (halves the size; the loss is far below what the metrics resolve)."""
+    from safetensors.torch import save_file
+
+    state = {k: (v.detach().to("cpu").half() if v.is_floating_point() else v.detach().to("cpu")).contiguous()
+             for k, v in model.state_dict().items()}
+    save_file(state, str(path))
+
+
+def finalize(folder: Path, card: dict) -> dict:
+    """Record the sha256 of every bundle file in the card and write it; returns the card."""
+    files = {}
+    for name in sorted(os.listdir(folder)):
+        if name != CARD and (folder / name).is_file() and not name.endswith(".tmp"):
+            files[name] = sha256_file(folder / name)
+    card = {**card, "format": FORMAT, "files": files}
+    write_json(folder / CARD, card)
+    return card
+
+
+@dataclass
+class Bundle:
+    """A verified bundle folder. Heavy parts (network, predictions) load on first use."""
+
+    path: Path
+    card: dict
+
+    @property
+    def id(self) -> str:
+        return self.card["id"]
+
+    @property
+    def classes(self) -> list[str]:
+        return list(self.card["classes"])
+
+    @property
+    def positive(self) -> list[str]:
+        return list(self.card["positive_classes"])
+
+    @property
+    def threshold(self) -> float:
+        return float(self.card["threshold"])
+
+    @cached_property
+    def metrics(self) -> dict:
+        return json.loads((self.path / METRICS).read_text())
+
+    def predictions(self, split: str = "test") -> pd.DataFrame:
+        return pd.read_csv(self.path / (PREDICTIONS if split == "test" else VAL_PREDICTIONS),
+                           keep_default_na=False)
+
+    def split(self) -> pd.DataFrame:
+        return pd.read_csv(self.path / SPLIT, keep_default_na=False, dtype={"patient": str})
+
+    def build_model(self):
+        """The network with the bundle's weights, in eval mode, on CPU (float32)."""
+        from safetensors.torch import load_file
+
+        from .archs import get_arch
+
+        model, _ = get_arch(self.card["architecture"]).build(len(self.classes), pretrained=False)
+        state = load_file(str(self.path / WEIGHTS))
+        reference = model.state_dict()
+        missing = sorted(set(reference) - set(state))
+        unexpected = sorted(set(state) - set(reference))
+        if missing or unexpected:
+            raise BundleError(f"{self.path}: weights do not fit {self.card['architecture']} "
+                              f"(missing {missing[:3]}, unexpected {unexpected[:3]})")
+        state = {k: v.to(reference[k].dtype) for k, v in state.items()}
+        model.load_state_dict(state, strict=True)
+        return model.eval()
+
+    def ood_state(self) -> dict | None:
+        if not (self.path / OOD).is_file():
+            return None
+        from safetensors.numpy import load_file
+
+        return load_file(str(self.path / OOD))
+
+
+def load_bundle(path: Path | str, *, verify: bool = True) -> Bundle:
+    """Read a bundle folder; with ``verify`` every file listed in the card must match its sha256."""
+    path = Path(path)
+    if not (path / CARD).is_file():
+        raise BundleError(f"{path}: not a model bundle (no {CARD})")
+    try:
+        card = json.loads((path / CARD).read_text())
+    except (ValueError, UnicodeDecodeError) as e:
+        raise BundleError(f"{path / CARD}: card is not valid JSON ({e})") from None
+    missing = [k for k in REQUIRED_CARD_KEYS if k not in card]
+    if missing:
+        raise BundleError(f"{path / CARD}: card lacks {missing}")
+    if card["format"] != FORMAT:
+        raise BundleError(f"{path}: bundle format {card['format']!r}, this leukoview reads {FORMAT!r}")
+    if WEIGHTS not in card["files"]:
+        raise BundleError(f"{path}: card records no sha256 for {WEIGHTS}")
+    if verify:
+        for name, digest in card["files"].items():
+            f = path / name
+            if not f.is_file():
+                raise BundleError(f"{path}: {name} is missing")
+            actual = sha256_file(f)
+            if actual != digest:
+                raise BundleError(f"{path}: {name} does not match the sha256 in its card (expected "
+                                  f"{digest[:12]}…, found {actual[:12]}…): the file was changed or damaged; "
+                                  "refusing to use it")
+    return Bundle(path, card)
+
+
+def list_bundles(models_dir: Path | None = None, *, verify: bool = False) -> list[Bundle]:
+    """Every bundle folder in the models directory (sorted by id). Broken folders are skipped; see
+    :func:`bundle_problems` to list them."""
+    out = []
+    for folder in sorted((models_dir or settings.models_dir()).glob("*/")):
+        try:
+            out.append(load_bundle(folder, verify=verify))
+        except BundleError:
+            continue
+    return out
+
+
+def bundle_problems(models_dir: Path | None = None) -> dict[str, str]:
+    """Folders in the models directory that are not usable bundles, with the reason."""
+    problems = {}
+    for folder in sorted((models_dir or settings.models_dir()).glob("*/")):
+        try:
+            load_bundle(folder, verify=True)
+        except BundleError as e:
+            problems[folder.name] = str(e)
+    return problems

@@ -1,0 +1,274 @@
+"""Pure metric functions on numpy arrays: threshold counts, ROC/PR, calibration, bootstrap intervals.
+
+Conventions: data arguments positional, options keyword-only; ``y`` is 0/1 (1 = clinically positive) and
+``scores`` the suspicion score in [0, 1]. Degenerate input (one class only) warns and gives NaN rather than
+raising, so a page can still show the rest.
+"""
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+
+
+def _binary_inputs(y, scores) -> tuple[np.ndarray, np.ndarray]:
+    y = np.asarray(y)
+    s = np.asarray(scores, dtype=np.float64)
+    if y.shape != s.shape or y.ndim != 1:
+        raise ValueError(f"y and scores must be 1-D of the same length, got shapes {y.shape} and {s.shape}")
+    if not np.isin(y, (0, 1)).all():
+        raise ValueError(f"y must hold only 0 and 1, got values {np.unique(y)[:5]}")
+    if np.isnan(s).any():
+        raise ValueError("scores contain NaN")
+    return y.astype(np.int64), s
+
+
+def _single_class(y: np.ndarray, what: str) -> bool:
+    if y.min(initial=1) == y.max(initial=0):
+        warnings.warn(f"{what} is undefined with only one class present; returning NaN", RuntimeWarning,
+                      stacklevel=3)
+        return True
+    return False
+
+
+def _ratio(a: float, b: float) -> float:
+    return float(a / b) if b else float("nan")
+
+
+@dataclass(frozen=True)
+class Confusion:
+    """Binary confusion counts at one threshold (positive = score >= threshold) and the rates they give."""
+
+    tp: int
+    fp: int
+    tn: int
+    fn: int
+
+    @property
+    def sensitivity(self) -> float:
+        return _ratio(self.tp, self.tp + self.fn)
+
+    @property
+    def specificity(self) -> float:
+        return _ratio(self.tn, self.tn + self.fp)
+
+    @property
+    def ppv(self) -> float:
+        return _ratio(self.tp, self.tp + self.fp)
+
+    @property
+    def npv(self) -> float:
+        return _ratio(self.tn, self.tn + self.fn)
+
+    @property
+    def accuracy(self) -> float:
+        return _ratio(self.tp + self.tn, self.tp + self.tn + self.fp + self.fn)
+
+    @property
+    def f1(self) -> float:
+        return _ratio(2 * self.tp, 2 * self.tp + self.fp + self.fn)
+
+    def as_dict(self) -> dict:
+        out = {k: getattr(self, k) for k in ("tp", "fp", "tn", "fn")}
+        out.update({k: getattr(self, k) for k in ("sensitivity", "specificity", "ppv", "npv", "accuracy", "f1")})
+        return out
+
+
+def confusion_at(y, scores, threshold: float) -> Confusion:
+    y, s = _binary_inputs(y, scores)
+    pred = s >= threshold
+    return Confusion(tp=int((pred & (y == 1)).sum()), fp=int((pred & (y == 0)).sum()),
+                     tn=int((~pred & (y == 0)).sum()), fn=int((~pred & (y == 1)).sum()))
+
+
+def predictive_values(sensitivity: float, specificity: float, prevalence: float) -> tuple[float, float]:
+    """PPV and NPV for a population of the given prevalence (Bayes), from sensitivity and specificity."""
+    if not 0 <= prevalence <= 1:
+        raise ValueError(f"prevalence must be in [0, 1], got {prevalence}")
+    tp, fn = sensitivity * prevalence, (1 - sensitivity) * prevalence
+    tn, fp = specificity * (1 - prevalence), (1 - specificity) * (1 - prevalence)
+    return _ratio(tp, tp + fp), _ratio(tn, tn + fn)
+
+
+def roc_curve(y, scores) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """False-positive rate, true-positive rate and thresholds, thresholds decreasing from +inf (a point (0, 0))."""
+    y, s = _binary_inputs(y, scores)
+    order = np.argsort(-s, kind="mergesort")
+    s, y = s[order], y[order]
+    last_of_tie = np.r_[np.nonzero(np.diff(s))[0], len(s) - 1]
+    tps = np.cumsum(y)[last_of_tie]
+    fps = (last_of_tie + 1) - tps
+    P, N = y.sum(), len(y) - y.sum()
+    tpr = np.r_[0, tps] / P if P else np.full(len(tps) + 1, np.nan)
+    fpr = np.r_[0, fps] / N if N else np.full(len(fps) + 1, np.nan)
+    return fpr, tpr, np.r_[np.inf, s[last_of_tie]]
+
+
+def pr_curve(y, scores) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Precision, recall and thresholds (decreasing); precision and recall have one more element, the end point
+    (recall 0, precision 1), as in scikit-learn but in threshold-decreasing order."""
+    y, s = _binary_inputs(y, scores)
+    order = np.argsort(-s, kind="mergesort")
+    s, y = s[order], y[order]
+    last_of_tie = np.r_[np.nonzero(np.diff(s))[0], len(s) - 1]
+    tps = np.cumsum(y)[last_of_tie]
+    predicted = last_of_tie + 1
+    P = y.sum()
+    precision = tps / predicted
+    recall = tps / P if P else np.full(len(tps), np.nan)
+    return np.r_[1.0, precision], np.r_[0.0, recall], s[last_of_tie]
+
+
+def roc_auc(y, scores) -> float:
+    """Area under the ROC curve (the probability a positive outranks a negative; ties count one half)."""
+    y, s = _binary_inputs(y, scores)
+    if _single_class(y, "ROC-AUC"):
+        return float("nan")
+    from scipy.stats import rankdata
+
+    ranks = rankdata(s)
+    P = y.sum()
+    N = len(y) - P
+    return float((ranks[y == 1].sum() - P * (P + 1) / 2) / (P * N))
+
+
+def average_precision(y, scores) -> float:
+    """Area under the PR curve as the step sum  sum_k (R_k - R_{k-1}) P_k  (scikit-learn's definition)."""
+    y, s = _binary_inputs(y, scores)
+    if y.sum() == 0:
+        _single_class(np.zeros(1), "PR-AUC")
+        return float("nan")
+    precision, recall, _ = pr_curve(y, s)
+    return float(np.sum(np.diff(recall) * precision[1:]))
+
+
+def brier(y, scores) -> float:
+    """Mean squared error of the positive-class probability."""
+    y, s = _binary_inputs(y, scores)
+    return float(np.mean((s - y) ** 2))
+
+
+def multiclass_brier(y_index, probs) -> float:
+    """Mean over images of the squared distance between the probability vector and the one-hot truth."""
+    probs = np.asarray(probs, dtype=np.float64)
+    onehot = np.eye(probs.shape[1])[np.asarray(y_index)]
+    return float(np.mean(np.sum((probs - onehot) ** 2, axis=1)))
+
+
+def calibration_bins(confidence, correct, *, n_bins: int = 15) -> list[dict]:
+    """Equal-width reliability bins: mean confidence, accuracy and count of each non-empty bin."""
+    confidence = np.asarray(confidence, dtype=np.float64)
+    correct = np.asarray(correct, dtype=np.float64)
+    edges = np.linspace(0, 1, n_bins + 1)
+    idx = np.clip(np.digitize(confidence, edges[1:-1], right=True), 0, n_bins - 1)
+    out = []
+    for b in range(n_bins):
+        m = idx == b
+        if m.any():
+            out.append({"lo": float(edges[b]), "hi": float(edges[b + 1]), "confidence": float(confidence[m].mean()),
+                        "accuracy": float(correct[m].mean()), "count": int(m.sum())})
+    return out
+
+
+def expected_calibration_error(confidence, correct, *, n_bins: int = 15) -> float:
+    """ECE: count-weighted mean |accuracy - confidence| over equal-width bins."""
+    bins = calibration_bins(confidence, correct, n_bins=n_bins)
+    n = sum(b["count"] for b in bins)
+    return float(sum(b["count"] * abs(b["accuracy"] - b["confidence"]) for b in bins) / n) if n else float("nan")
+
+
+def top_label_ece(y_index, probs, *, n_bins: int = 15) -> float:
+    """Multi-class ECE on the predicted class's probability (Guo et al. 2017)."""
+    probs = np.asarray(probs)
+    return expected_calibration_error(probs.max(1), probs.argmax(1) == np.asarray(y_index), n_bins=n_bins)
+
+
+def binary_ece(y, scores, *, n_bins: int = 15) -> float:
+    """ECE of the suspicion score as a probability of the positive class (reliability of the score itself)."""
+    y, s = _binary_inputs(y, scores)
+    bins = calibration_bins(s, y, n_bins=n_bins)
+    n = sum(b["count"] for b in bins)
+    return float(sum(b["count"] * abs(b["accuracy"] - b["confidence"]) for b in bins) / n)
+
+
+def per_class(y_index, pred_index, classes) -> list[dict]:
+    """Precision, recall and support of each class."""
+    y_index, pred_index = np.asarray(y_index), np.asarray(pred_index)
+    rows = []
+    for k, name in enumerate(classes):
+        tp = int(((pred_index == k) & (y_index == k)).sum())
+        rows.append({"class": name, "precision": _ratio(tp, (pred_index == k).sum()),
+                     "recall": _ratio(tp, (y_index == k).sum()), "support": int((y_index == k).sum())})
+    return rows
+
+
+def balanced_accuracy(y_index, pred_index) -> float:
+    """Mean recall over the classes present in ``y_index``."""
+    y_index, pred_index = np.asarray(y_index), np.asarray(pred_index)
+    recalls = [np.mean(pred_index[y_index == k] == k) for k in np.unique(y_index)]
+    return float(np.mean(recalls))
+
+
+def confusion_matrix(y_index, pred_index, n_classes: int) -> np.ndarray:
+    """Rows = true class, columns = predicted class."""
+    cm = np.zeros((n_classes, n_classes), dtype=np.int64)
+    np.add.at(cm, (np.asarray(y_index), np.asarray(pred_index)), 1)
+    return cm
+
+
+def bootstrap_ci(statistic, n: int, *, groups=None, n_boot: int = 1000, seed: int = 0, level: float = 0.95
+                 ) -> tuple[float, float]:
+    """Percentile bootstrap interval of ``statistic(indices)`` over ``n`` items.
+
+    With ``groups`` (one label per item, e.g. patient) whole groups are resampled, so correlated cells of one
+    patient do not narrow the interval. Resamples where the statistic is NaN (e.g. one class drawn) are dropped.
+    """
+    rng = np.random.default_rng(seed)
+    if groups is None:
+        members = [np.array([i]) for i in range(n)]
+    else:
+        groups = np.asarray(groups)
+        members = [np.nonzero(groups == g)[0] for g in np.unique(groups)]
+    values = []
+    for _ in range(n_boot):
+        pick = rng.integers(0, len(members), len(members))
+        idx = np.concatenate([members[k] for k in pick])
+        v = statistic(idx)
+        if not np.isnan(v):
+            values.append(v)
+    if not values:
+        return float("nan"), float("nan")
+    alpha = (1 - level) / 2
+    return float(np.quantile(values, alpha)), float(np.quantile(values, 1 - alpha))
+
+
+def choose_threshold(y, scores, *, min_specificity: float = 0.9) -> dict:
+    """The sensitivity-first operating threshold, chosen on validation predictions.
+
+    1. Among thresholds whose specificity is at least ``min_specificity``, take the highest sensitivity reached.
+    2. Among thresholds reaching it, take the one with the highest specificity (the highest threshold).
+    3. Every threshold down to the next-lower negative score gives the same validation point; take the middle of
+       that gap in logit space, so small shifts in scores on new data do not flip the decisions at the edge.
+    """
+    y, s = _binary_inputs(y, scores)
+    if _single_class(y, "threshold choice"):
+        return {"threshold": 0.5, "rule": "default 0.5: validation has a single class"}
+    candidates = np.unique(s)
+    pos = np.sort(s[y == 1])
+    neg = np.sort(s[y == 0])
+    sens = 1 - np.searchsorted(pos, candidates, side="left") / len(pos)
+    spec = np.searchsorted(neg, candidates, side="left") / len(neg)
+    ok = spec >= min_specificity
+    best_sens = sens[ok].max()
+    t_hi = candidates[ok & (sens == best_sens)].max()
+    below = neg[neg < t_hi]
+    t_lo = below.max() if len(below) else 0.0
+    eps = 1e-6
+    logit = lambda p: np.log(np.clip(p, eps, 1 - eps) / (1 - np.clip(p, eps, 1 - eps)))  # noqa: E731
+    mid = float(1 / (1 + np.exp(-(logit(t_hi) + logit(t_lo)) / 2)))
+    threshold = min(max(mid, float(t_lo) + 1e-9), float(t_hi))
+    c = confusion_at(y, s, threshold)
+    return {"threshold": threshold, "val_sensitivity": c.sensitivity, "val_specificity": c.specificity,
+            "rule": (f"sensitivity-first on validation: highest sensitivity with specificity >= {min_specificity:g}, "
+                     "then highest specificity, then the logit midpoint of the gap to the next lower negative score")}

@@ -1,0 +1,195 @@
+"""Images -> class probabilities, suspicion score, decision and out-of-distribution flag.
+
+:class:`Predictor` wraps a verified bundle; :func:`score_folder` / :func:`score_files` serve the CLI and the
+batch page alike (progress callback, one row per file, unreadable files reported in an ``error`` column).
+"""
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from .bundle import Bundle, load_bundle
+from .datasets import IMAGE_SUFFIXES
+from .images import ImageError, load_image
+from .transforms import eval_transform
+
+ProgressFn = Callable[[int, int], None]
+
+
+# --------------------------------------------------------------------------------------------- OOD
+
+
+def fit_ood(train_features: np.ndarray, train_labels: np.ndarray, val_features: np.ndarray, *,
+            components: int = 64, val_quantile: float = 0.99) -> tuple[dict, float]:
+    """Class-conditional Mahalanobis distance in a PCA space of the penultimate features (Lee et al. 2018).
+
+    The flag threshold is the ``val_quantile`` of the validation scores, so about 1 % of in-distribution images
+    are flagged. Returns the arrays to store and the threshold.
+    """
+    x = np.asarray(train_features, np.float64)
+    mean = x.mean(0)
+    k = int(min(components, x.shape[0] - 1, x.shape[1]))
+    _, _, vt = np.linalg.svd(x - mean, full_matrices=False)
+    comp = vt[:k]
+    z = (x - mean) @ comp.T
+    labels = np.asarray(train_labels)
+    classes = np.unique(labels)
+    class_means = np.stack([z[labels == c].mean(0) for c in classes])
+    centred = z - class_means[np.searchsorted(classes, labels)]
+    cov = centred.T @ centred / len(z) + 1e-6 * np.eye(k)
+    state = {"mean": mean.astype(np.float32), "components": comp.astype(np.float32),
+             "class_means": class_means.astype(np.float32), "precision": np.linalg.inv(cov).astype(np.float32)}
+    threshold = float(np.quantile(ood_scores(state, val_features), val_quantile))
+    return state, threshold
+
+
+def ood_scores(state: dict, features: np.ndarray) -> np.ndarray:
+    """Distance to the nearest class centre (square root of the Mahalanobis form); larger = more unusual."""
+    z = (np.asarray(features, np.float32) - state["mean"]) @ state["components"].T
+    diffs = z[:, None, :] - state["class_means"][None, :, :]
+    d2 = np.einsum("nck,kl,ncl->nc", diffs, state["precision"], diffs)
+    return np.sqrt(np.maximum(d2.min(1), 0))
+
+
+# --------------------------------------------------------------------------------------------- predictor
+
+
+@dataclass
+class Prediction:
+    probabilities: dict[str, float]
+    predicted: str
+    suspicion: float
+    decision: bool  # suspicion >= the bundle's threshold
+    ood_score: float
+    ood_flag: bool
+    extra: dict = field(default_factory=dict)
+
+
+class Predictor:
+    """A bundle's network ready for inference, with its preprocessing, temperature, threshold and OOD state."""
+
+    def __init__(self, bundle: Bundle | str | Path):
+        self.bundle = bundle if isinstance(bundle, Bundle) else load_bundle(bundle)
+        card = self.bundle.card
+        self.classes = self.bundle.classes
+        self.positive_index = [self.classes.index(c) for c in self.bundle.positive]
+        self.threshold = self.bundle.threshold
+        self.temperature = float(card.get("temperature", 1.0))
+        self.spec = card["input"]
+        self.transform = eval_transform(self.spec)
+        self.model = self.bundle.build_model()
+        self.ood = self.bundle.ood_state()
+        self.ood_threshold = float(card.get("ood", {}).get("threshold", np.inf))
+        self._features: list[torch.Tensor] = []
+        classifier = self.model.get_submodule(card.get("classifier") or _classifier_path(card["architecture"]))
+        classifier.register_forward_pre_hook(lambda _m, inputs: self._features.append(inputs[0].detach()))
+
+    def preprocess(self, images: Iterable) -> torch.Tensor:
+        return torch.stack([self.transform(im) for im in images])
+
+    @torch.inference_mode()
+    def forward(self, batch: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+        """Logits and penultimate features of a preprocessed batch."""
+        self._features.clear()
+        logits = self.model(batch.contiguous(memory_format=torch.channels_last))
+        feats = self._features[-1].flatten(1) if self._features else torch.zeros(len(batch), 0)
+        return logits.float().numpy(), feats.float().numpy()
+
+    def outputs(self, logits: np.ndarray, features: np.ndarray) -> dict[str, np.ndarray]:
+        """Probabilities (temperature-scaled), suspicion, decision and OOD for a batch of raw outputs."""
+        z = logits / self.temperature
+        z = z - z.max(1, keepdims=True)
+        probs = np.exp(z) / np.exp(z).sum(1, keepdims=True)
+        suspicion = probs[:, self.positive_index].sum(1)
+        ood = ood_scores(self.ood, features) if self.ood is not None else np.full(len(z), np.nan)
+        return {"probs": probs, "suspicion": suspicion, "decision": suspicion >= self.threshold,
+                "ood_score": ood, "ood_flag": ood > self.ood_threshold}
+
+    def predict_batch(self, images: list) -> dict[str, np.ndarray]:
+        return self.outputs(*self.forward(self.preprocess(images)))
+
+    def predict(self, image) -> Prediction:
+        out = self.predict_batch([image])
+        probs = out["probs"][0]
+        return Prediction(probabilities=dict(zip(self.classes, map(float, probs), strict=False)),
+                          predicted=self.classes[int(probs.argmax())], suspicion=float(out["suspicion"][0]),
+                          decision=bool(out["decision"][0]), ood_score=float(out["ood_score"][0]),
+                          ood_flag=bool(out["ood_flag"][0]))
+
+
+def _classifier_path(arch: str) -> str:
+    from .archs import get_arch
+
+    return get_arch(arch).classifier
+
+
+# --------------------------------------------------------------------------------------------- batch scoring
+
+
+def find_images(folder: Path) -> list[Path]:
+    """Image files under ``folder`` (recursive, sorted), not following symlinked folders."""
+    folder = Path(folder)
+    out = []
+    for p in sorted(folder.rglob("*")):
+        if p.suffix.lower() in IMAGE_SUFFIXES and not p.is_symlink():
+            out.append(p)
+    return out
+
+
+def _decode(path: Path):
+    try:
+        return load_image(path, name=path.name), ""
+    except ImageError as e:
+        return None, str(e)
+    except OSError as e:  # unreadable file, permissions, vanished
+        return None, f"{path.name}: cannot read the file ({e.strerror or e})"
+
+
+def score_files(paths: list[Path], predictor: Predictor, *, base: Path, batch_size: int = 32,
+                progress: ProgressFn | None = None) -> pd.DataFrame:
+    """Score ``paths``; one row each, ``file`` relative to ``base``. Files that cannot be read get an ``error``
+    and empty scores; the rest of the batch goes on. Decoding runs in threads, overlapping the network."""
+    rows: list[dict] = []
+    done = 0
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        for start in range(0, len(paths), batch_size):
+            chunk = paths[start:start + batch_size]
+            decoded = list(pool.map(_decode, chunk))
+            good = [(p, img) for p, (img, err) in zip(chunk, decoded, strict=False) if img is not None]
+            out = predictor.predict_batch([img for _, img in good]) if good else None
+            k = 0
+            for p, (img, err) in zip(chunk, decoded, strict=False):
+                row = {"file": p.relative_to(base).as_posix() if p.is_relative_to(base) else str(p)}
+                if img is None:
+                    row.update({c: np.nan for c in predictor.classes})
+                    row.update(predicted="", suspicion=np.nan, decision="", ood_score=np.nan, ood_flag="",
+                               error=err)
+                else:
+                    probs = out["probs"][k]
+                    row.update(dict(zip(predictor.classes, probs.round(6), strict=False)))
+                    row.update(predicted=predictor.classes[int(probs.argmax())],
+                               suspicion=round(float(out["suspicion"][k]), 6),
+                               decision="positive" if out["decision"][k] else "negative",
+                               ood_score=round(float(out["ood_score"][k]), 4), ood_flag=bool(out["ood_flag"][k]),
+                               error="")
+                    k += 1
+                rows.append(row)
+            done += len(chunk)
+            if progress:
+                progress(done, len(paths))
+    columns = ["file", *predictor.classes, "predicted", "suspicion", "decision", "ood_score", "ood_flag", "error"]
+    return pd.DataFrame(rows, columns=columns)
+
+
+def score_folder(folder: Path, predictor: Predictor, **kwargs) -> pd.DataFrame:
+    """Score every image under ``folder`` (recursively); see :func:`score_files`."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"{folder}: not a folder")
+    return score_files(find_images(folder), predictor, base=folder, **kwargs)

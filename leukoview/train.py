@@ -1,0 +1,337 @@
+"""One training loop for every architecture: ``fit(config)`` trains, calibrates, chooses the operating
+threshold on validation, evaluates on the held-out test split and writes a bundle."""
+from __future__ import annotations
+
+import copy
+import dataclasses
+import json
+import math
+import platform
+import random
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+from torch.utils.data import Dataset as TorchDataset
+from tqdm import tqdm
+
+from . import __version__, settings
+from . import bundle as B
+from . import metrics as M
+from .archs import count_parameters, get_arch
+from .datasets import Dataset, load_dataset, make_split, split_hash
+from .evaluate import evaluate, predictions_frame
+from .images import load_image
+from .predict import fit_ood, ood_scores
+from .transforms import eval_transform, train_transform
+
+
+@dataclass
+class TrainConfig:
+    """Every knob of a training run; a YAML/JSON config file sets them and command-line flags override."""
+
+    dataset: str = "all4"
+    arch: str = "efficientnet_lite0"
+    positive: list[str] = field(default_factory=list)  # only for folder:<path> datasets
+    data_root: str = ""  # empty: LEUKOVIEW_DATA_ROOT / default
+    out: str = ""  # empty: <models dir>/<dataset>-<arch>
+    pretrained: bool = True
+    epochs: int = 6
+    batch_size: int = 32
+    lr: float = 1e-3
+    weight_decay: float = 0.01
+    label_smoothing: float = 0.1
+    class_weighting: bool = True
+    colour_jitter: float = 0.1
+    patience: int = 3  # epochs without validation-loss improvement before stopping
+    seed: int = 0
+    split_seed: int = 0
+    fractions: list[float] = field(default_factory=lambda: [0.7, 0.15, 0.15])
+    min_specificity: float = 0.95  # specificity floor of the sensitivity-first threshold rule (validation)
+    max_per_class: int = 0  # >0: subsample each class (smoke tests); recorded in the card
+    input_size: int = 0  # 0: the architecture's
+    threads: int = 0  # 0: all cores
+    workers: int = 2
+    device: str = "auto"
+    ood_components: int = 64
+    n_boot: int = 1000
+
+    @classmethod
+    def from_file(cls, path: Path | str | None, **overrides) -> TrainConfig:
+        values: dict = {}
+        if path:
+            text = Path(path).read_text()
+            if str(path).endswith((".yaml", ".yml")):
+                import yaml
+
+                values = yaml.safe_load(text) or {}
+            else:
+                values = json.loads(text)
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ValueError(f"unknown config keys {unknown}; known: {sorted(known)}")
+        return cls(**values)
+
+
+class ImageTable(TorchDataset):
+    """(image tensor, class index) from a manifest slice, decoded with the project's safe loader."""
+
+    def __init__(self, root: Path, files: list[str], targets: list[int], transform):
+        self.root, self.files, self.targets, self.transform = root, files, targets, transform
+
+    def __len__(self):
+        return len(self.files)
+
+    def __getitem__(self, i):
+        return self.transform(load_image(self.root / self.files[i])), self.targets[i]
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def _worker_init(worker_id: int) -> None:
+    seed = torch.initial_seed() % 2**32
+    np.random.seed(seed)
+    random.seed(seed)
+
+
+def _device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+@torch.inference_mode()
+def infer(model: nn.Module, loader: DataLoader, classifier: str, device: torch.device, desc: str = ""
+          ) -> tuple[np.ndarray, np.ndarray]:
+    """Logits and penultimate features (the classifier's input) for every item of ``loader``."""
+    model.eval()
+    feats: list[torch.Tensor] = []
+    hook = model.get_submodule(classifier).register_forward_pre_hook(
+        lambda _m, inp: feats.append(inp[0].detach().flatten(1).float().cpu()))
+    logits = []
+    try:
+        for x, _ in tqdm(loader, desc=desc, unit="batch", leave=False, disable=not desc):
+            logits.append(model(x.to(device).contiguous(memory_format=torch.channels_last)).float().cpu())
+    finally:
+        hook.remove()
+    return torch.cat(logits).numpy(), torch.cat(feats).numpy()
+
+
+def fit_temperature(logits: np.ndarray, targets: np.ndarray) -> float:
+    """Temperature scaling (Guo et al. 2017): one scalar minimising validation NLL."""
+    from scipy.optimize import minimize_scalar
+
+    def nll(log_t):
+        z = logits / math.exp(log_t)
+        z = z - z.max(1, keepdims=True)
+        logp = z - np.log(np.exp(z).sum(1, keepdims=True))
+        return -logp[np.arange(len(z)), targets].mean()
+
+    res = minimize_scalar(nll, bounds=(math.log(0.05), math.log(20)), method="bounded")
+    return float(math.exp(res.x))
+
+
+def softmax(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
+    z = logits / temperature
+    z = z - z.max(1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(1, keepdims=True)
+
+
+def _subsample(split: pd.DataFrame, per_class: int, seed: int) -> pd.DataFrame:
+    if per_class <= 0:
+        return split
+    parts = [g.sample(min(len(g), per_class), random_state=seed) for _, g in split.groupby(["split", "label"])]
+    return pd.concat(parts).sort_values("file").reset_index(drop=True)
+
+
+def versions() -> dict:
+    import torchvision
+
+    return {"leukoview": __version__, "python": platform.python_version(), "torch": torch.__version__,
+            "torchvision": torchvision.__version__, "numpy": np.__version__}
+
+
+def fit(cfg: TrainConfig, *, progress: bool = True) -> Path:
+    """Train ``cfg.arch`` on ``cfg.dataset`` and write a verified bundle; returns its folder."""
+    t_start = time.time()
+    seed_everything(cfg.seed)
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    device = _device(cfg.device)
+    arch = get_arch(cfg.arch)
+    root = Path(cfg.data_root).resolve() if cfg.data_root else settings.data_root()
+    ds: Dataset = load_dataset(cfg.dataset, root, positive=cfg.positive)
+    classes, positive = list(ds.classes), list(ds.positive)
+    split = _subsample(make_split(ds, seed=cfg.split_seed, fractions=tuple(cfg.fractions), progress=progress),
+                       cfg.max_per_class, cfg.seed)
+    target = {c: i for i, c in enumerate(classes)}
+    spec = arch.input_spec()
+    if cfg.input_size:
+        spec["size"] = cfg.input_size
+
+    def loader(part: str, train: bool) -> DataLoader:
+        sub = split[split["split"] == part]
+        tf = train_transform(spec, colour=cfg.colour_jitter) if train else eval_transform(spec)
+        data = ImageTable(ds.root, sub["file"].tolist(), sub["label"].map(target).tolist(), tf)
+        g = torch.Generator().manual_seed(cfg.seed)
+        return DataLoader(data, batch_size=cfg.batch_size, shuffle=train, num_workers=cfg.workers, generator=g,
+                          worker_init_fn=_worker_init, persistent_workers=False, drop_last=False,
+                          pin_memory=device.type == "cuda")
+
+    train_loader, val_loader = loader("train", True), loader("val", False)
+    for part in ("train", "val", "test"):
+        missing = sorted(set(classes) - set(split.loc[split["split"] == part, "label"]))
+        if missing:
+            raise ValueError(f"the {part} split has no images of {missing}; the dataset is too small to split")
+
+    model, pretrained_source = arch.build(len(classes), pretrained=cfg.pretrained)
+    model = model.to(device).to(memory_format=torch.channels_last)
+    counts = split[split["split"] == "train"]["label"].value_counts().reindex(classes).to_numpy(dtype=float)
+    weights = torch.tensor(counts.sum() / (len(classes) * counts), dtype=torch.float32) if cfg.class_weighting \
+        else None
+    criterion = nn.CrossEntropyLoss(weight=weights.to(device) if weights is not None else None,
+                                    label_smoothing=cfg.label_smoothing)
+    optimiser = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    steps = max(1, cfg.epochs * len(train_loader))
+    schedule = torch.optim.lr_scheduler.OneCycleLR(optimiser, max_lr=cfg.lr, total_steps=steps, pct_start=0.15)
+    use_amp = device.type == "cuda"
+
+    log, best, best_loss, stale = [], None, math.inf, 0
+    val_targets = np.asarray(val_loader.dataset.targets)
+    for epoch in range(1, cfg.epochs + 1):
+        model.train()
+        t0, seen, loss_sum = time.time(), 0, 0.0
+        bar = tqdm(train_loader, desc=f"epoch {epoch}/{cfg.epochs}", unit="batch", disable=not progress)
+        for x, yb in bar:
+            x = x.to(device, non_blocking=True).contiguous(memory_format=torch.channels_last)
+            yb = yb.to(device, non_blocking=True)
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
+                loss = criterion(model(x), yb)
+            optimiser.zero_grad(set_to_none=True)
+            loss.backward()
+            optimiser.step()
+            schedule.step()
+            seen += len(yb)
+            loss_sum += loss.item() * len(yb)
+            bar.set_postfix(loss=f"{loss_sum / seen:.4f}")
+        logits, _ = infer(model, val_loader, arch.classifier, device)
+        probs = softmax(logits)
+        val_nll = float(-np.log(np.clip(probs[np.arange(len(probs)), val_targets], 1e-12, 1)).mean())
+        ybin = np.isin(val_targets, [target[c] for c in positive]).astype(int)
+        row = {"epoch": epoch, "train_loss": loss_sum / max(seen, 1), "val_nll": val_nll,
+               "val_accuracy": float((probs.argmax(1) == val_targets).mean()),
+               "val_balanced_accuracy": M.balanced_accuracy(val_targets, probs.argmax(1)),
+               "val_roc_auc": M.roc_auc(ybin, probs[:, [target[c] for c in positive]].sum(1))
+               if 0 < ybin.sum() < len(ybin) else float("nan"),
+               "lr": schedule.get_last_lr()[0], "seconds": time.time() - t0,
+               "images_per_s": seen / max(time.time() - t0, 1e-9)}
+        log.append(row)
+        if progress:
+            tqdm.write(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()))
+        if val_nll < best_loss - 1e-5:
+            best_loss, best, stale = val_nll, copy.deepcopy(model.state_dict()), 0
+        else:
+            stale += 1
+            if stale >= cfg.patience:
+                if progress:
+                    tqdm.write(f"early stop: validation NLL has not improved for {cfg.patience} epochs")
+                break
+    train_seconds = time.time() - t_start
+    model.load_state_dict(best)
+    best_epoch = min(log, key=lambda r: r["val_nll"])["epoch"]
+
+    # Calibrate, choose the threshold and fit the OOD detector on validation; evaluate once on test.
+    desc = "scoring" if progress else ""
+    out: dict[str, tuple[np.ndarray, np.ndarray]] = {"val": infer(model, val_loader, arch.classifier, device, desc)}
+    out["test"] = infer(model, loader("test", False), arch.classifier, device, desc)
+    out["train"] = infer(model, loader("train", False), arch.classifier, device, desc)
+    temperature = fit_temperature(out["val"][0], val_targets)
+    train_targets = np.asarray(train_loader.dataset.targets)
+    ood_state, ood_threshold = fit_ood(out["train"][1], train_targets, out["val"][1],
+                                       components=cfg.ood_components)
+
+    frames = {}
+    for part in ("val", "test"):
+        sub = split[split["split"] == part]
+        logits, feats = out[part]
+        frames[part] = predictions_frame(sub["file"], sub["label"], softmax(logits, temperature), classes, positive,
+                                         patients=sub["patient"].astype(str) if ds.has_patients else None,
+                                         groups=sub["group"], ood=ood_scores(ood_state, feats))
+    val_pred = frames["val"]
+    chosen = M.choose_threshold(val_pred["positive"].to_numpy(), val_pred["suspicion"].to_numpy(),
+                                min_specificity=cfg.min_specificity)
+    metrics = evaluate(frames["test"], classes, positive, chosen["threshold"], n_boot=cfg.n_boot, seed=cfg.seed)
+    metrics["validation"] = {k: v for k, v in evaluate(val_pred, classes, positive, chosen["threshold"], n_boot=0
+                                                       ).items() if not k.endswith("ci95") and k != "bootstrap"}
+    metrics["uncalibrated_test_ece"] = M.top_label_ece(
+        split[split["split"] == "test"]["label"].map(target).to_numpy(), softmax(out["test"][0]))
+    metrics["ood_flag_rate_test"] = float(np.mean(frames["test"]["ood_score"] > ood_threshold))
+
+    bundle_id = f"{cfg.dataset.replace('folder:', '').replace('/', '_')}-{cfg.arch}"
+    folder = Path(cfg.out) if cfg.out else settings.models_dir() / bundle_id
+    folder.mkdir(parents=True, exist_ok=True)
+    for stale_file in folder.iterdir():
+        if stale_file.is_file():
+            stale_file.unlink()
+    B.save_weights(model, folder / B.WEIGHTS)
+    from safetensors.numpy import save_file
+
+    save_file({k: np.ascontiguousarray(v) for k, v in ood_state.items()}, str(folder / B.OOD))
+    frames["test"].to_csv(folder / B.PREDICTIONS, index=False)
+    frames["val"].to_csv(folder / B.VAL_PREDICTIONS, index=False)
+    split[["file", "label", "patient", "group", "split"]].to_csv(folder / B.SPLIT, index=False)
+    pd.DataFrame(log).to_csv(folder / B.LOG, index=False)
+    B.write_json(folder / B.METRICS, metrics)
+    card = {
+        "id": bundle_id,
+        "task": cfg.dataset,
+        "architecture": cfg.arch,
+        "architecture_description": arch.description,
+        "classifier": arch.classifier,
+        "cam_layer": arch.cam_layer,
+        "classes": classes,
+        "positive_classes": positive,
+        "input": spec,
+        "threshold": chosen["threshold"],
+        "threshold_rule": chosen["rule"],
+        "threshold_validation": {k: chosen[k] for k in ("val_sensitivity", "val_specificity") if k in chosen},
+        "temperature": temperature,
+        "ood": {"method": f"Mahalanobis distance to the nearest class mean in a {ood_state['components'].shape[0]}"
+                          "-component PCA of the penultimate features (fitted on train)",
+                "threshold": ood_threshold, "threshold_rule": "99th percentile of validation scores",
+                "file": B.OOD},
+        "imagenet_initialised": pretrained_source is not None,
+        "pretrained_source": pretrained_source or "none: trained from scratch (random initialisation)",
+        "dataset": {"name": ds.name, "description": ds.description, "licence": ds.licence,
+                    "images": int(len(split)), "counts": split.groupby("split")["label"].value_counts()
+                    .unstack(fill_value=0).to_dict(orient="index"),
+                    "subsampled_per_class": cfg.max_per_class or None},
+        "split": {"file": B.SPLIT, "hash": split_hash(split), "seed": cfg.split_seed, "fractions": cfg.fractions,
+                  "grouping": "patient" if ds.has_patients else
+                  f"exact duplicates (sha256) and near duplicates (perceptual hash <= {ds.near_bits} bits)"},
+        "parameters": count_parameters(model),
+        "weights_dtype": "float16",
+        "training": {"config": dataclasses.asdict(cfg), "epochs_run": len(log), "best_epoch": best_epoch,
+                     "wall_time_s": round(train_seconds, 1), "device": str(device),
+                     "device_name": torch.cuda.get_device_name(0) if device.type == "cuda" else platform.processor()
+                     or platform.machine(), "threads": torch.get_num_threads()},
+        "versions": versions(),
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
+    }
+    B.finalize(folder, card)
+    if progress:
+        tqdm.write(f"bundle written to {folder}")
+    return folder

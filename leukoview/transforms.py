@@ -1,0 +1,46 @@
+"""The one place preprocessing and augmentation are built, always from an input spec (a card's or a registry
+entry's), so training, evaluation, the CLI and the app cannot drift apart."""
+from __future__ import annotations
+
+import torch
+from torchvision import transforms as T
+from torchvision.transforms import functional as F
+
+
+class RandomRot90:
+    """Rotate by a random multiple of 90 degrees: smears have no up."""
+
+    def __call__(self, img):
+        k = int(torch.randint(0, 4, ()).item())
+        return img if k == 0 else img.rotate(90 * k)
+
+
+def eval_transform(spec: dict):
+    """PIL RGB image -> normalised float tensor CxHxW."""
+    size = int(spec["size"])
+    return T.Compose([T.Resize((size, size), interpolation=T.InterpolationMode.BILINEAR, antialias=True),
+                      T.ToTensor(), T.Normalize(spec["mean"], spec["std"])])
+
+
+def train_transform(spec: dict, *, colour: float = 0.1):
+    """Augmentation suited to smears: mild crop-rescale, flips, 90-degree rotations, mild colour jitter."""
+    size = int(spec["size"])
+    return T.Compose([
+        T.RandomResizedCrop(size, scale=(0.8, 1.0), ratio=(0.9, 1.1), antialias=True),
+        T.RandomHorizontalFlip(), T.RandomVerticalFlip(), RandomRot90(),
+        T.ColorJitter(brightness=colour, contrast=colour, saturation=colour, hue=colour / 5),
+        T.ToTensor(), T.Normalize(spec["mean"], spec["std"]),
+    ])
+
+
+def denormalise(tensor: torch.Tensor, spec: dict) -> torch.Tensor:
+    """Inverse of the normalisation: CxHxW tensor back to [0, 1]."""
+    mean = torch.tensor(spec["mean"]).view(3, 1, 1)
+    std = torch.tensor(spec["std"]).view(3, 1, 1)
+    return (tensor * std + mean).clamp(0, 1)
+
+
+def resize_for_display(img, spec: dict):
+    """The image exactly as the network sees it (before normalisation), as PIL, for overlays."""
+    size = int(spec["size"])
+    return F.resize(img, [size, size], interpolation=T.InterpolationMode.BILINEAR, antialias=True)

@@ -1,0 +1,103 @@
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+from leukoview import bundle as B
+
+
+def test_tiny_bundle_has_every_file_and_card_field(tiny_bundle):
+    b = B.load_bundle(tiny_bundle)
+    for name in (B.WEIGHTS, B.METRICS, B.PREDICTIONS, B.VAL_PREDICTIONS, B.SPLIT, B.OOD, B.LOG):
+        assert (tiny_bundle / name).is_file() and name in b.card["files"]
+    card = b.card
+    assert card["classes"] == ["blast", "normal"] and card["positive_classes"] == ["blast"]
+    assert card["imagenet_initialised"] is False and "scratch" in card["pretrained_source"]
+    assert card["input"]["size"] == 64 and 0 < card["threshold"] < 1
+    assert card["split"]["hash"] and card["training"]["wall_time_s"] > 0 and card["versions"]["torch"]
+    assert card["weights_dtype"] == "float16" and card["parameters"] > 0
+
+
+def test_metrics_agree_with_the_stored_predictions(tiny_bundle):
+    from leukoview import metrics as M
+
+    b = B.load_bundle(tiny_bundle)
+    pred = b.predictions()
+    m = b.metrics
+    assert m["n_images"] == len(pred)
+    assert m["roc_auc"] == pytest.approx(M.roc_auc(pred["positive"], pred["suspicion"]))
+    c = M.confusion_at(pred["positive"], pred["suspicion"], b.threshold)
+    assert m["at_threshold"]["tp"] == c.tp and m["at_threshold"]["fp"] == c.fp
+    lo, hi = m["sensitivity_ci95"]
+    assert lo <= m["at_threshold"]["sensitivity"] <= hi
+
+
+def test_split_file_has_no_group_across_splits(tiny_bundle):
+    split = B.load_bundle(tiny_bundle).split()
+    assert (split.groupby("group")["split"].nunique() == 1).all()
+    assert set(split["split"]) == {"train", "val", "test"}
+
+
+def test_round_trip_weights_reproduce_outputs(tiny_bundle):
+    import torch
+
+    b = B.load_bundle(tiny_bundle)
+    m1, m2 = b.build_model(), b.build_model()
+    x = torch.randn(2, 3, 64, 64)
+    with torch.inference_mode():
+        assert torch.equal(m1(x), m2(x))
+    assert all(p.dtype == torch.float32 for p in m1.parameters())
+
+
+@pytest.fixture
+def bundle_copy(tiny_bundle, tmp_path):
+    dst = tmp_path / "copy"
+    shutil.copytree(tiny_bundle, dst)
+    return dst
+
+
+def test_tampered_weights_are_refused(bundle_copy):
+    data = bytearray((bundle_copy / B.WEIGHTS).read_bytes())
+    data[-10] ^= 0xFF
+    (bundle_copy / B.WEIGHTS).write_bytes(bytes(data))
+    with pytest.raises(B.BundleError, match="does not match the sha256"):
+        B.load_bundle(bundle_copy)
+
+
+def test_truncated_weights_are_refused(bundle_copy):
+    data = (bundle_copy / B.WEIGHTS).read_bytes()
+    (bundle_copy / B.WEIGHTS).write_bytes(data[: len(data) // 2])
+    with pytest.raises(B.BundleError, match="model.safetensors does not match"):
+        B.load_bundle(bundle_copy)
+
+
+def test_edited_predictions_are_refused(bundle_copy):
+    with open(bundle_copy / B.PREDICTIONS, "a") as f:
+        f.write("x\n")
+    with pytest.raises(B.BundleError, match="predictions.csv"):
+        B.load_bundle(bundle_copy)
+
+
+def test_missing_or_broken_card_is_refused(bundle_copy, tmp_path):
+    with pytest.raises(B.BundleError, match="not a model bundle"):
+        B.load_bundle(tmp_path / "nothing")
+    (bundle_copy / B.CARD).write_text("{not json")
+    with pytest.raises(B.BundleError, match="not valid JSON"):
+        B.load_bundle(bundle_copy)
+    (bundle_copy / B.CARD).write_text(json.dumps({"format": B.FORMAT}))
+    with pytest.raises(B.BundleError, match="card lacks"):
+        B.load_bundle(bundle_copy)
+
+
+def test_list_bundles_skips_and_reports_broken_folders(tiny_bundle, tmp_path):
+    shutil.copytree(tiny_bundle, tmp_path / "good")
+    (tmp_path / "broken").mkdir()
+    assert [b.path.name for b in B.list_bundles(tmp_path)] == ["good"]
+    assert "broken" in B.bundle_problems(tmp_path)
+
+
+def test_ood_state_loads_as_arrays(tiny_bundle):
+    state = B.load_bundle(tiny_bundle).ood_state()
+    assert state["precision"].shape[0] == state["components"].shape[0]
+    assert np.isfinite(state["class_means"]).all()

@@ -1,0 +1,132 @@
+import shutil
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+from leukoview import datasets as D
+from tests.conftest import cell_image, make_class_folders
+
+
+def test_load_all4_maps_folders_to_classes(synthetic_root):
+    ds = D.load_all4(synthetic_root)
+    assert ds.classes == ("Benign", "Early Pre-B", "Pre-B", "Pro-B")
+    assert set(ds.positive) == {"Early Pre-B", "Pre-B", "Pro-B"}
+    assert len(ds.manifest) == 24
+    assert ds.manifest["file"].str.startswith("all4/").all()
+    assert not ds.has_patients
+
+
+def test_load_wbc5_keeps_published_split(synthetic_root):
+    ds = D.load_wbc5(synthetic_root)
+    assert ds.positive == ("myeloblast",)
+    assert len(ds.manifest) == 5 * (4 + 2 + 2)
+    assert set(ds.manifest["source_split"]) == {"train", "val", "test"}
+
+
+def test_load_cnmc_parses_patients_from_kaggle_layout(synthetic_root):
+    ds = D.load_dataset("cnmc", synthetic_root)
+    assert ds.classes == ("hem", "all") and ds.positive == ("all",)
+    assert ds.has_patients
+    assert set(ds.manifest["patient"]) == {"1", "2", "3", "4", "H1", "H2", "H3", "H4"}
+    assert set(ds.manifest["source_split"]) == {"fold_0"}
+
+
+@pytest.mark.parametrize("name,patient", [("UID_11_10_1_all.bmp", "11"), ("UID_H22_3_7_hem.png", "H22"),
+                                          ("uid_h5_1_1_hem.bmp", "H5"), ("cell.png", "")])
+def test_cnmc_patient_parsing(name, patient):
+    assert D.cnmc_patient(name) == patient
+
+
+def test_cnmc_plain_all_hem_folder(tmp_path):
+    make_class_folders(tmp_path / "cnmc", {"all": 2, "hem": 0}, 3)
+    ds = D.load_cnmc(tmp_path)
+    assert len(ds.manifest) == 6
+
+
+def test_folder_dataset_requires_known_positive_classes(tmp_path):
+    make_class_folders(tmp_path / "f", {"a": 0, "b": 2}, 3)
+    ds = D.load_dataset("folder:f", tmp_path, positive=["b"])
+    assert ds.classes == ("a", "b") and ds.manifest["file"].str.startswith("f/").all()
+    with pytest.raises(D.DatasetError, match="positive classes must be chosen among"):
+        D.load_dataset("folder:f", tmp_path, positive=["c"])
+
+
+def test_unknown_dataset_lists_known_ones(tmp_path):
+    with pytest.raises(D.DatasetError, match="known: \\['all4', 'cnmc', 'wbc5'\\]"):
+        D.load_dataset("nope", tmp_path)
+
+
+def test_missing_dataset_says_where_it_looked(tmp_path):
+    with pytest.raises(D.DatasetError, match="LEUKOVIEW_DATA_ROOT"):
+        D.load_all4(tmp_path)
+
+
+def test_perceptual_hash_is_robust_to_reencoding(tmp_path):
+    img = cell_image(1, np.random.default_rng(0), size=128)
+    img.save(tmp_path / "a.png")
+    img.resize((100, 100)).save(tmp_path / "b.jpg", quality=70)
+    other = cell_image(3, np.random.default_rng(5), size=128)
+    ha, hb, ho = (D.perceptual_hash(Image.open(tmp_path / f)) for f in ("a.png", "b.jpg")), None, None
+    ha, hb = list(ha)
+    ho = D.perceptual_hash(other)
+    assert bin(ha ^ hb).count("1") <= 6
+    assert bin(ha ^ ho).count("1") > 10
+
+
+def test_hamming_pairs_matches_brute_force():
+    rng = np.random.default_rng(0)
+    hashes = [int(x) for x in rng.integers(0, 2**63, 50, dtype=np.int64)]
+    hashes += [hashes[0] ^ 0b101, hashes[1] ^ (1 << 63)]  # two planted near copies
+    got = set(D.hamming_pairs(np.array(hashes, dtype=object), 3))
+    want = {(i, j) for i in range(len(hashes)) for j in range(i + 1, len(hashes))
+            if bin(hashes[i] ^ hashes[j]).count("1") <= 3}
+    assert got == want and (0, 50) in got and (1, 51) in got
+
+
+def _with_duplicates(root):
+    """all4-style root where some files are exact and near copies of others."""
+    make_class_folders(root / "all4", {"Benign": 0, "Early": 1, "Pre": 2, "Pro": 3}, 20, seed=2, suffix=".jpg")
+    pro = root / "all4" / "Pro"
+    shutil.copyfile(pro / "Pro_000.jpg", pro / "Pro_copy.jpg")  # exact duplicate
+    Image.open(pro / "Pro_001.jpg").resize((60, 60)).save(pro / "Pro_near.jpg", quality=80)  # near duplicate
+    return root
+
+
+def test_split_keeps_exact_and_near_duplicates_together(tmp_path):
+    ds = D.load_all4(_with_duplicates(tmp_path))
+    for seed in range(5):
+        split = D.make_split(ds, seed=seed, progress=False).set_index("file")
+        assert split.at["all4/Pro/Pro_000.jpg", "split"] == split.at["all4/Pro/Pro_copy.jpg", "split"]
+        assert split.at["all4/Pro/Pro_001.jpg", "split"] == split.at["all4/Pro/Pro_near.jpg", "split"]
+        assert split.at["all4/Pro/Pro_000.jpg", "group"] == split.at["all4/Pro/Pro_copy.jpg", "group"]
+    audit = D.leakage_audit(ds, D.make_split(ds, progress=False))
+    assert audit["exact_duplicate_groups"] == 1 and audit["groups_crossing_our_split"] == 0
+
+
+def test_split_by_patient_never_shares_a_patient(synthetic_root):
+    ds = D.load_dataset("cnmc", synthetic_root)
+    split = D.make_split(ds, progress=False)
+    assert (split.groupby("patient")["split"].nunique() == 1).all()
+    assert D.leakage_audit(ds, split)["patients_in_more_than_one_split"] == 0
+
+
+def test_grouped_split_fractions_and_determinism():
+    labels = pd.Series(["a"] * 700 + ["b"] * 300)
+    groups = pd.Series([f"g{i // 2}" for i in range(1000)])  # pairs
+    s1 = D.grouped_split(labels, groups, seed=3)
+    s2 = D.grouped_split(labels, groups, seed=3)
+    assert (s1 == s2).all()
+    for cls, n in (("a", 700), ("b", 300)):
+        counts = pd.Series(s1[labels == cls]).value_counts()
+        assert abs(counts["train"] - 0.7 * n) <= 2 and abs(counts["test"] - 0.15 * n) <= 2
+    assert (pd.DataFrame({"g": groups, "s": s1}).groupby("g")["s"].nunique() == 1).all()
+    with pytest.raises(ValueError, match="summing to 1"):
+        D.grouped_split(labels, groups, fractions=(0.5, 0.2, 0.2))
+
+
+def test_split_hash_is_order_independent():
+    df = pd.DataFrame({"file": ["a", "b", "c"], "split": ["train", "val", "test"]})
+    assert D.split_hash(df) == D.split_hash(df.iloc[::-1])
+    assert D.split_hash(df) != D.split_hash(df.assign(split=["val", "train", "test"]))

@@ -1,0 +1,91 @@
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from leukoview import metrics as M
+from leukoview.__main__ import main
+from leukoview.predict import Predictor, fit_ood, ood_scores, score_folder
+from tests.conftest import cell_image, make_class_folders
+
+
+@pytest.fixture(scope="module")
+def predictor(tiny_bundle):
+    return Predictor(tiny_bundle)
+
+
+def test_predict_returns_probabilities_decision_and_ood(predictor):
+    p = predictor.predict(cell_image(3, np.random.default_rng(1)))
+    assert set(p.probabilities) == {"blast", "normal"}
+    assert sum(p.probabilities.values()) == pytest.approx(1, abs=1e-5)
+    assert p.suspicion == pytest.approx(p.probabilities["blast"], abs=1e-6)
+    assert p.decision == (p.suspicion >= predictor.threshold)
+    assert np.isfinite(p.ood_score)
+
+
+def test_predictor_reproduces_stored_test_predictions(tiny_bundle, predictor):
+    from leukoview.images import load_image
+
+    pred = predictor.bundle.predictions()
+    root = Path(predictor.bundle.card["training"]["config"]["data_root"])
+    rows = pred.head(6)
+    out = predictor.predict_batch([load_image(root / f) for f in rows["file"]])
+    np.testing.assert_allclose(out["suspicion"], rows["suspicion"], atol=2e-3)
+
+
+def test_score_folder_goes_on_past_bad_files(tmp_path, predictor):
+    make_class_folders(tmp_path / "batch", {"x": 0, "y": 3}, 3)
+    (tmp_path / "batch" / "x" / "broken.png").write_bytes(b"this is not a png")
+    (tmp_path / "batch" / "empty.jpg").write_bytes(b"")
+    (tmp_path / "batch" / "notes.txt").write_text("ignored: not an image suffix")
+    progress = []
+    df = score_folder(tmp_path / "batch", predictor, batch_size=4, progress=lambda d, t: progress.append((d, t)))
+    assert len(df) == 8 and progress[-1] == (8, 8)
+    bad = df[df["error"] != ""]
+    assert set(bad["file"]) == {"x/broken.png", "empty.jpg"}
+    assert bad["error"].str.contains("not a readable image|empty").all()
+    good = df[df["error"] == ""]
+    assert good["suspicion"].between(0, 1).all() and set(good["decision"]) <= {"positive", "negative"}
+
+
+def test_cli_score_writes_csv(tmp_path, tiny_bundle, capsys):
+    make_class_folders(tmp_path / "in" / "sub", {"a": 0}, 2)
+    out = tmp_path / "scores.csv"
+    assert main(["score", str(tmp_path / "in"), "--bundle", str(tiny_bundle), "--out", str(out)]) == 0
+    df = pd.read_csv(out, keep_default_na=False)
+    assert list(df.columns[:1]) == ["file"] and df["file"].tolist() == ["sub/a/a_000.png", "sub/a/a_001.png"]
+    assert {"blast", "normal", "predicted", "suspicion", "decision", "ood_flag", "error"} <= set(df.columns)
+    assert "2 files scored" in capsys.readouterr().out
+
+
+def test_cli_score_missing_folder_is_a_clear_error(tmp_path, tiny_bundle, capsys):
+    assert main(["score", str(tmp_path / "nope"), "--bundle", str(tiny_bundle), "--out", "x.csv"]) == 2
+    assert "is not a folder" in capsys.readouterr().err
+
+
+def test_ood_flags_far_away_features_more_than_in_distribution_ones():
+    rng = np.random.default_rng(0)
+    train = np.concatenate([rng.normal(0, 1, (200, 20)), rng.normal(4, 1, (200, 20))])
+    labels = np.repeat([0, 1], 200)
+    val = np.concatenate([rng.normal(0, 1, (100, 20)), rng.normal(4, 1, (100, 20))])
+    state, thr = fit_ood(train, labels, val, components=10)
+    far = rng.normal(15, 1, (50, 20))
+    assert (ood_scores(state, far) > thr).mean() > 0.95
+    assert (ood_scores(state, val) > thr).mean() == pytest.approx(0.01, abs=0.011)
+
+
+def test_cli_audit_prints_groups(synthetic_root, capsys):
+    assert main(["audit", "cnmc", "--data-root", str(synthetic_root)]) == 0
+    out = capsys.readouterr().out
+    assert "patients in more than one split: 0" in out and "groups crossing our train/val/test split: 0" in out
+
+
+def test_metrics_module_is_used_consistently(tiny_bundle):
+    from leukoview.bundle import load_bundle
+
+    b = load_bundle(tiny_bundle)
+    pred = b.predictions("val")
+    chosen = M.choose_threshold(pred["positive"].to_numpy(), pred["suspicion"].to_numpy(),
+                                min_specificity=b.card["training"]["config"]["min_specificity"])
+    assert chosen["threshold"] == pytest.approx(b.threshold, abs=2e-6)  # CSV keeps 6 decimals
