@@ -1,0 +1,27 @@
+"""leukoview home: what it is, the shipped models (from their cards), and a guide to the pages."""
+import streamlit as st
+
+from leukoview import home, ui
+
+chosen = ui.page("leukoview", "🩸")
+st.markdown(home.INTRO)
+st.warning(ui.DISCLAIMER)
+
+st.subheader("Shipped models")
+bundles = ui.bundles()
+if bundles:
+    st.dataframe(home.models_table(bundles), hide_index=True, width="stretch")
+    st.caption(home.TABLE_NOTE)
+else:
+    st.info("No model bundles found. Train one with `python -m leukoview train --config configs/…` (README).")
+
+if chosen is not None:
+    st.subheader(f"Selected: {chosen.id}")
+    left, right = st.columns(2)
+    left.markdown(home.model_summary(chosen))
+    right.markdown(home.split_summary(chosen))
+
+st.subheader("Pages")
+for name, text in home.PAGE_GUIDE:
+    st.markdown(f"**{name}** — {text}")
+st.caption(home.SAMPLE_NOTE)

@@ -1,0 +1,48 @@
+"""Plain-language reading of one prediction: risk band, decision, next steps and limitations."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Reading:
+    band: str  # "low", "borderline", "high"
+    headline: str
+    next_steps: list[str]
+    limitations: list[str]
+
+
+def risk_band(score: float, threshold: float) -> str:
+    """low: below the operating threshold; high: at least 0.9 (and above threshold); borderline: in between."""
+    if score < threshold:
+        return "low"
+    return "high" if score >= max(0.9, threshold) else "borderline"
+
+
+def read_prediction(score: float, threshold: float, predicted: str, positive: list[str], *, ood: bool,
+                    task_positive_name: str = "the positive class") -> Reading:
+    band = risk_band(score, threshold)
+    flagged = score >= threshold
+    if band == "low":
+        headline = (f"Below the operating threshold ({score:.1%} < {threshold:.1%}): not flagged as "
+                    f"{task_positive_name}.")
+        steps = ["Routine review; the model does not prioritise this image.",
+                 "A low score does not rule disease out: morphology review still applies."]
+    elif band == "borderline":
+        headline = (f"Flagged ({score:.1%} ≥ threshold {threshold:.1%}) but not a confident call: "
+                    f"borderline for {task_positive_name}.")
+        steps = ["Prioritise for expert morphology review.", "Check the Grad-CAM: is the highlight on the cell?",
+                 "Consider more fields of view from the same smear."]
+    else:
+        headline = f"High suspicion ({score:.1%}, threshold {threshold:.1%}) of {task_positive_name}."
+        steps = ["Prioritise for expert review and confirm with the standard work-up (e.g. flow cytometry).",
+                 "Check the Grad-CAM: is the highlight on the cell?"]
+    if predicted in positive and not flagged:
+        steps.append(f"The most likely single class is {predicted} although the summed score is below threshold.")
+    limitations = ["Research and education tool, not a medical device: it must not be used for diagnosis.",
+                   "Trained on public datasets from few sites and scanners; performance on other labs' slides "
+                   "is unknown."]
+    if ood:
+        limitations.insert(0, "This image is unlike the training data (out-of-distribution flag): the score "
+                              "may be meaningless. Check stain, magnification and that it shows a blood cell.")
+    return Reading(band, headline, steps, limitations)

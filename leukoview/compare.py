@@ -1,0 +1,106 @@
+"""Model comparison from bundle files only: the table, per-class recall and a paired test on shared images."""
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from . import bundle as B
+
+LATENCY = "latency.json"
+
+
+def comparison_table(bundles: list[B.Bundle]) -> pd.DataFrame:
+    """One row per bundle with the figures the comparison page and ``leukoview compare`` show."""
+    rows = []
+    for b in bundles:
+        m, c = b.metrics, b.card
+        lat = latency_of(b)
+        rows.append({
+            "model": b.id, "task": c.get("task", ""), "architecture": c["architecture"],
+            "ImageNet init": bool(c.get("imagenet_initialised")), "parameters": c.get("parameters"),
+            "size (MB)": round((b.path / B.WEIGHTS).stat().st_size / 2**20, 2),
+            "input px": c["input"]["size"],
+            "accuracy": m["accuracy"], "balanced accuracy": m["balanced_accuracy"], "ROC-AUC": m["roc_auc"],
+            "PR-AUC": m["pr_auc"], "threshold": b.threshold,
+            "sensitivity": m["at_threshold"]["sensitivity"], "specificity": m["at_threshold"]["specificity"],
+            "ECE": m["ece"], "test images": m["n_images"],
+            "training time (min)": round(c.get("training", {}).get("wall_time_s", float("nan")) / 60, 1),
+            "CPU latency (ms/img)": lat.get("median_ms") if lat else None,
+            "split": c.get("split", {}).get("hash", ""),
+        })
+    return pd.DataFrame(rows)
+
+
+def per_class_recall(bundles: list[B.Bundle]) -> pd.DataFrame:
+    rows = []
+    for b in bundles:
+        for r in b.metrics["per_class"]:
+            rows.append({"model": b.id, "class": r["class"], "recall": r["recall"], "support": r["support"]})
+    return pd.DataFrame(rows)
+
+
+def mcnemar(a: B.Bundle, b: B.Bundle) -> dict:
+    """Exact McNemar test on the test images both bundles scored (same split required): do they err on
+    different images more often than chance would give?"""
+    from scipy.stats import binomtest
+
+    if a.card.get("split", {}).get("hash") != b.card.get("split", {}).get("hash"):
+        raise ValueError(f"{a.id} and {b.id} were evaluated on different splits; a paired test needs the same "
+                         "test images")
+    pa, pb = a.predictions(), b.predictions()
+    if list(a.classes) != list(b.classes):
+        raise ValueError(f"{a.id} and {b.id} predict different classes")
+    m = pa[["file", "label", "predicted"]].merge(pb[["file", "predicted"]], on="file", suffixes=("_a", "_b"))
+    ra, rb = m["predicted_a"] == m["label"], m["predicted_b"] == m["label"]
+    only_a, only_b = int((ra & ~rb).sum()), int((~ra & rb).sum())
+    n = only_a + only_b
+    p = float(binomtest(only_a, n, 0.5).pvalue) if n else 1.0
+    return {"images": int(len(m)), "both_right": int((ra & rb).sum()), "both_wrong": int((~ra & ~rb).sum()),
+            "only_a_right": only_a, "only_b_right": only_b, "p_value": p,
+            "reading": ("no evidence the two differ on these images" if p >= 0.05 else
+                        f"{a.id if only_a > only_b else b.id} is right significantly more often (p={p:.3g})")}
+
+
+def latency_of(b: B.Bundle) -> dict | None:
+    """The measured CPU latency recorded in the bundle (written by :func:`measure_latency`), if any."""
+    path = b.path / LATENCY
+    if LATENCY not in b.card.get("files", {}) or not path.is_file():
+        return None
+    return json.loads(path.read_text())
+
+
+def measure_latency(folder: Path, *, runs: int = 30, threads: int = 2) -> dict:
+    """Median single-image CPU latency (preprocessed tensor -> probabilities) with ``threads`` threads; written
+    into the bundle as ``latency.json`` and recorded in its card."""
+    import platform
+
+    import torch
+
+    from .predict import Predictor
+
+    b = B.load_bundle(folder)
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        p = Predictor(b)
+        size = b.card["input"]["size"]
+        x = torch.randn(1, 3, size, size)
+        for _ in range(3):
+            p.forward(x)
+        times = []
+        for _ in range(runs):
+            t = time.perf_counter()
+            p.outputs(*p.forward(x))
+            times.append((time.perf_counter() - t) * 1000)
+    finally:
+        torch.set_num_threads(previous)
+    result = {"median_ms": round(float(np.median(times)), 2), "p90_ms": round(float(np.quantile(times, 0.9)), 2),
+              "runs": runs, "threads": threads, "batch_size": 1, "runtime": f"torch {torch.__version__} eager",
+              "cpu": platform.processor() or platform.machine()}
+    B.write_json(b.path / LATENCY, result)
+    B.finalize(b.path, {k: v for k, v in b.card.items() if k not in ("files", "format")})
+    return result

@@ -1,0 +1,137 @@
+"""Grad-CAM family behind one function, an overlay helper, a faithfulness read-out and test-time augmentation.
+
+A CAM object hooks into the network and keeps per-call state, so one is created per call inside ``with`` and
+never cached on a shared model; the target is validated first (pytorch-grad-cam's ``__exit__`` swallows
+``IndexError``).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from .predict import Predictor
+
+METHODS = ("Grad-CAM", "Grad-CAM++", "EigenCAM", "XGrad-CAM", "LayerCAM")
+
+
+def _cam_class(method: str):
+    from pytorch_grad_cam import EigenCAM, GradCAM, GradCAMPlusPlus, LayerCAM, XGradCAM
+
+    table = {"Grad-CAM": GradCAM, "Grad-CAM++": GradCAMPlusPlus, "EigenCAM": EigenCAM, "XGrad-CAM": XGradCAM,
+             "LayerCAM": LayerCAM}
+    if method not in table:
+        raise ValueError(f"unknown CAM method {method!r}; choose one of {list(table)}")
+    return table[method]
+
+
+def cam_mask(model: torch.nn.Module, layer: str, x: torch.Tensor, target: int, *, method: str = "Grad-CAM",
+             n_classes: int | None = None) -> np.ndarray:
+    """Class-activation map of ``x`` (1xCxHxW, preprocessed) for class index ``target``: HxW float in [0, 1]."""
+    from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+
+    if n_classes is not None and not 0 <= target < n_classes:
+        raise ValueError(f"target class index {target} is outside 0..{n_classes - 1}")
+    if x.ndim != 4 or x.shape[0] != 1:
+        raise ValueError(f"expected one preprocessed image of shape 1xCxHxW, got {tuple(x.shape)}")
+    cam_cls = _cam_class(method)
+    model.eval()
+    with torch.enable_grad(), cam_cls(model=model, target_layers=[model.get_submodule(layer)]) as cam:
+        mask = cam(input_tensor=x.clone(), targets=[ClassifierOutputTarget(int(target))])[0]
+    mask = np.nan_to_num(np.asarray(mask, dtype=np.float32))
+    return np.clip(mask, 0.0, 1.0)
+
+
+def overlay(image: np.ndarray, mask: np.ndarray, *, opacity: float = 0.45) -> np.ndarray:
+    """Blend a jet-coloured ``mask`` (HxW in [0, 1]) over ``image`` (HxWx3 uint8 or float in [0, 1]) -> uint8."""
+    import matplotlib
+
+    img = image.astype(np.float32) / 255.0 if image.dtype == np.uint8 else image.astype(np.float32)
+    if img.shape[:2] != mask.shape:
+        raise ValueError(f"image {img.shape[:2]} and mask {mask.shape} differ in size")
+    heat = matplotlib.colormaps["jet"](mask)[..., :3].astype(np.float32)
+    out = (1 - opacity) * img + opacity * heat
+    return (np.clip(out, 0, 1) * 255).astype(np.uint8)
+
+
+@dataclass
+class Explanation:
+    method: str
+    target: str
+    mask: np.ndarray  # HxW in [0, 1], at the network's input size
+    image: np.ndarray  # HxWx3 uint8: the input as the network saw it (resized)
+    faithfulness: dict
+
+
+@torch.inference_mode()
+def _class_prob(predictor: Predictor, x: torch.Tensor, target: int) -> np.ndarray:
+    logits, _ = predictor.forward(x)
+    z = logits / predictor.temperature
+    z = z - z.max(1, keepdims=True)
+    p = np.exp(z) / np.exp(z).sum(1, keepdims=True)
+    return p[:, target]
+
+
+def faithfulness(predictor: Predictor, x: torch.Tensor, mask: np.ndarray, target: int, *, fraction: float = 0.2,
+                 n_random: int = 4, seed: int = 0) -> dict:
+    """Confidence drop when the most highlighted ``fraction`` of pixels is removed (set to the normalised mean,
+    i.e. 0), against removing random pixel blocks of the same area. A faithful map drops confidence more than
+    random removal does."""
+    k = max(1, int(round(fraction * mask.size)))
+    top = np.zeros(mask.size, bool)
+    top[np.argsort(mask.ravel())[-k:]] = True
+    variants = [x.clone()]
+    keep = torch.from_numpy(~top.reshape(mask.shape)).to(x.dtype)
+    variants.append(x * keep)
+    rng = np.random.default_rng(seed)
+    h, w = mask.shape
+    block = max(1, int(np.sqrt(k)))
+    for _ in range(n_random):
+        r = np.ones(mask.shape, np.float32)
+        y0, x0 = rng.integers(0, max(1, h - block + 1)), rng.integers(0, max(1, w - block + 1))
+        r[y0:y0 + block, x0:x0 + block] = 0
+        variants.append(x * torch.from_numpy(r))
+    probs = _class_prob(predictor, torch.cat(variants), target)
+    base, removed, random = float(probs[0]), float(probs[1]), float(np.mean(probs[2:]))
+    return {"fraction_removed": fraction, "confidence": base, "confidence_without_highlight": removed,
+            "drop": base - removed, "drop_random_region": base - random,
+            "reading": ("the highlighted region matters more than a random region of the same size"
+                        if base - removed > base - random + 0.02 else
+                        "removing the highlighted region changes the score no more than removing a random region: "
+                        "treat this map with caution")}
+
+
+def explain(predictor: Predictor, image, *, method: str = "Grad-CAM", target: str | None = None,
+            fraction: float = 0.2) -> Explanation:
+    """CAM of a PIL image for ``target`` (class name; default the predicted class) with its faithfulness."""
+    from .transforms import resize_for_display
+
+    x = predictor.preprocess([image])
+    if target is None:
+        logits, _ = predictor.forward(x)
+        target_index = int(logits.argmax(1)[0])
+    else:
+        if target not in predictor.classes:
+            raise ValueError(f"target class {target!r} is not one of {predictor.classes}")
+        target_index = predictor.classes.index(target)
+    layer = predictor.bundle.card.get("cam_layer")
+    if not layer:
+        from .archs import get_arch
+
+        layer = get_arch(predictor.bundle.card["architecture"]).cam_layer
+    mask = cam_mask(predictor.model, layer, x, target_index, method=method, n_classes=len(predictor.classes))
+    shown = np.asarray(resize_for_display(image, predictor.spec))
+    return Explanation(method=method, target=predictor.classes[target_index], mask=mask, image=shown,
+                       faithfulness=faithfulness(predictor, x, mask, target_index, fraction=fraction))
+
+
+def tta_suspicion(predictor: Predictor, image) -> np.ndarray:
+    """Suspicion score under the 8 flips/rotations of the dihedral group (smears have no orientation)."""
+    from PIL import Image
+
+    views = []
+    for k in range(4):
+        rotated = image.rotate(90 * k, expand=True)
+        views += [rotated, rotated.transpose(Image.Transpose.FLIP_LEFT_RIGHT)]
+    return predictor.predict_batch(views)["suspicion"]

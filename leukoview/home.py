@@ -1,0 +1,84 @@
+"""Text and tables of the Home page, built from bundle cards and metrics (no Streamlit, no torch)."""
+from __future__ import annotations
+
+import pandas as pd
+
+from .bundle import Bundle
+
+INTRO = """
+**leukoview** helps hematology reviewers triage blood-smear images for leukemia and shows educators what a
+decision threshold trades. Each model scores a *suspicion score*: the probability of the clinically positive
+class(es) (malignant B-ALL subtypes, myeloblast, or ALL blast), compared with an operating threshold chosen for
+sensitivity. Grad-CAM maps show where the network looked; an out-of-distribution flag warns when an image is
+unlike the training data.
+
+It is **not** a diagnostic device: the models are trained on small public datasets from few sites, and their
+figures below come from held-out test splits of those same datasets.
+"""
+
+TABLE_NOTE = ("Figures are from each bundle's metrics.json on its held-out test split (split grouped by patient "
+              "or by near-duplicate image, chosen before training). Brackets: 95% bootstrap intervals.")
+
+PAGE_GUIDE = [
+    ("Single Image", "upload, photograph or pick a sample image; see class probabilities, the decision at the "
+                     "model's threshold, an out-of-distribution warning and a Grad-CAM overlay with a "
+                     "faithfulness check."),
+    ("Batch Review", "score a folder from the data root, an upload or a zip; sort and filter by suspicion; open a "
+                     "row for its Grad-CAM; confirm, override or mark for second review (saved with your name); "
+                     "export CSV; per-patient summary for C-NMC file names."),
+    ("Threshold Explorer", "move the threshold over the stored test predictions and watch the confusion matrix, "
+                           "sensitivity/specificity, ROC/PR and, for teaching, what it means per 1,000 people "
+                           "screened."),
+    ("Model Comparison", "every bundle of the selected task side by side, with curves, per-class recall and a "
+                         "paired McNemar test."),
+]
+
+SAMPLE_NOTE = ("Sample images: run `python -m leukoview sample-data` to copy the images listed in "
+               "sample_data/manifest.csv from the data root (LEUKOVIEW_DATA_ROOT).")
+
+
+def _ci(m: dict, key: str) -> str:
+    lo, hi = m.get(f"{key}_ci95", [float("nan")] * 2)
+    return f"[{lo:.3f}, {hi:.3f}]"
+
+
+def models_table(bundles: list[Bundle]) -> pd.DataFrame:
+    rows = []
+    for b in bundles:
+        m, c = b.metrics, b.card
+        t = m["at_threshold"]
+        rows.append({"model": b.id, "task": c.get("task", ""), "classes": ", ".join(b.classes),
+                     "positive": ", ".join(b.positive), "test images": m["n_images"],
+                     "accuracy": f"{m['accuracy']:.4f} {_ci(m, 'accuracy')}",
+                     "ROC-AUC": f"{m['roc_auc']:.4f} {_ci(m, 'roc_auc')}",
+                     "sensitivity": f"{t['sensitivity']:.3f} {_ci(m, 'sensitivity')}",
+                     "specificity": f"{t['specificity']:.3f} {_ci(m, 'specificity')}",
+                     "ECE": f"{m['ece']:.4f}", "threshold": f"{b.threshold:.4g}"})
+    return pd.DataFrame(rows)
+
+
+def model_summary(b: Bundle) -> str:
+    c = b.card
+    tr = c.get("training", {})
+    return "\n".join([
+        f"- **Architecture:** {c['architecture']} — {c.get('architecture_description', '')}",
+        f"- **Initialisation:** {c.get('pretrained_source', 'unknown')}",
+        f"- **Classes:** {', '.join(b.classes)} (positive: {', '.join(b.positive)})",
+        f"- **Input:** {c['input']['size']} px, mean {c['input']['mean']}, std {c['input']['std']}",
+        f"- **Operating threshold:** {b.threshold:.4g} — {c.get('threshold_rule', '')}",
+        f"- **Trained:** {tr.get('epochs_run', '?')} epochs (best {tr.get('best_epoch', '?')}), "
+        f"{tr.get('wall_time_s', 0) / 60:.1f} min on {tr.get('device', '?')}",
+    ])
+
+
+def split_summary(b: Bundle) -> str:
+    c = b.card
+    d = c.get("dataset", {})
+    counts = d.get("counts", {})
+    lines = [f"- **Dataset:** {d.get('name', '')} — {d.get('description', '')}",
+             f"- **Licence / credit:** {d.get('licence', '')}",
+             f"- **Split:** {c.get('split', {}).get('grouping', '')} (hash `{c.get('split', {}).get('hash', '')}`)"]
+    for part in ("train", "val", "test"):
+        if part in counts:
+            lines.append(f"- **{part}:** " + ", ".join(f"{k} {v}" for k, v in counts[part].items()))
+    return "\n".join(lines)

@@ -1,0 +1,150 @@
+"""Reviewer decisions: an append-only SQLite log (who, when, what), so nothing entered is ever lost.
+
+Every save is one committed transaction (WAL journal, full sync), so a killed server loses nothing already
+confirmed on screen. A decision records which earlier decision the reviewer saw; if someone else decided on the
+same file in the meantime, :class:`ConflictError` is raised instead of silently replacing their work.
+"""
+from __future__ import annotations
+
+import sqlite3
+from contextlib import closing
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pandas as pd
+
+from . import settings
+
+ACTIONS = ("confirm", "override", "second_review")
+ACTION_LABELS = {"confirm": "confirm the model", "override": "override the label",
+                 "second_review": "mark for second review"}
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS decisions (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    batch TEXT NOT NULL,
+    file TEXT NOT NULL,
+    action TEXT NOT NULL CHECK (action IN ('confirm', 'override', 'second_review')),
+    label TEXT NOT NULL DEFAULT '',
+    comment TEXT NOT NULL DEFAULT '',
+    reviewer TEXT NOT NULL,
+    model TEXT NOT NULL DEFAULT '',
+    suspicion REAL,
+    created_at TEXT NOT NULL,
+    supersedes INTEGER
+);
+CREATE INDEX IF NOT EXISTS decisions_batch_file ON decisions (batch, file, id);
+"""
+
+
+class ReviewStoreError(RuntimeError):
+    """The decision store cannot be read or written (corrupt, locked, no permission)."""
+
+
+class ConflictError(ReviewStoreError):
+    """Another session recorded a newer decision for this file than the one the reviewer saw."""
+
+    def __init__(self, current: dict):
+        self.current = current
+        super().__init__(f"{current['reviewer']} recorded '{current['action']}' for {current['file']} at "
+                         f"{current['created_at']} after you opened it; reload to see it before deciding again")
+
+
+@dataclass(frozen=True)
+class Decision:
+    batch: str
+    file: str
+    action: str
+    reviewer: str
+    label: str = ""
+    comment: str = ""
+    model: str = ""
+    suspicion: float | None = None
+
+
+class ReviewStore:
+    """Decisions in ``<review dir>/decisions.sqlite`` (or ``path``)."""
+
+    def __init__(self, path: Path | None = None):
+        self.path = Path(path) if path else settings.review_dir() / "decisions.sqlite"
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            with closing(self._connect()) as con, con:
+                con.executescript(SCHEMA)
+        except (sqlite3.DatabaseError, OSError) as e:
+            raise ReviewStoreError(f"the review store {self.path} cannot be opened ({e}); decisions cannot be "
+                                   "saved until this is fixed (check the file and LEUKOVIEW_REVIEW_DIR)") from None
+
+    def _connect(self) -> sqlite3.Connection:
+        con = sqlite3.connect(self.path, timeout=5, isolation_level=None)  # explicit transactions below
+        con.row_factory = sqlite3.Row
+        con.execute("PRAGMA journal_mode=WAL")
+        con.execute("PRAGMA synchronous=FULL")
+        return con
+
+    def _latest_row(self, con, batch: str, file: str) -> dict | None:
+        row = con.execute("SELECT * FROM decisions WHERE batch=? AND file=? ORDER BY id DESC LIMIT 1",
+                          (batch, file)).fetchone()
+        return dict(row) if row else None
+
+    def record(self, d: Decision, *, seen: int | None) -> int:
+        """Append a decision; ``seen`` is the id of the latest decision the reviewer was shown (None: none).
+
+        Raises :class:`ConflictError` if the file's latest decision is no longer ``seen``.
+        """
+        if d.action not in ACTIONS:
+            raise ValueError(f"action must be one of {ACTIONS}, got {d.action!r}")
+        if not d.reviewer.strip():
+            raise ValueError("a reviewer name is required so that decisions can be attributed")
+        if d.action == "override" and not d.label:
+            raise ValueError("an override needs the corrected label")
+        try:
+            with closing(self._connect()) as con:
+                con.execute("BEGIN IMMEDIATE")  # serialise writers: the check and the insert are one step
+                try:
+                    current = self._latest_row(con, d.batch, d.file)
+                    if (current["id"] if current else None) != seen:
+                        raise ConflictError(current)
+                    cur = con.execute(
+                        "INSERT INTO decisions (batch, file, action, label, comment, reviewer, model, suspicion, "
+                        "created_at, supersedes) VALUES (?,?,?,?,?,?,?,?,?,?)",
+                        (d.batch, d.file, d.action, d.label, d.comment, d.reviewer.strip(), d.model, d.suspicion,
+                         datetime.now(UTC).isoformat(timespec="seconds"), seen))
+                    con.execute("COMMIT")
+                    return int(cur.lastrowid)
+                except BaseException:
+                    con.execute("ROLLBACK")
+                    raise
+        except ConflictError:
+            raise
+        except sqlite3.DatabaseError as e:
+            raise ReviewStoreError(f"could not save the decision to {self.path} ({e}); it was NOT saved") from None
+
+    def latest(self, batch: str) -> pd.DataFrame:
+        """The current decision per file of a batch (one row per reviewed file)."""
+        q = ("SELECT d.* FROM decisions d JOIN (SELECT file, MAX(id) AS id FROM decisions WHERE batch=? "
+             "GROUP BY file) m ON d.id = m.id ORDER BY d.file")
+        return self._read(q, (batch,))
+
+    def history(self, batch: str, file: str | None = None) -> pd.DataFrame:
+        if file is None:
+            return self._read("SELECT * FROM decisions WHERE batch=? ORDER BY id", (batch,))
+        return self._read("SELECT * FROM decisions WHERE batch=? AND file=? ORDER BY id", (batch, file))
+
+    def _read(self, query: str, params: tuple) -> pd.DataFrame:
+        try:
+            with closing(self._connect()) as con:
+                rows = [dict(r) for r in con.execute(query, params).fetchall()]
+        except sqlite3.DatabaseError as e:
+            raise ReviewStoreError(f"could not read {self.path} ({e})") from None
+        columns = ["id", "batch", "file", "action", "label", "comment", "reviewer", "model", "suspicion",
+                   "created_at", "supersedes"]
+        return pd.DataFrame(rows, columns=columns)
+
+
+def export_table(scores: pd.DataFrame, decisions: pd.DataFrame) -> pd.DataFrame:
+    """Scores joined with the current decision of each file (files without a decision keep empty columns)."""
+    keep = decisions[["file", "action", "label", "comment", "reviewer", "created_at"]].rename(
+        columns={"action": "review_action", "label": "review_label", "comment": "review_comment",
+                 "reviewer": "reviewed_by", "created_at": "reviewed_at"})
+    return scores.merge(keep, on="file", how="left").fillna({c: "" for c in keep.columns if c != "file"})

@@ -1,0 +1,124 @@
+"""Everything the threshold explorer recomputes when the slider moves, from stored predictions only.
+
+Scores are sorted once; each threshold is then a pair of ``searchsorted`` calls, so a slider move costs
+microseconds even for 100k scores (no inference, no scikit-learn per move).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from . import metrics as M
+
+
+@dataclass(frozen=True)
+class Point:
+    threshold: float
+    confusion: M.Confusion
+
+    def __getattr__(self, name):  # sensitivity, specificity, ppv, … straight from the confusion
+        return getattr(self.confusion, name)
+
+
+class ThresholdAnalysis:
+    """Operating points of a suspicion score against binary truth."""
+
+    def __init__(self, y, scores, *, groups=None, unit: str = "", n_boot: int = 500, seed: int = 0):
+        y, s = M._binary_inputs(y, scores)
+        self.unit = unit or ("group" if groups is not None else "image")  # what the bootstrap resamples
+        self.y, self.s = y, s
+        self.pos = np.sort(s[y == 1])
+        self.neg = np.sort(s[y == 0])
+        self.P, self.N = len(self.pos), len(self.neg)
+        self._roc = M.roc_curve(y, s)
+        self._pr = M.pr_curve(y, s)
+        self.roc_auc = M.roc_auc(y, s) if 0 < self.P < len(y) else float("nan")
+        self.pr_auc = M.average_precision(y, s) if self.P else float("nan")
+        # bootstrap resamples drawn once (by group when given): each threshold re-uses them
+        rng = np.random.default_rng(seed)
+        if groups is None:
+            members = [np.array([i]) for i in range(len(y))]
+        else:
+            groups = np.asarray(groups)
+            members = [np.nonzero(groups == g)[0] for g in np.unique(groups)]
+        self._boot = [np.concatenate([members[k] for k in rng.integers(0, len(members), len(members))])
+                      for _ in range(n_boot)]
+
+    def at(self, threshold: float) -> Point:
+        """Confusion at ``threshold`` (positive when score >= threshold)."""
+        fn = int(np.searchsorted(self.pos, threshold, side="left"))
+        tn = int(np.searchsorted(self.neg, threshold, side="left"))
+        return Point(float(threshold), M.Confusion(tp=self.P - fn, fp=self.N - tn, tn=tn, fn=fn))
+
+    def curves(self) -> dict[str, np.ndarray]:
+        fpr, tpr, roc_t = self._roc
+        precision, recall, pr_t = self._pr
+        return {"fpr": fpr, "tpr": tpr, "roc_thresholds": roc_t, "precision": precision, "recall": recall,
+                "pr_thresholds": pr_t}
+
+    def youden(self) -> float:
+        """Threshold maximising sensitivity + specificity - 1 (highest such threshold on ties)."""
+        fpr, tpr, thr = self._roc
+        j = tpr - fpr
+        k = int(np.flatnonzero(j == j.max())[0])
+        return float(min(thr[k], 1.0))
+
+    def highest_with_sensitivity(self, target: float = 0.95) -> float:
+        """The highest threshold whose sensitivity is at least ``target`` (NaN without positives)."""
+        if not self.P:
+            return float("nan")
+        k = int(np.floor((1 - target) * self.P + 1e-9))  # positives we may miss
+        return float(self.pos[min(k, self.P - 1)])
+
+    def presets(self, shipped: float) -> dict[str, float]:
+        return {"0.5": 0.5, "shipped operating threshold": float(shipped), "Youden's J": self.youden(),
+                "highest with sensitivity >= 95%": self.highest_with_sensitivity(0.95)}
+
+    def bootstrap(self, threshold: float, level: float = 0.95) -> dict[str, tuple[float, float]]:
+        """Percentile intervals of sensitivity and specificity at ``threshold`` over the stored resamples."""
+        sens, spec = [], []
+        for idx in self._boot:
+            y, flagged = self.y[idx], self.s[idx] >= threshold
+            p = y.sum()
+            if p:
+                sens.append((flagged & (y == 1)).sum() / p)
+            if len(y) - p:
+                spec.append((~flagged & (y == 0)).sum() / (len(y) - p))
+        a = (1 - level) / 2
+
+        def q(v):
+            return (float(np.quantile(v, a)), float(np.quantile(v, 1 - a))) if v else (float("nan"),) * 2
+
+        return {"sensitivity": q(sens), "specificity": q(spec)}
+
+    def histogram(self, bins: int = 40) -> dict[str, np.ndarray]:
+        edges = np.linspace(0, 1, bins + 1)
+        return {"edges": edges, "positive": np.histogram(self.pos, edges)[0],
+                "negative": np.histogram(self.neg, edges)[0]}
+
+
+def natural_frequencies(point: Point, prevalence: float, *, per: int = 1000) -> dict[str, float]:
+    """Of ``per`` people screened at ``prevalence``: how many with disease are caught / missed, how many
+    healthy people are flagged / cleared (expected counts from the point's sensitivity and specificity)."""
+    diseased = per * prevalence
+    healthy = per - diseased
+    sens = 0.0 if np.isnan(point.sensitivity) else point.sensitivity
+    spec = 0.0 if np.isnan(point.specificity) else point.specificity
+    return {"per": per, "diseased": diseased, "caught": diseased * sens, "missed": diseased * (1 - sens),
+            "healthy": healthy, "false_alarms": healthy * (1 - spec), "cleared": healthy * spec}
+
+
+def describe(point: Point, prevalence: float, *, per: int = 1000, positive_name: str = "leukemia") -> str:
+    f = natural_frequencies(point, prevalence, per=per)
+    return (f"Of {per:,} people screened where {prevalence:.1%} have {positive_name}: about "
+            f"{f['caught']:.0f} of the {f['diseased']:.0f} with {positive_name} are caught and {f['missed']:.0f} "
+            f"missed; {f['false_alarms']:.0f} of the {f['healthy']:.0f} without it are flagged for review.")
+
+
+def compare(a: Point, b: Point, prevalence: float, *, per: int = 1000) -> str:
+    """The trade from threshold ``b`` (reference) to ``a``, in natural frequencies."""
+    fa, fb = natural_frequencies(a, prevalence, per=per), natural_frequencies(b, prevalence, per=per)
+    dc, df = fa["caught"] - fb["caught"], fa["false_alarms"] - fb["false_alarms"]
+    return (f"Moving the threshold from {b.threshold:.3g} to {a.threshold:.3g}: {dc:+.1f} cases caught and "
+            f"{df:+.1f} false alarms per {per:,} screened.")

@@ -1,0 +1,130 @@
+"""The only leukoview module that imports Streamlit: page set-up, the shared model picker, cached loaders.
+
+Torch is imported only when a page asks for a predictor, so Home renders without loading it.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import streamlit as st
+
+from . import settings
+from .bundle import Bundle, BundleError, bundle_problems, list_bundles, load_bundle
+
+MODEL_KEY = "leukoview_model"  # plain session key: survives page switches (widget keys do not)
+REVIEWER_KEY = "leukoview_reviewer"
+DISCLAIMER = ("Research and education tool, **not a medical device**. Scores must not be used for diagnosis or "
+              "treatment decisions.")
+TASK_NAMES = {"all4": "ALL vs benign and ALL subtype (Taleqani)", "wbc5": "Myeloblast among leukocytes",
+              "cnmc": "C-NMC single-cell ALL vs HEM"}
+POSITIVE_NAMES = {"all4": "B-ALL", "wbc5": "myeloblast (AML blast)", "cnmc": "ALL blast"}
+
+
+@st.cache_data(show_spinner=False)
+def _cards(models_dir: str) -> list[tuple[str, dict]]:
+    return [(str(b.path), b.card) for b in list_bundles(Path(models_dir), verify=False)]
+
+
+def bundles() -> list[Bundle]:
+    """Bundles in the models folder (cards only; weights are verified when a model is loaded)."""
+    return [Bundle(Path(p), c) for p, c in _cards(str(settings.models_dir()))]
+
+
+@st.cache_resource(show_spinner="Loading and verifying the model…")
+def _predictor(path: str):
+    from .predict import Predictor
+
+    return Predictor(load_bundle(path, verify=True))
+
+
+def predictor(b: Bundle):
+    """The verified, cached network of a bundle, or None after showing why it cannot be used."""
+    try:
+        return _predictor(str(b.path))
+    except (BundleError, RuntimeError, ValueError, OSError) as e:
+        st.error(f"Model {b.id} cannot be used: {e}")
+        return None
+
+
+@st.cache_resource(show_spinner=False)
+def _analysis(path: str):
+    from .threshold import ThresholdAnalysis
+
+    b = load_bundle(path, verify=True)
+    pred = b.predictions()
+    if "patient" in pred and (pred["patient"].astype(str) != "").all():
+        groups, unit = pred["patient"], "patient"
+    elif "group" in pred:
+        groups, unit = pred["group"], "duplicate group"
+    else:
+        groups, unit = None, "image"
+    return ThresholdAnalysis(pred["positive"].to_numpy(), pred["suspicion"].to_numpy(), groups=groups, unit=unit)
+
+
+@st.cache_data(ttl=60, show_spinner=False)
+def _problems(models_dir: str) -> dict[str, str]:
+    return bundle_problems(Path(models_dir))
+
+
+def analysis(b: Bundle):
+    try:
+        return _analysis(str(b.path))
+    except (BundleError, ValueError, OSError) as e:
+        st.error(f"The stored predictions of {b.id} cannot be used: {e}")
+        return None
+
+
+def page(title: str, icon: str = "🔬") -> Bundle | None:
+    """Page config, title and the sidebar (model picker, data roots, disclaimer). Returns the chosen bundle."""
+    st.set_page_config(page_title=f"{title} · leukoview", page_icon=icon, layout="wide")
+    st.title(title)
+    found = bundles()
+    with st.sidebar:
+        st.markdown("### Model")
+        if not found:
+            st.warning(f"No model bundles in `{settings.models_dir()}`. See the README to train one.")
+            chosen = None
+        else:
+            ids = [b.id for b in found]
+            current = st.session_state.get(MODEL_KEY)
+            index = ids.index(current) if current in ids else 0
+            label = {b.id: f"{b.id} — {TASK_NAMES.get(b.card.get('task'), b.card.get('task'))}" for b in found}
+            picked = st.selectbox("Model used on every page", ids, index=index, format_func=label.get,
+                                  key="model_picker")
+            st.session_state[MODEL_KEY] = picked
+            chosen = found[ids.index(picked)]
+            c = chosen.card
+            st.caption(f"{c['architecture']} · {len(c['classes'])} classes · threshold {c['threshold']:.3g} · "
+                       f"{'ImageNet-initialised' if c.get('imagenet_initialised') else 'trained from scratch'}")
+        for name, why in _problems(str(settings.models_dir())).items():
+            st.error(f"Bundle `{name}` is not usable: {why}")
+        st.markdown("---")
+        st.caption(DISCLAIMER)
+    return chosen
+
+
+def reviewer_name() -> str:
+    name = st.sidebar.text_input("Reviewer name (recorded with decisions)",
+                                 value=st.session_state.get(REVIEWER_KEY, ""), key="reviewer_input")
+    st.session_state[REVIEWER_KEY] = name
+    return name.strip()
+
+
+def positive_name(b: Bundle) -> str:
+    return POSITIVE_NAMES.get(b.card.get("task", ""), " / ".join(b.positive))
+
+
+def batch_columns() -> dict:
+    return {"thumbnail": st.column_config.ImageColumn("image", width="small"),
+            "suspicion": st.column_config.ProgressColumn("suspicion", min_value=0.0, max_value=1.0, format="%.3f"),
+            "ood_flag": st.column_config.CheckboxColumn("out of distribution"),
+            "ood_score": st.column_config.NumberColumn("OOD score", format="%.1f"),
+            "review": st.column_config.TextColumn("review decision")}
+
+
+def comparison_columns() -> dict:
+    fmt = {k: st.column_config.NumberColumn(k, format="%.4f") for k in
+           ("accuracy", "balanced accuracy", "ROC-AUC", "PR-AUC", "sensitivity", "specificity", "ECE")}
+    fmt["threshold"] = st.column_config.NumberColumn("threshold", format="%.4g")
+    fmt["parameters"] = st.column_config.NumberColumn("parameters", format="%d")
+    return fmt

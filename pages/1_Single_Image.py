@@ -1,0 +1,93 @@
+"""Single image: probabilities, decision, OOD warning, Grad-CAM with faithfulness, optional TTA."""
+import numpy as np
+import streamlit as st
+
+from leukoview import advice, charts, explain, images, samples, ui
+
+bundle = ui.page("Single image", "🔍")
+if bundle is None:
+    st.stop()
+
+tab_upload, tab_camera, tab_sample = st.tabs(["Upload", "Camera", "Sample image"])
+with tab_upload:
+    up = st.file_uploader("Image (PNG, JPEG, BMP, TIFF) — drag and drop, browse or paste",
+                          type=["png", "jpg", "jpeg", "bmp", "tif", "tiff"], key="single_upload")
+with tab_camera:
+    cam = st.camera_input("Photograph a smear through the eyepiece", key="single_camera")
+with tab_sample:
+    avail = samples.available_samples()
+    if avail.empty:
+        st.info("No sample images yet: run `python -m leukoview sample-data` (copies the files listed in "
+                "sample_data/manifest.csv from the data root).")
+        pick = None
+    else:
+        options = ["—"] + [f"{r.dataset} · {r.label} · {r.file.rsplit('/', 1)[-1]}" for r in avail.itertuples()]
+        choice = st.selectbox("Sample", options, key="single_sample")
+        pick = None if choice == "—" else avail.iloc[options.index(choice) - 1]
+
+source, name = None, ""
+if up is not None:
+    source, name = up.getvalue(), up.name
+elif cam is not None:
+    source, name = cam.getvalue(), "camera"
+elif pick is not None:
+    source, name = pick["path"], pick["file"]
+    st.caption(f"True class (from the dataset): **{pick['label']}** · {pick['licence']}")
+
+if source is None:
+    st.info("Upload an image, take a photo or pick a sample to score it.")
+    st.stop()
+
+try:
+    img = images.load_image(source, name=name)
+except images.ImageError as e:
+    st.error(f"This file cannot be scored: {e}")
+    st.stop()
+
+model = ui.predictor(bundle)
+if model is None:
+    st.stop()
+pred = model.predict(img)
+reading = advice.read_prediction(pred.suspicion, model.threshold, pred.predicted, bundle.positive,
+                                 ood=pred.ood_flag, task_positive_name=ui.positive_name(bundle))
+
+if pred.ood_flag:
+    st.warning(f"⚠️ Out-of-distribution: this image is unlike the training data (score {pred.ood_score:.1f} > "
+               f"{model.ood_threshold:.1f}). The prediction may be meaningless.")
+box = {"low": st.success, "borderline": st.warning, "high": st.error}[reading.band]
+box(f"**{reading.band.upper()}** — {reading.headline}")
+
+c1, c2 = st.columns([1, 1])
+c1.plotly_chart(charts.suspicion_gauge(pred.suspicion, model.threshold), width="stretch")
+c2.plotly_chart(charts.probability_bars(pred.probabilities, bundle.positive), width="stretch")
+n1, n2 = st.columns(2)
+n1.markdown("**Next steps**\n" + "\n".join(f"- {s}" for s in reading.next_steps))
+n2.markdown("**Limitations**\n" + "\n".join(f"- {s}" for s in reading.limitations))
+
+st.subheader("Where did the model look?")
+o1, o2, o3 = st.columns(3)
+method = o1.selectbox("Method", explain.METHODS, key="cam_method")
+target = o2.selectbox("Target class", bundle.classes, index=bundle.classes.index(pred.predicted),
+                      key="cam_target", help="Default: the predicted class")
+opacity = o3.slider("Overlay opacity", 0.0, 1.0, 0.45, 0.05, key="cam_opacity")
+try:
+    with st.spinner("Computing the class-activation map…"):
+        ex = explain.explain(model, img, method=method, target=target)
+except (ValueError, RuntimeError) as e:
+    st.error(f"The map could not be computed: {e}")
+    st.stop()
+i1, i2 = st.columns(2)
+i1.image(ex.image, caption=f"Input as the network sees it ({ex.image.shape[1]} px)", width="stretch")
+i2.image(explain.overlay(ex.image, ex.mask, opacity=opacity), caption=f"{ex.method} for class '{ex.target}'",
+         width="stretch")
+f = ex.faithfulness
+st.markdown(f"**Faithfulness:** removing the {f['fraction_removed']:.0%} most highlighted pixels moves the "
+            f"'{ex.target}' probability from {f['confidence']:.1%} to {f['confidence_without_highlight']:.1%} "
+            f"(drop {f['drop']:+.1%}); removing a random region of the same size drops it by "
+            f"{f['drop_random_region']:+.1%}. Reading: {f['reading']}.")
+
+if st.checkbox("Test-time augmentation (8 flips and rotations)", key="tta"):
+    scores = explain.tta_suspicion(model, img)
+    st.plotly_chart(charts.tta_figure(scores, model.threshold), width="stretch")
+    st.caption(f"Suspicion across views: min {scores.min():.1%}, median {float(np.median(scores)):.1%}, "
+               f"max {scores.max():.1%}; {int((scores >= model.threshold).sum())} of 8 views above threshold.")

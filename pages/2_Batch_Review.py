@@ -1,0 +1,147 @@
+"""Batch review: score a folder, upload or zip; sort, filter, open a row; record reviewer decisions."""
+from pathlib import Path
+
+import streamlit as st
+
+from leukoview import batch, charts, explain, review, settings, ui
+from leukoview.images import ImageError, load_image
+from leukoview.predict import find_images, score_files
+
+bundle = ui.page("Batch review", "🗂️")
+if bundle is None:
+    st.stop()
+reviewer = ui.reviewer_name()
+roots = settings.data_roots()
+
+source = st.radio("Images from", ["a folder in the data root", "uploaded files or a zip"], horizontal=True,
+                  key="batch_source")
+job = None  # (batch id, folder, notes)
+if source.startswith("a folder"):
+    folders = batch.image_folders(roots)
+    if not folders:
+        st.info(f"No image folders under the data root(s) {', '.join(map(str, roots))}. Set LEUKOVIEW_DATA_ROOT "
+                "or upload files instead.")
+    else:
+        labels = [f"{roots[i].name}/{rel} ({n} images)" if rel != "." else f"{roots[i].name} ({n} images)"
+                  for i, rel, n in folders]
+        k = st.selectbox("Folder (scored recursively)", range(len(folders)), format_func=labels.__getitem__,
+                         key="batch_folder")
+        i, rel, _ = folders[k]
+        try:
+            job = (f"{roots[i]}::{rel}", batch.resolve_inside(roots[i], rel), [])
+        except batch.BoundaryError as e:
+            st.error(str(e))
+else:
+    ups = st.file_uploader("Images or .zip archives (or a whole folder)", accept_multiple_files=True,
+                           type=["png", "jpg", "jpeg", "bmp", "tif", "tiff", "zip"], key="batch_upload")
+    if ups:
+        job = batch.upload_batch([(u.name, u.getvalue()) for u in ups], settings.review_dir() / "uploads")
+
+state = st.session_state.get("batch_result")
+if job is not None and st.button(f"Score with {bundle.id}", type="primary", key="batch_score"):
+    model = ui.predictor(bundle)
+    if model is not None:
+        bid, folder, notes = job
+        paths = find_images(folder)
+        bar = st.progress(0.0, text=f"Scoring {len(paths)} images…")
+        df = score_files(paths, model, base=folder,
+                         progress=lambda d, t: bar.progress(d / max(t, 1), text=f"Scored {d} of {t}"))
+        bar.empty()
+        state = {"batch": bid, "folder": str(folder), "model": bundle.id, "scores": df, "notes": notes}
+        st.session_state["batch_result"] = state
+
+if not state:
+    st.info("Choose images and press Score. Decisions are saved per batch and reviewer and survive restarts.")
+    st.stop()
+if state["model"] != bundle.id:
+    st.warning(f"These scores come from {state['model']}; press Score to rescore with {bundle.id}.")
+
+df, folder, bid = state["scores"], Path(state["folder"]), state["batch"]
+for note in state["notes"]:
+    st.warning(f"Skipped: {note}")
+errors = df[df["error"] != ""]
+ok = df[df["error"] == ""]
+m1, m2, m3, m4 = st.columns(4)
+m1.metric("Images scored", len(ok))
+m2.metric("Above threshold", int((ok["decision"] == "positive").sum()))
+m3.metric("Out-of-distribution", int((ok["ood_flag"] == True).sum()))  # noqa: E712
+m4.metric("Unreadable", len(errors))
+if len(errors):
+    with st.expander(f"{len(errors)} files could not be read"):
+        st.dataframe(errors[["file", "error"]], hide_index=True, width="stretch")
+
+store = None
+try:
+    store = review.ReviewStore()
+    decisions = store.latest(bid)
+except review.ReviewStoreError as e:
+    st.error(f"Reviewer decisions are unavailable: {e}")
+    decisions = None
+
+st.subheader("Filter and sort")
+f1, f2, f3, f4 = st.columns([2, 2, 1, 1])
+lo, hi = f1.slider("Suspicion score range", 0.0, 1.0, (0.0, 1.0), 0.01, key="batch_range")
+cls = f2.multiselect("Predicted class", bundle.classes, key="batch_classes")
+flagged = f3.checkbox("Out-of-distribution only", key="batch_ood")
+sort = f4.selectbox("Sort by", ["suspicion ↓", "suspicion ↑", "file", "ood_score ↓"], key="batch_sort")
+view = batch.filter_scores(ok, score_range=(lo, hi), classes=cls, flagged_only=flagged)
+view = batch.sort_scores(view, sort)
+view = batch.with_decisions(view, decisions)
+shown = batch.table_for_page(view, folder, bundle.classes)
+st.caption(f"{len(view)} of {len(ok)} images match. Click a column header to re-sort; select a row to open it.")
+event = st.dataframe(shown, hide_index=True, width="stretch", height=420, on_select="rerun",
+                     selection_mode="single-row", key="batch_table",
+                     column_config=ui.batch_columns())
+rows = event.selection.rows if event is not None else []
+
+if rows:
+    row = view.iloc[rows[0]]
+    st.subheader(f"{row['file']}")
+    try:
+        img = load_image(folder / row["file"])
+    except ImageError as e:
+        st.error(str(e))
+        st.stop()
+    model = ui.predictor(bundle)
+    if model is not None:
+        a, b = st.columns(2)
+        ex = explain.explain(model, img, method="Grad-CAM")
+        a.image(ex.image, caption=f"suspicion {row['suspicion']:.1%} · predicted {row['predicted']}",
+                width="stretch")
+        b.image(explain.overlay(ex.image, ex.mask), caption=f"Grad-CAM for '{ex.target}'", width="stretch")
+    if store is not None:
+        current = decisions[decisions["file"] == row["file"]] if decisions is not None else None
+        seen = int(current["id"].iloc[0]) if current is not None and len(current) else None
+        if seen is not None:
+            c = current.iloc[0]
+            st.info(f"Current decision: **{review.ACTION_LABELS[c['action']]}** {c['label']} by {c['reviewer']} "
+                    f"at {c['created_at']}" + (f" — “{c['comment']}”" if c["comment"] else ""))
+        with st.form(f"decide::{row['file']}", clear_on_submit=False):
+            action = st.radio("Decision", review.ACTIONS, format_func=review.ACTION_LABELS.get, horizontal=True)
+            label = st.selectbox("Corrected label (for an override)", bundle.classes,
+                                 index=bundle.classes.index(row["predicted"]))
+            comment = st.text_area("Comment", max_chars=2000)
+            if st.form_submit_button("Save decision", type="primary"):
+                try:
+                    store.record(review.Decision(batch=bid, file=row["file"], action=action,
+                                                 label=label if action == "override" else
+                                                 (row["predicted"] if action == "confirm" else ""),
+                                                 comment=comment, reviewer=reviewer, model=bundle.id,
+                                                 suspicion=float(row["suspicion"])), seen=seen)
+                    st.success("Saved.")
+                    st.rerun()
+                except review.ConflictError as e:
+                    st.error(f"Not saved: {e}")
+                except (ValueError, review.ReviewStoreError) as e:
+                    st.error(f"Not saved: {e}")
+
+summary = batch.patient_summary(ok)
+if not summary.empty:
+    st.subheader("Per patient")
+    st.plotly_chart(charts.patient_figure(summary, batch.PATIENT_REFERENCE), width="stretch")
+    st.dataframe(summary, hide_index=True, width="stretch")
+
+if store is not None:
+    export = review.export_table(df, store.latest(bid))
+    st.download_button("Download scores and decisions (CSV)", export.to_csv(index=False).encode(),
+                       file_name="leukoview_batch.csv", mime="text/csv", key="batch_export")

@@ -1,0 +1,50 @@
+"""Model comparison: every bundle of the selected task, from bundle files only."""
+import streamlit as st
+
+from leukoview import charts, compare, ui
+
+bundle = ui.page("Model comparison", "⚖️")
+if bundle is None:
+    st.stop()
+task = bundle.card.get("task", "")
+same_task = [b for b in ui.bundles() if b.card.get("task", "") == task]
+st.markdown(f"Task **{ui.TASK_NAMES.get(task, task)}**: {len(same_task)} bundle(s). Figures come from each "
+            "bundle's metrics.json and stored test predictions.")
+table = compare.comparison_table(same_task)
+st.dataframe(table, hide_index=True, width="stretch", column_config=ui.comparison_columns())
+splits = table["split"].nunique()
+if splits > 1:
+    st.warning(f"These bundles were evaluated on {splits} different splits: compare figures with care; the "
+               "paired test below needs the same split.")
+
+roc, pr = [], []
+for b in same_task:
+    ta = ui.analysis(b)
+    if ta is None:
+        continue
+    cv = ta.curves()
+    roc.append((b.id, cv["fpr"], cv["tpr"], ta.roc_auc))
+    pr.append((b.id, cv["recall"], cv["precision"], ta.pr_auc))
+a, c = st.columns(2)
+a.plotly_chart(charts.roc_figure(roc), width="stretch")
+c.plotly_chart(charts.pr_figure(pr), width="stretch")
+st.plotly_chart(charts.per_class_recall_figure(compare.per_class_recall(same_task)), width="stretch")
+
+st.subheader("Paired test on the same test images (McNemar)")
+ids = [b.id for b in same_task]
+if len(ids) < 2:
+    st.info("Only one bundle for this task: train another architecture to compare (README, 'Training').")
+else:
+    x, y = st.columns(2)
+    first = x.selectbox("Model A", ids, index=0, key="cmp_a")
+    second = y.selectbox("Model B", ids, index=1, key="cmp_b")
+    if first == second:
+        st.info("Pick two different models.")
+    else:
+        try:
+            r = compare.mcnemar(same_task[ids.index(first)], same_task[ids.index(second)])
+            st.markdown(f"On {r['images']} shared test images: both right {r['both_right']}, both wrong "
+                        f"{r['both_wrong']}, only A right {r['only_a_right']}, only B right {r['only_b_right']}. "
+                        f"Exact McNemar p = {r['p_value']:.3g}: {r['reading']}.")
+        except ValueError as e:
+            st.warning(str(e))

@@ -1,0 +1,144 @@
+"""Every page runs under streamlit.testing.v1.AppTest, with one real interaction each."""
+from __future__ import annotations
+
+import io
+import shutil
+
+import numpy as np
+import pytest
+import streamlit as st
+from streamlit.testing.v1 import AppTest
+
+from tests.conftest import REPO, cell_image, make_class_folders
+
+TIMEOUT = 120
+
+
+@pytest.fixture
+def app_env(tmp_path, monkeypatch, tiny_bundle):
+    """A models dir holding the tiny bundle (and a second copy for comparison), a data root and a review dir."""
+    models = tmp_path / "models"
+    shutil.copytree(tiny_bundle, models / "tiny")
+    shutil.copytree(tiny_bundle, models / "tiny2")
+    import json
+
+    card = json.loads((models / "tiny2" / "card.json").read_text())
+    card["id"] = "tiny2"  # same split: a valid paired comparison
+    from leukoview.bundle import finalize
+
+    finalize(models / "tiny2", {k: v for k, v in card.items() if k not in ("files", "format")})
+    data = tmp_path / "data"
+    make_class_folders(data / "cells", {"normal": 0, "blast": 3}, 4, seed=11)
+    monkeypatch.setenv("LEUKOVIEW_MODELS_DIR", str(models))
+    monkeypatch.setenv("LEUKOVIEW_DATA_ROOT", str(data))
+    monkeypatch.setenv("LEUKOVIEW_REVIEW_DIR", str(tmp_path / "reviews"))
+    st.cache_data.clear()
+    st.cache_resource.clear()
+    yield tmp_path
+    st.cache_data.clear()
+    st.cache_resource.clear()
+
+
+def run_page(path: str) -> AppTest:
+    at = AppTest.from_file(str(REPO / "Home.py"), default_timeout=TIMEOUT).run()
+    if path != "Home.py":
+        at.switch_page(path).run()
+    return at
+
+
+def no_exceptions(at: AppTest):
+    assert not at.exception, [e.value for e in at.exception]
+
+
+def png_bytes(kind: int = 3) -> bytes:
+    buf = io.BytesIO()
+    cell_image(kind, np.random.default_rng(0), size=96).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def test_home_lists_models_from_cards(app_env):
+    at = run_page("Home.py")
+    no_exceptions(at)
+    table = at.dataframe[0].value
+    assert set(table["model"]) == {"cells-cnn32", "tiny2"}
+    assert any("not a medical device" in w.value for w in at.warning)
+
+
+def test_single_image_upload_shows_decision_and_gradcam(app_env):
+    at = run_page("pages/1_Single_Image.py")
+    no_exceptions(at)
+    at.file_uploader(key="single_upload").set_value(("cell.png", png_bytes(), "image/png"))
+    at.run()
+    no_exceptions(at)
+    assert len(at.image) >= 1  # input and Grad-CAM overlay (the image list may group both)
+    assert any("Faithfulness" in m.value for m in at.markdown)
+    banners = [e.value for e in (*at.success, *at.warning, *at.error)]
+    assert any(k in " ".join(banners) for k in ("LOW", "BORDERLINE", "HIGH"))
+
+
+def test_single_image_refuses_a_non_image_with_a_message(app_env):
+    at = run_page("pages/1_Single_Image.py")
+    at.file_uploader(key="single_upload").set_value(("fake.png", b"not an image at all", "image/png"))
+    at.run()
+    no_exceptions(at)
+    assert any("cannot be scored" in e.value for e in at.error)
+
+
+def test_batch_scores_a_folder_and_sorts(app_env):
+    at = run_page("pages/2_Batch_Review.py")
+    no_exceptions(at)
+    at.button(key="batch_score").click().run()
+    no_exceptions(at)
+    df = at.dataframe[0].value
+    assert len(df) == 8 and (np.diff(df["suspicion"].to_numpy()) <= 0).all()
+    at.selectbox(key="batch_sort").set_value("suspicion ↑").run()
+    df = at.dataframe[0].value
+    assert (np.diff(df["suspicion"].to_numpy()) >= 0).all()
+    at.slider(key="batch_range").set_value((0.5, 1.0)).run()
+    assert (at.dataframe[0].value["suspicion"] >= 0.5).all()
+
+
+def test_threshold_slider_changes_the_confusion_matrix(app_env):
+    at = run_page("pages/3_Threshold_Explorer.py")
+    no_exceptions(at)
+
+    def sens_spec():
+        return {m.label: m.value for m in at.metric}
+
+    at.slider(key="te_threshold").set_value(0.0).run()
+    low = sens_spec()
+    assert low["Sensitivity"] == "1.000" and low["Specificity"] == "0.000"
+    at.slider(key="te_threshold").set_value(1.0).run()
+    high = sens_spec()
+    assert high != low
+    no_exceptions(at)
+    at.selectbox(key="te_preset").set_value("Youden's J").run()
+    no_exceptions(at)
+
+
+def test_comparison_shows_both_models_and_mcnemar(app_env):
+    at = run_page("pages/4_Model_Comparison.py")
+    no_exceptions(at)
+    table = at.dataframe[0].value
+    assert set(table["model"]) == {"cells-cnn32", "tiny2"}
+    at.selectbox(key="cmp_b").set_value("tiny2").run()
+    assert any("McNemar p" in m.value for m in at.markdown)
+
+
+def test_pages_say_what_to_do_without_models(tmp_path, monkeypatch):
+    monkeypatch.setenv("LEUKOVIEW_MODELS_DIR", str(tmp_path / "empty"))
+    st.cache_data.clear()
+    for page in ("Home.py", "pages/1_Single_Image.py", "pages/3_Threshold_Explorer.py"):
+        at = run_page(page)
+        no_exceptions(at)
+
+
+def test_pages_only_compose_widgets():
+    """Pages must not import torch, sklearn or grad-cam: computation lives in leukoview/."""
+    import ast
+
+    for page in [REPO / "Home.py", *sorted((REPO / "pages").glob("*.py"))]:
+        tree = ast.parse(page.read_text())
+        names = {a.name.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+        names |= {n.module.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module}
+        assert not names & {"torch", "torchvision", "sklearn", "pytorch_grad_cam", "cv2"}, page.name
