@@ -1,0 +1,65 @@
+import numpy as np
+import pytest
+
+from leukoview import explain
+from leukoview.archs import REGISTRY, get_arch
+from leukoview.predict import Predictor
+from tests.conftest import cell_image
+
+
+@pytest.fixture(scope="module")
+def predictor(tiny_bundle):
+    return Predictor(tiny_bundle)
+
+
+@pytest.mark.parametrize("method", explain.METHODS)
+def test_every_method_gives_a_mask_in_unit_range(predictor, method):
+    ex = explain.explain(predictor, cell_image(3, np.random.default_rng(0)), method=method)
+    size = predictor.spec["size"]
+    assert ex.mask.shape == (size, size) and ex.image.shape == (size, size, 3)
+    assert 0.0 <= ex.mask.min() and ex.mask.max() <= 1.0
+    assert ex.target == predictor.predict(cell_image(3, np.random.default_rng(0))).predicted
+
+
+def test_target_class_is_validated(predictor):
+    with pytest.raises(ValueError, match="not one of"):
+        explain.explain(predictor, cell_image(1, np.random.default_rng(0)), target="platelet")
+    import torch
+
+    x = torch.zeros(1, 3, 64, 64)
+    with pytest.raises(ValueError, match="outside"):
+        explain.cam_mask(predictor.model, "features", x, 5, n_classes=2)
+
+
+@pytest.mark.parametrize("name", sorted(REGISTRY))
+def test_gradcam_works_for_every_registered_architecture(name):
+    import torch
+
+    spec = get_arch(name)
+    model, _ = spec.build(3)
+    x = torch.randn(1, 3, spec.input_size, spec.input_size)
+    mask = explain.cam_mask(model, spec.cam_layer, x, 1, n_classes=3)
+    assert mask.shape == (spec.input_size, spec.input_size)
+    assert 0.0 <= mask.min() and mask.max() <= 1.0
+
+
+def test_overlay_blends_and_checks_shape():
+    img = np.zeros((4, 4, 3), np.uint8)
+    mask = np.ones((4, 4), np.float32)
+    out = explain.overlay(img, mask, opacity=1.0)
+    assert out.dtype == np.uint8 and out[..., 0].max() > 100  # jet(1.0) is dark red
+    assert (explain.overlay(img, mask, opacity=0.0) == 0).all()
+    with pytest.raises(ValueError, match="differ in size"):
+        explain.overlay(img, np.ones((3, 3)))
+
+
+def test_faithfulness_reports_drops(predictor):
+    ex = explain.explain(predictor, cell_image(3, np.random.default_rng(2)))
+    f = ex.faithfulness
+    assert f["drop"] == pytest.approx(f["confidence"] - f["confidence_without_highlight"])
+    assert -1 <= f["drop_random_region"] <= 1 and f["reading"]
+
+
+def test_tta_gives_eight_scores(predictor):
+    scores = explain.tta_suspicion(predictor, cell_image(3, np.random.default_rng(1)))
+    assert scores.shape == (8,) and ((0 <= scores) & (scores <= 1)).all()

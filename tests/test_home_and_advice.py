@@ -1,0 +1,52 @@
+import pytest
+
+from leukoview import advice, compare, home
+from leukoview.bundle import load_bundle
+
+
+def test_risk_bands():
+    assert advice.risk_band(0.1, 0.3) == "low"
+    assert advice.risk_band(0.5, 0.3) == "borderline"
+    assert advice.risk_band(0.95, 0.3) == "high"
+    assert advice.risk_band(0.95, 0.97) == "low"
+
+
+def test_reading_warns_when_out_of_distribution():
+    r = advice.read_prediction(0.95, 0.3, "blast", ["blast"], ood=True)
+    assert r.band == "high" and "out-of-distribution" in r.limitations[0]
+    assert "not a medical device" in " ".join(r.limitations)
+
+
+def test_home_tables_come_from_the_card_and_metrics(tiny_bundle):
+    b = load_bundle(tiny_bundle)
+    t = home.models_table([b])
+    assert t.loc[0, "model"] == b.id and t.loc[0, "accuracy"].startswith(f"{b.metrics['accuracy']:.4f}")
+    assert "scratch" in home.model_summary(b) and b.card["split"]["hash"] in home.split_summary(b)
+
+
+def test_comparison_table_and_mcnemar(tiny_bundle):
+    b = load_bundle(tiny_bundle)
+    t = compare.comparison_table([b])
+    assert t.loc[0, "accuracy"] == b.metrics["accuracy"] and t.loc[0, "size (MB)"] > 0
+    r = compare.mcnemar(b, b)
+    assert r["only_a_right"] == r["only_b_right"] == 0 and r["p_value"] == 1.0
+
+
+def test_mcnemar_refuses_different_splits(tiny_bundle, tmp_path):
+    import copy
+
+    b = load_bundle(tiny_bundle)
+    other = copy.deepcopy(b)
+    other.card["split"]["hash"] = "different"
+    with pytest.raises(ValueError, match="different splits"):
+        compare.mcnemar(b, other)
+
+
+def test_measure_latency_is_recorded_in_the_card(tiny_bundle, tmp_path):
+    import shutil
+
+    dst = tmp_path / "b"
+    shutil.copytree(tiny_bundle, dst)
+    result = compare.measure_latency(dst, runs=3)
+    b = load_bundle(dst)  # still verifies, now including latency.json
+    assert compare.latency_of(b)["median_ms"] == result["median_ms"] > 0
