@@ -102,9 +102,35 @@ def _cmd_models(a) -> int:
     return 0
 
 
-def _cmd_sample_data(a) -> int:
-    from .samples import fill_sample_data
+def _cmd_compare(a) -> int:
+    from .bundle import list_bundles
+    from .compare import comparison_table, markdown_table
 
+    found = [b for b in list_bundles(verify=True) if not a.task or b.card.get("task") == a.task]
+    if not found:
+        print("no bundles" + (f" for task {a.task}" if a.task else ""))
+        return 1
+    table = comparison_table(found).drop(columns=["split"])
+    print(markdown_table(table) if a.markdown else table.to_string(index=False))
+    return 0
+
+
+def _cmd_measure(a) -> int:
+    from .compare import measure_latency
+
+    for folder in a.bundles:
+        r = measure_latency(Path(folder), runs=a.runs, threads=a.threads)
+        print(f"{folder}: median {r['median_ms']} ms/image (p90 {r['p90_ms']}) on {r['threads']} threads, "
+              f"{r['runtime']}")
+    return 0
+
+
+def _cmd_sample_data(a) -> int:
+    from .samples import fill_sample_data, write_manifest
+
+    if a.make_manifest:
+        path = write_manifest(per_class=a.per_class)
+        print(f"manifest written: {path}")
     copied, missing = fill_sample_data(Path(a.data_root) if a.data_root else None)
     print(f"{copied} sample images copied into sample_data/; {len(missing)} not found in the data root")
     for m in missing:
@@ -154,8 +180,22 @@ def main(argv: list[str] | None = None) -> int:
 
     sub.add_parser("models", help="list and verify the bundles in the models folder").set_defaults(func=_cmd_models)
 
+    c = sub.add_parser("compare", help="print the model-comparison table (the one the comparison page shows)")
+    c.add_argument("--task", help="only bundles of this task (all4, wbc5, …)")
+    c.add_argument("--markdown", action="store_true", help="as a Markdown table (for the README)")
+    c.set_defaults(func=_cmd_compare)
+
+    me = sub.add_parser("measure", help="measure CPU latency per image and record it in the bundle")
+    me.add_argument("bundles", nargs="+")
+    me.add_argument("--runs", type=int, default=30)
+    me.add_argument("--threads", type=int, default=2)
+    me.set_defaults(func=_cmd_measure)
+
     sd = sub.add_parser("sample-data", help="copy the sample images listed in sample_data/manifest.csv")
     sd.add_argument("--data-root", dest="data_root")
+    sd.add_argument("--make-manifest", action="store_true",
+                    help="(maintainers) re-pick the manifest from the test splits of the shipped bundles")
+    sd.add_argument("--per-class", dest="per_class", type=int, default=3)
     sd.set_defaults(func=_cmd_sample_data)
 
     a = p.parse_args(argv)

@@ -92,7 +92,8 @@ def score_distributions(edges: np.ndarray, positive: np.ndarray, negative: np.nd
                   annotation_text=f"threshold {threshold:.3g}", annotation_position="top")
     fig.update_layout(barmode="overlay")
     fig.update_xaxes(title="suspicion score", range=[0, 1])
-    fig.update_yaxes(title="images" + (" (log scale)" if log_y else ""), type="log" if log_y else "linear")
+    fig.update_yaxes(title="images" + (" (log scale)" if log_y else ""), type="log" if log_y else "linear",
+                     dtick=1 if log_y else None)
     return _layout(fig, "Score distributions by true class", legend=dict(x=0.4, y=1.0, orientation="h"))
 
 

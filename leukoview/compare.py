@@ -104,3 +104,15 @@ def measure_latency(folder: Path, *, runs: int = 30, threads: int = 2) -> dict:
     B.write_json(b.path / LATENCY, result)
     B.finalize(b.path, {k: v for k, v in b.card.items() if k not in ("files", "format")})
     return result
+
+
+def markdown_table(df: pd.DataFrame) -> str:
+    """A DataFrame as a GitHub Markdown table (floats to 4 significant decimals)."""
+    def cell(v):
+        if isinstance(v, float):
+            return "" if np.isnan(v) else f"{v:.4f}".rstrip("0").rstrip(".") if abs(v) < 1000 else f"{v:.0f}"
+        return str(v)
+
+    lines = ["| " + " | ".join(df.columns) + " |", "|" + "---|" * len(df.columns)]
+    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in df.itertuples(index=False)]
+    return "\n".join(lines)

@@ -63,3 +63,28 @@ def make_manifest(splits: dict[str, pd.DataFrame], licences: dict[str, str], per
             for f in g.sample(min(per_class, len(g)), random_state=seed)["file"]:
                 rows.append({"dataset": name, "file": f, "label": label, "licence": licences.get(name, "")})
     return pd.DataFrame(rows, columns=COLUMNS)
+
+
+def write_manifest(*, per_class: int = 3, cnmc_per_class: int = 5, seed: int = 0) -> Path:
+    """Re-pick ``sample_data/manifest.csv``: test-split images of each shipped bundle's task (all4, wbc5) and
+    C-NMC cells from the data root, so the app's samples were never trained on."""
+    from .bundle import list_bundles
+    from .datasets import load_dataset, make_split
+
+    splits, licences = {}, {}
+    for b in list_bundles():
+        task = b.card.get("task", "")
+        if task in ("all4", "wbc5") and task not in splits:
+            splits[task] = b.split()
+            licences[task] = b.card["dataset"].get("licence", "")
+    manifest = make_manifest(splits, licences, per_class, seed)
+    try:
+        ds = load_dataset("cnmc")
+        extra = make_manifest({"cnmc": make_split(ds, progress=False)}, {"cnmc": ds.licence}, cnmc_per_class, seed)
+        manifest = pd.concat([manifest, extra], ignore_index=True)
+    except (ValueError, OSError):
+        pass  # no C-NMC folder in the data root
+    path = settings.sample_dir() / MANIFEST
+    path.parent.mkdir(parents=True, exist_ok=True)
+    manifest.to_csv(path, index=False)
+    return path

@@ -8,10 +8,21 @@ bundle = ui.page("Single image", "🔍")
 if bundle is None:
     st.stop()
 
-tab_upload, tab_camera, tab_sample = st.tabs(["Upload", "Camera", "Sample image"])
+TYPES = ["png", "jpg", "jpeg", "bmp", "tif", "tiff"]
+tab_upload, tab_paste, tab_camera, tab_sample = st.tabs(["Upload", "Paste", "Camera", "Sample image"])
 with tab_upload:
-    up = st.file_uploader("Image (PNG, JPEG, BMP, TIFF) — drag and drop, browse or paste",
-                          type=["png", "jpg", "jpeg", "bmp", "tif", "tiff"], key="single_upload")
+    up = st.file_uploader("Image (PNG, JPEG, BMP, TIFF) — drag and drop or browse", type=TYPES,
+                          key="single_upload")
+with tab_paste:
+    pasted = st.chat_input("Click here, paste an image (Ctrl+V / ⌘V) and press Enter", accept_file=True,
+                           file_type=TYPES, key="single_paste")
+    if pasted is not None and pasted.files:
+        st.session_state["single_pasted"] = (pasted.files[0].name, pasted.files[0].getvalue())
+    if "single_pasted" in st.session_state:
+        st.caption(f"Pasted: {st.session_state['single_pasted'][0]}")
+        if st.button("Clear pasted image", key="single_paste_clear"):
+            del st.session_state["single_pasted"]
+            st.rerun()
 with tab_camera:
     cam = st.camera_input("Photograph a smear through the eyepiece", key="single_camera")
 with tab_sample:
@@ -28,6 +39,8 @@ with tab_sample:
 source, name = None, ""
 if up is not None:
     source, name = up.getvalue(), up.name
+elif "single_pasted" in st.session_state:
+    name, source = st.session_state["single_pasted"]
 elif cam is not None:
     source, name = cam.getvalue(), "camera"
 elif pick is not None:
@@ -35,7 +48,7 @@ elif pick is not None:
     st.caption(f"True class (from the dataset): **{pick['label']}** · {pick['licence']}")
 
 if source is None:
-    st.info("Upload an image, take a photo or pick a sample to score it.")
+    st.info("Upload, paste or photograph an image, or pick a sample, to score it.")
     st.stop()
 
 try:

@@ -40,7 +40,7 @@ def explorer():
                                  key="te_prev") / 100
     p = ta.at(t)
     ci = ta.bootstrap(t)
-    k = st.columns(7)
+    k = st.columns(6)
     k[0].metric("Sensitivity", f"{p.sensitivity:.3f}", help=f"95% CI {ci['sensitivity'][0]:.3f}–"
                                                            f"{ci['sensitivity'][1]:.3f}")
     k[1].metric("Specificity", f"{p.specificity:.3f}", help=f"95% CI {ci['specificity'][0]:.3f}–"
@@ -50,7 +50,9 @@ def explorer():
     k[4].metric("F1", f"{p.f1:.3f}")
     k[5].metric("Accuracy", f"{p.accuracy:.3f}")
     ppv, npv = metrics.predictive_values(p.sensitivity, p.specificity, prevalence)
-    k[6].metric(f"PPV / NPV at {prevalence:.1%}", f"{ppv:.3f} / {npv:.4f}")
+    st.markdown(f"At **{prevalence:.1%} prevalence** (a screening population rather than this test split's mix): "
+                f"**PPV {ppv:.3f}** — share of flagged people who have {pos_name}; **NPV {npv:.4f}** — share of "
+                "cleared people who do not.")
     st.caption(f"95% bootstrap intervals (resampling by {ta.unit}): "
                f"sensitivity {ci['sensitivity'][0]:.3f}–{ci['sensitivity'][1]:.3f}, specificity "
                f"{ci['specificity'][0]:.3f}–{ci['specificity'][1]:.3f}.")

@@ -1,0 +1,109 @@
+"""Real browser: `streamlit run Home.py` headless, every page opened in headless Chromium (system binary driven
+by Playwright), no exception box on any page, full-page screenshots saved."""
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import REPO
+
+CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
+ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+        "--disable-component-update", "--disable-sync"]
+
+pytestmark = pytest.mark.browser
+
+
+def _skip_reason() -> str | None:
+    if not Path(CHROMIUM).exists() and not shutil.which("chromium"):
+        return "Debian chromium is not installed (apt-get install chromium)"
+    try:
+        import playwright.sync_api  # noqa: F401
+    except ImportError:
+        return "the playwright package is not installed"
+    return None
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def server(tmp_path, tiny_bundle):
+    reason = _skip_reason()
+    if reason:
+        pytest.skip(reason)
+    models = tmp_path / "models"
+    if any((REPO / "models").glob("*/card.json")):
+        shutil.copytree(REPO / "models", models)
+    else:
+        shutil.copytree(tiny_bundle, models / "tiny")
+    env = {**os.environ, "LEUKOVIEW_MODELS_DIR": str(models), "LEUKOVIEW_REVIEW_DIR": str(tmp_path / "reviews")}
+    port = _free_port()
+    log = open(tmp_path / "streamlit.log", "w")
+    proc = subprocess.Popen([sys.executable, "-m", "streamlit", "run", "Home.py", "--server.headless", "true",
+                             "--server.port", str(port), "--browser.gatherUsageStats", "false"],
+                            cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
+    deadline = time.time() + 90
+    while time.time() < deadline:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/_stcore/health", timeout=2) as r:
+                if r.status == 200:
+                    break
+        except OSError:
+            time.sleep(0.3)
+    else:
+        proc.kill()
+        pytest.fail(f"streamlit did not start: {(tmp_path / 'streamlit.log').read_text()[-2000:]}")
+    yield port
+    proc.terminate()
+    try:
+        proc.wait(10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+
+
+def wait_until_idle(page, timeout: float = 90, quiet: float = 1.0) -> None:
+    """Until the script-run status widget has been absent for ``quiet`` seconds (it appears a moment after the
+    title, so one look is not enough)."""
+    deadline = time.time() + timeout
+    idle_since = None
+    while time.time() < deadline:
+        running = page.locator('[data-testid="stStatusWidget"]').count() > 0
+        if running:
+            idle_since = None
+        elif idle_since is None:
+            idle_since = time.time()
+        elif time.time() - idle_since >= quiet:
+            return
+        page.wait_for_timeout(150)
+    raise AssertionError(f"{page.url} did not finish running within {timeout} s")
+
+
+def test_every_page_renders_without_exception(server, tmp_path):
+    from playwright.sync_api import sync_playwright
+
+    shots = Path(os.environ.get("LEUKOVIEW_SCREENSHOTS", tmp_path / "screenshots"))
+    shots.mkdir(parents=True, exist_ok=True)
+    pages = [""] + [p.stem.split("_", 1)[1] for p in sorted((REPO / "pages").glob("*.py"))]
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        page = browser.new_page(viewport={"width": 1400, "height": 2600})
+        for route in pages:
+            page.goto(f"http://127.0.0.1:{server}/{route}")
+            page.wait_for_selector('[data-testid="stAppViewContainer"] h1', timeout=90_000)
+            wait_until_idle(page)
+            page.screenshot(path=str(shots / f"{route or 'Home'}.png"), full_page=True)
+            errors = page.locator('[data-testid="stException"]')
+            assert errors.count() == 0, f"{route or 'Home'}: {errors.first.inner_text()[:300]}"
+        browser.close()
