@@ -29,6 +29,18 @@ def _cmd_train(a) -> int:
     return 0
 
 
+def _cmd_reevaluate(a) -> int:
+    from .bundle import load_bundle
+    from .train import reevaluate
+
+    for folder in a.bundles:
+        reevaluate(Path(folder), progress=not a.quiet)
+        m = load_bundle(folder).metrics
+        print(f"{folder}: test accuracy {m['accuracy']:.4f}, ROC-AUC {m['roc_auc']:.4f}, sensitivity "
+              f"{m['at_threshold']['sensitivity']:.3f} / specificity {m['at_threshold']['specificity']:.3f}")
+    return 0
+
+
 def _cmd_audit(a) -> int:
     from .datasets import leakage_audit, load_dataset, make_split
 
@@ -162,6 +174,12 @@ def main(argv: list[str] | None = None) -> int:
     t.add_argument("--no-pretrained", action="store_true")
     t.add_argument("--quiet", action="store_true")
     t.set_defaults(func=_cmd_train)
+
+    r = sub.add_parser("reevaluate", help="redo calibration, threshold, OOD and test metrics of a bundle with its "
+                       "shipped weights and saved split")
+    r.add_argument("bundles", nargs="+")
+    r.add_argument("--quiet", action="store_true")
+    r.set_defaults(func=_cmd_reevaluate)
 
     au = sub.add_parser("audit", help="leakage audit of a dataset: duplicates, cross-split groups, balance")
     au.add_argument("dataset")

@@ -10,7 +10,7 @@ from . import metrics as M
 def predictions_frame(files, labels, probs: np.ndarray, classes: list[str], positive: list[str], *,
                       patients=None, groups=None, ood=None) -> pd.DataFrame:
     """One row per image: file id, true class, per-class probabilities, suspicion (sum over positive classes)."""
-    probs = np.asarray(probs)
+    probs = np.asarray(probs, dtype=np.float64)  # float64 before rounding: the CSV then holds the same numbers
     df = pd.DataFrame({"file": list(files), "label": list(labels)})
     if patients is not None:
         df["patient"] = list(patients)

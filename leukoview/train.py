@@ -164,42 +164,68 @@ def versions() -> dict:
             "torchvision": torchvision.__version__, "numpy": np.__version__}
 
 
-def fit(cfg: TrainConfig, *, progress: bool = True) -> Path:
-    """Train ``cfg.arch`` on ``cfg.dataset`` and write a verified bundle; returns its folder."""
-    t_start = time.time()
+@dataclass
+class _Run:
+    """What a training or re-evaluation run works on: dataset, split, input spec, device, loaders."""
+
+    cfg: TrainConfig
+    ds: Dataset
+    split: pd.DataFrame
+    spec: dict
+    device: torch.device
+
+    @property
+    def classes(self) -> list[str]:
+        return list(self.ds.classes)
+
+    @property
+    def positive(self) -> list[str]:
+        return list(self.ds.positive)
+
+    @property
+    def arch(self):
+        return get_arch(self.cfg.arch)
+
+    def targets(self, part: str) -> np.ndarray:
+        index = {c: i for i, c in enumerate(self.classes)}
+        return self.split.loc[self.split["split"] == part, "label"].map(index).to_numpy()
+
+    def loader(self, part: str, train: bool = False) -> DataLoader:
+        sub = self.split[self.split["split"] == part]
+        tf = train_transform(self.spec, colour=self.cfg.colour_jitter) if train else eval_transform(self.spec)
+        data = ImageTable(self.ds.root, sub["file"].tolist(), self.targets(part).tolist(), tf)
+        g = torch.Generator().manual_seed(self.cfg.seed)
+        return DataLoader(data, batch_size=self.cfg.batch_size, shuffle=train, num_workers=self.cfg.workers,
+                          generator=g, worker_init_fn=_worker_init, persistent_workers=False, drop_last=False,
+                          pin_memory=self.device.type == "cuda")
+
+
+def _prepare(cfg: TrainConfig, *, progress: bool, split: pd.DataFrame | None = None) -> _Run:
     seed_everything(cfg.seed)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
-    device = _device(cfg.device)
-    arch = get_arch(cfg.arch)
     root = Path(cfg.data_root).resolve() if cfg.data_root else settings.data_root()
-    ds: Dataset = load_dataset(cfg.dataset, root, positive=cfg.positive)
-    classes, positive = list(ds.classes), list(ds.positive)
-    split = _subsample(make_split(ds, seed=cfg.split_seed, fractions=tuple(cfg.fractions), progress=progress),
-                       cfg.max_per_class, cfg.seed)
-    target = {c: i for i, c in enumerate(classes)}
-    spec = arch.input_spec()
-    if cfg.input_size:
-        spec["size"] = cfg.input_size
-
-    def loader(part: str, train: bool) -> DataLoader:
-        sub = split[split["split"] == part]
-        tf = train_transform(spec, colour=cfg.colour_jitter) if train else eval_transform(spec)
-        data = ImageTable(ds.root, sub["file"].tolist(), sub["label"].map(target).tolist(), tf)
-        g = torch.Generator().manual_seed(cfg.seed)
-        return DataLoader(data, batch_size=cfg.batch_size, shuffle=train, num_workers=cfg.workers, generator=g,
-                          worker_init_fn=_worker_init, persistent_workers=False, drop_last=False,
-                          pin_memory=device.type == "cuda")
-
-    train_loader, val_loader = loader("train", True), loader("val", False)
+    ds = load_dataset(cfg.dataset, root, positive=cfg.positive)
+    if split is None:
+        split = _subsample(make_split(ds, seed=cfg.split_seed, fractions=tuple(cfg.fractions), progress=progress),
+                           cfg.max_per_class, cfg.seed)
     for part in ("train", "val", "test"):
-        missing = sorted(set(classes) - set(split.loc[split["split"] == part, "label"]))
+        missing = sorted(set(ds.classes) - set(split.loc[split["split"] == part, "label"]))
         if missing:
             raise ValueError(f"the {part} split has no images of {missing}; the dataset is too small to split")
+    spec = get_arch(cfg.arch).input_spec()
+    if cfg.input_size:
+        spec["size"] = cfg.input_size
+    return _Run(cfg, ds, split, spec, _device(cfg.device))
 
-    model, pretrained_source = arch.build(len(classes), pretrained=cfg.pretrained)
+
+def _train(run: _Run, *, progress: bool) -> tuple[nn.Module, str | None, list[dict]]:
+    cfg, device, classes, positive = run.cfg, run.device, run.classes, run.positive
+    target = {c: i for i, c in enumerate(classes)}
+    train_loader, val_loader = run.loader("train", train=True), run.loader("val")
+    model, pretrained_source = run.arch.build(len(classes), pretrained=cfg.pretrained)
     model = model.to(device).to(memory_format=torch.channels_last)
-    counts = split[split["split"] == "train"]["label"].value_counts().reindex(classes).to_numpy(dtype=float)
+    counts = run.split[run.split["split"] == "train"]["label"].value_counts().reindex(classes).to_numpy(float)
     weights = torch.tensor(counts.sum() / (len(classes) * counts), dtype=torch.float32) if cfg.class_weighting \
         else None
     criterion = nn.CrossEntropyLoss(weight=weights.to(device) if weights is not None else None,
@@ -210,7 +236,7 @@ def fit(cfg: TrainConfig, *, progress: bool = True) -> Path:
     use_amp = device.type == "cuda"
 
     log, best, best_loss, stale = [], None, math.inf, 0
-    val_targets = np.asarray(val_loader.dataset.targets)
+    val_targets = run.targets("val")
     for epoch in range(1, cfg.epochs + 1):
         model.train()
         t0, seen, loss_sum = time.time(), 0, 0.0
@@ -227,7 +253,7 @@ def fit(cfg: TrainConfig, *, progress: bool = True) -> Path:
             seen += len(yb)
             loss_sum += loss.item() * len(yb)
             bar.set_postfix(loss=f"{loss_sum / seen:.4f}")
-        logits, _ = infer(model, val_loader, arch.classifier, device)
+        logits, _ = infer(model, val_loader, run.arch.classifier, device)
         probs = softmax(logits)
         val_nll = float(-np.log(np.clip(probs[np.arange(len(probs)), val_targets], 1e-12, 1)).mean())
         ybin = np.isin(val_targets, [target[c] for c in positive]).astype(int)
@@ -249,18 +275,51 @@ def fit(cfg: TrainConfig, *, progress: bool = True) -> Path:
                 if progress:
                     tqdm.write(f"early stop: validation NLL has not improved for {cfg.patience} epochs")
                 break
-    train_seconds = time.time() - t_start
     model.load_state_dict(best)
-    best_epoch = min(log, key=lambda r: r["val_nll"])["epoch"]
+    return model, pretrained_source, log
 
-    # Calibrate, choose the threshold and fit the OOD detector on validation; evaluate once on test.
+
+def fit(cfg: TrainConfig, *, progress: bool = True) -> Path:
+    """Train ``cfg.arch`` on ``cfg.dataset`` and write a verified bundle; returns its folder."""
+    t_start = time.time()
+    run = _prepare(cfg, progress=progress)
+    model, pretrained_source, log = _train(run, progress=progress)
+    return write_bundle(run, model, log=log, train_seconds=time.time() - t_start,
+                        pretrained_source=pretrained_source, progress=progress)
+
+
+def reevaluate(folder: Path, *, progress: bool = True) -> Path:
+    """Re-run the post-training steps (calibration, threshold, OOD, test metrics, predictions) of a bundle with
+    its own shipped weights and saved split; the training log and time are kept."""
+    b = B.load_bundle(folder)
+    fields = {f.name for f in dataclasses.fields(TrainConfig)}
+    cfg = TrainConfig(**{k: v for k, v in b.card["training"]["config"].items() if k in fields})
+    cfg.out = str(folder)
+    run = _prepare(cfg, progress=progress, split=b.split())
+    model = b.build_model().to(run.device).to(memory_format=torch.channels_last)
+    log = pd.read_csv(Path(folder) / B.LOG).to_dict("records")
+    source = b.card.get("pretrained_source") if b.card.get("imagenet_initialised") else None
+    return write_bundle(run, model, log=log, train_seconds=b.card["training"]["wall_time_s"],
+                        pretrained_source=source, progress=progress)
+
+
+def write_bundle(run: _Run, model: nn.Module, *, log: list[dict], train_seconds: float,
+                 pretrained_source: str | None, progress: bool) -> Path:
+    """Calibrate, choose the threshold and fit the OOD detector on validation, evaluate once on test, and write
+    the bundle folder."""
+    cfg, device, arch, split, ds = run.cfg, run.device, run.arch, run.split, run.ds
+    classes, positive = run.classes, run.positive
+    with torch.no_grad():  # evaluate exactly the weights that ship (fp16), so stored predictions reproduce
+        for v in model.state_dict().values():
+            if v.is_floating_point():
+                v.copy_(v.half().float())
+    best_epoch = int(min(log, key=lambda r: r["val_nll"])["epoch"])
+    val_targets = run.targets("val")
     desc = "scoring" if progress else ""
-    out: dict[str, tuple[np.ndarray, np.ndarray]] = {"val": infer(model, val_loader, arch.classifier, device, desc)}
-    out["test"] = infer(model, loader("test", False), arch.classifier, device, desc)
-    out["train"] = infer(model, loader("train", False), arch.classifier, device, desc)
+    out: dict[str, tuple[np.ndarray, np.ndarray]] = {
+        part: infer(model, run.loader(part), arch.classifier, device, desc) for part in ("val", "test", "train")}
     temperature = fit_temperature(out["val"][0], val_targets)
-    train_targets = np.asarray(train_loader.dataset.targets)
-    ood_state, ood_threshold = fit_ood(out["train"][1], train_targets, out["val"][1],
+    ood_state, ood_threshold = fit_ood(out["train"][1], run.targets("train"), out["val"][1],
                                        components=cfg.ood_components)
 
     frames = {}
@@ -276,8 +335,7 @@ def fit(cfg: TrainConfig, *, progress: bool = True) -> Path:
     metrics = evaluate(frames["test"], classes, positive, chosen["threshold"], n_boot=cfg.n_boot, seed=cfg.seed)
     metrics["validation"] = {k: v for k, v in evaluate(val_pred, classes, positive, chosen["threshold"], n_boot=0
                                                        ).items() if not k.endswith("ci95") and k != "bootstrap"}
-    metrics["uncalibrated_test_ece"] = M.top_label_ece(
-        split[split["split"] == "test"]["label"].map(target).to_numpy(), softmax(out["test"][0]))
+    metrics["uncalibrated_test_ece"] = M.top_label_ece(run.targets("test"), softmax(out["test"][0]))
     metrics["ood_flag_rate_test"] = float(np.mean(frames["test"]["ood_score"] > ood_threshold))
 
     bundle_id = f"{cfg.dataset.replace('folder:', '').replace('/', '_')}-{cfg.arch}"
@@ -304,7 +362,7 @@ def fit(cfg: TrainConfig, *, progress: bool = True) -> Path:
         "cam_layer": arch.cam_layer,
         "classes": classes,
         "positive_classes": positive,
-        "input": spec,
+        "input": run.spec,
         "threshold": chosen["threshold"],
         "threshold_rule": chosen["rule"],
         "threshold_validation": {k: chosen[k] for k in ("val_sensitivity", "val_specificity") if k in chosen},

@@ -101,3 +101,17 @@ def test_ood_state_loads_as_arrays(tiny_bundle):
     state = B.load_bundle(tiny_bundle).ood_state()
     assert state["precision"].shape[0] == state["components"].shape[0]
     assert np.isfinite(state["class_means"]).all()
+
+
+def test_reevaluate_reproduces_the_bundle(tiny_bundle, tmp_path):
+    from leukoview.train import reevaluate
+
+    dst = tmp_path / "again"
+    shutil.copytree(tiny_bundle, dst)
+    before = B.load_bundle(dst)
+    reevaluate(dst, progress=False)
+    after = B.load_bundle(dst)
+    assert after.threshold == pytest.approx(before.threshold, abs=1e-6)
+    assert after.card["split"]["hash"] == before.card["split"]["hash"]
+    assert after.card["files"][B.WEIGHTS] == before.card["files"][B.WEIGHTS]  # fp16 round trip is stable
+    np.testing.assert_allclose(after.predictions()["suspicion"], before.predictions()["suspicion"], atol=1e-5)

@@ -31,7 +31,7 @@ def test_predictor_reproduces_stored_test_predictions(tiny_bundle, predictor):
     root = Path(predictor.bundle.card["training"]["config"]["data_root"])
     rows = pred.head(6)
     out = predictor.predict_batch([load_image(root / f) for f in rows["file"]])
-    np.testing.assert_allclose(out["suspicion"], rows["suspicion"], atol=2e-3)
+    np.testing.assert_allclose(out["suspicion"], rows["suspicion"], atol=1e-4)
 
 
 def test_score_folder_goes_on_past_bad_files(tmp_path, predictor):
@@ -88,4 +88,4 @@ def test_metrics_module_is_used_consistently(tiny_bundle):
     pred = b.predictions("val")
     chosen = M.choose_threshold(pred["positive"].to_numpy(), pred["suspicion"].to_numpy(),
                                 min_specificity=b.card["training"]["config"]["min_specificity"])
-    assert chosen["threshold"] == pytest.approx(b.threshold, abs=2e-6)  # CSV keeps 6 decimals
+    assert chosen["threshold"] == b.threshold  # the stored predictions are exactly what the threshold saw

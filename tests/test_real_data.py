@@ -62,9 +62,9 @@ def test_shipped_bundle_reproduces_its_stored_test_predictions(bundle, root):
     rows = pred.sample(8, random_state=0)
     p = Predictor(b)
     out = p.predict_batch([load_image(root / f) for f in rows["file"]])
-    np.testing.assert_allclose(out["suspicion"], rows["suspicion"].to_numpy(), atol=5e-3)
+    np.testing.assert_allclose(out["suspicion"], rows["suspicion"].to_numpy(), atol=1e-4)
     for k, c in enumerate(b.classes):
-        np.testing.assert_allclose(out["probs"][:, k], rows[f"p_{c}"].to_numpy(), atol=5e-3)
+        np.testing.assert_allclose(out["probs"][:, k], rows[f"p_{c}"].to_numpy(), atol=1e-4)
 
 
 @pytest.mark.parametrize("bundle", SHIPPED, ids=[b.id for b in SHIPPED])
