@@ -13,8 +13,8 @@ if bundle is None:
 reviewer = ui.reviewer_name()
 roots = settings.data_roots()
 
-source = st.radio("Images from", ["a folder in the data root", "uploaded files or a zip"], horizontal=True,
-                  key="batch_source")
+source = st.radio("Images from", ["a folder in the data root", "uploaded files or a zip", "an uploaded folder"],
+                  horizontal=True, key="batch_source")
 job = None  # (batch id, folder, notes)
 if source.startswith("a folder"):
     folders = batch.image_folders(roots)
@@ -32,8 +32,11 @@ if source.startswith("a folder"):
         except batch.BoundaryError as e:
             st.error(str(e))
 else:
-    ups = st.file_uploader("Images or .zip archives (or a whole folder)", accept_multiple_files=True,
-                           type=["png", "jpg", "jpeg", "bmp", "tif", "tiff", "zip"], key="batch_upload")
+    whole = source == "an uploaded folder"
+    ups = st.file_uploader("A folder of images (subfolders included)" if whole else "Images or .zip archives",
+                           accept_multiple_files="directory" if whole else True,
+                           type=["png", "jpg", "jpeg", "bmp", "tif", "tiff"] + ([] if whole else ["zip"]),
+                           key="batch_folder_upload" if whole else "batch_upload")
     if ups:
         job = batch.upload_batch([(u.name, u.getvalue()) for u in ups], settings.review_dir() / "uploads")
 

@@ -3,12 +3,7 @@
 # Tests that need the real data set LEUKOVIEW_DATA_ROOT (default here: ../shared/data if it exists).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-VENV="${VENV:-.venv}"
-if [ ! -x "$VENV/bin/python" ]; then
-  python3 -m venv "$VENV"
-  "$VENV/bin/python" -m pip install -q --upgrade pip
-  "$VENV/bin/python" -m pip install -q -r requirements.txt
-fi
+. scripts/_venv.sh
 if [ -z "${LEUKOVIEW_DATA_ROOT:-}" ] && [ -d ../shared/data ]; then
   export LEUKOVIEW_DATA_ROOT="$(cd ../shared/data && pwd)"
 fi
