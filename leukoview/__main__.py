@@ -34,7 +34,7 @@ def _cmd_reevaluate(a) -> int:
     from .train import reevaluate
 
     for folder in a.bundles:
-        reevaluate(Path(folder), progress=not a.quiet)
+        reevaluate(Path(folder), progress=not a.quiet, min_specificity=a.min_specificity)
         m = load_bundle(folder).metrics
         print(f"{folder}: test accuracy {m['accuracy']:.4f}, ROC-AUC {m['roc_auc']:.4f}, sensitivity "
               f"{m['at_threshold']['sensitivity']:.3f} / specificity {m['at_threshold']['specificity']:.3f}")
@@ -178,6 +178,8 @@ def main(argv: list[str] | None = None) -> int:
     r = sub.add_parser("reevaluate", help="redo calibration, threshold, OOD and test metrics of a bundle with its "
                        "shipped weights and saved split")
     r.add_argument("bundles", nargs="+")
+    r.add_argument("--min-specificity", dest="min_specificity", type=float,
+                   help="specificity floor of the threshold rule (default: the bundle's)")
     r.add_argument("--quiet", action="store_true")
     r.set_defaults(func=_cmd_reevaluate)
 

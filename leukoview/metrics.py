@@ -243,32 +243,39 @@ def bootstrap_ci(statistic, n: int, *, groups=None, n_boot: int = 1000, seed: in
     return float(np.quantile(values, alpha)), float(np.quantile(values, 1 - alpha))
 
 
-def choose_threshold(y, scores, *, min_specificity: float = 0.9) -> dict:
-    """The sensitivity-first operating threshold, chosen on validation predictions.
+def choose_threshold(y, scores, *, min_specificity: float = 0.98) -> dict:
+    """The sensitivity-first operating threshold, chosen on validation predictions: the lowest threshold that
+    keeps specificity at least ``min_specificity``.
 
-    1. Among thresholds whose specificity is at least ``min_specificity``, take the highest sensitivity reached.
-    2. Among thresholds reaching it, take the one with the highest specificity (the highest threshold).
-    3. Every threshold down to the next-lower negative score gives the same validation point; take the middle of
-       that gap in logit space, so small shifts in scores on new data do not flip the decisions at the edge.
+    With N negatives, at most k = floor((1 - min_specificity) * N) of them may be flagged, so the threshold must
+    lie above the (k+1)-th highest negative score. It is placed at the logit midpoint between that score and the
+    next higher score of any class: the validation operating point is the same anywhere in that gap, and the
+    midpoint leaves a margin on both sides for small shifts in scores on new data.
     """
     y, s = _binary_inputs(y, scores)
     if _single_class(y, "threshold choice"):
         return {"threshold": 0.5, "rule": "default 0.5: validation has a single class"}
-    candidates = np.unique(s)
-    pos = np.sort(s[y == 1])
-    neg = np.sort(s[y == 0])
-    sens = 1 - np.searchsorted(pos, candidates, side="left") / len(pos)
-    spec = np.searchsorted(neg, candidates, side="left") / len(neg)
-    ok = spec >= min_specificity
-    best_sens = sens[ok].max()
-    t_hi = candidates[ok & (sens == best_sens)].max()
-    below = neg[neg < t_hi]
-    t_lo = below.max() if len(below) else 0.0
-    eps = 1e-6
-    logit = lambda p: np.log(np.clip(p, eps, 1 - eps) / (1 - np.clip(p, eps, 1 - eps)))  # noqa: E731
-    mid = float(1 / (1 + np.exp(-(logit(t_hi) + logit(t_lo)) / 2)))
-    threshold = min(max(mid, float(t_lo) + 1e-9), float(t_hi))
+    if not 0 <= min_specificity <= 1:
+        raise ValueError(f"min_specificity must be in [0, 1], got {min_specificity}")
+    neg = np.sort(s[y == 0])[::-1]
+    k = int(np.floor((1 - min_specificity) * len(neg) + 1e-9))
+    if k >= len(neg):
+        threshold = float(s.min())
+    else:
+        below = float(neg[k])  # must not be flagged
+        above = s[s > below]
+        upper = float(above.min()) if len(above) else 1.0
+        eps = 1e-6
+
+        def logit(p):
+            p = min(max(p, eps), 1 - eps)
+            return np.log(p / (1 - p))
+
+        mid = float(1 / (1 + np.exp(-(logit(below) + logit(upper)) / 2)))
+        threshold = min(max(mid, np.nextafter(below, 1.0)), upper)
     c = confusion_at(y, s, threshold)
     return {"threshold": threshold, "val_sensitivity": c.sensitivity, "val_specificity": c.specificity,
-            "rule": (f"sensitivity-first on validation: highest sensitivity with specificity >= {min_specificity:g}, "
-                     "then highest specificity, then the logit midpoint of the gap to the next lower negative score")}
+            "rule": (f"sensitivity-first on validation: the lowest threshold keeping specificity >= "
+                     f"{min_specificity:g} (at most {k} of {len(neg)} validation negatives flagged), placed at the "
+                     "logit midpoint of the gap between the highest negative score it must clear and the next "
+                     "higher score")}

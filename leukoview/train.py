@@ -49,11 +49,11 @@ class TrainConfig:
     label_smoothing: float = 0.1
     class_weighting: bool = True
     colour_jitter: float = 0.1
-    patience: int = 3  # epochs without validation-loss improvement before stopping
+    patience: int = 3  # epochs without improvement of the calibrated validation NLL before stopping
     seed: int = 0
     split_seed: int = 0
     fractions: list[float] = field(default_factory=lambda: [0.7, 0.15, 0.15])
-    min_specificity: float = 0.95  # specificity floor of the sensitivity-first threshold rule (validation)
+    min_specificity: float = 0.98  # specificity floor of the sensitivity-first threshold rule (validation)
     max_per_class: int = 0  # >0: subsample each class (smoke tests); recorded in the card
     input_size: int = 0  # 0: the architecture's
     threads: int = 0  # 0: all cores
@@ -256,8 +256,14 @@ def _train(run: _Run, *, progress: bool) -> tuple[nn.Module, str | None, list[di
         logits, _ = infer(model, val_loader, run.arch.classifier, device)
         probs = softmax(logits)
         val_nll = float(-np.log(np.clip(probs[np.arange(len(probs)), val_targets], 1e-12, 1)).mean())
+        # Selection criterion: NLL after temperature scaling. Label smoothing keeps raw probabilities below 1,
+        # so raw NLL rises as the model sharpens even while it gets more accurate; the temperature undoes that.
+        t = fit_temperature(logits, val_targets)
+        tprobs = softmax(logits, t)
+        val_nll_cal = float(-np.log(np.clip(tprobs[np.arange(len(tprobs)), val_targets], 1e-12, 1)).mean())
         ybin = np.isin(val_targets, [target[c] for c in positive]).astype(int)
         row = {"epoch": epoch, "train_loss": loss_sum / max(seen, 1), "val_nll": val_nll,
+               "val_nll_calibrated": val_nll_cal, "val_temperature": t,
                "val_accuracy": float((probs.argmax(1) == val_targets).mean()),
                "val_balanced_accuracy": M.balanced_accuracy(val_targets, probs.argmax(1)),
                "val_roc_auc": M.roc_auc(ybin, probs[:, [target[c] for c in positive]].sum(1))
@@ -267,13 +273,13 @@ def _train(run: _Run, *, progress: bool) -> tuple[nn.Module, str | None, list[di
         log.append(row)
         if progress:
             tqdm.write(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()))
-        if val_nll < best_loss - 1e-5:
-            best_loss, best, stale = val_nll, copy.deepcopy(model.state_dict()), 0
+        if val_nll_cal < best_loss - 1e-5:
+            best_loss, best, stale = val_nll_cal, copy.deepcopy(model.state_dict()), 0
         else:
             stale += 1
             if stale >= cfg.patience:
                 if progress:
-                    tqdm.write(f"early stop: validation NLL has not improved for {cfg.patience} epochs")
+                    tqdm.write(f"early stop: calibrated validation NLL has not improved for {cfg.patience} epochs")
                 break
     model.load_state_dict(best)
     return model, pretrained_source, log
@@ -288,12 +294,18 @@ def fit(cfg: TrainConfig, *, progress: bool = True) -> Path:
                         pretrained_source=pretrained_source, progress=progress)
 
 
-def reevaluate(folder: Path, *, progress: bool = True) -> Path:
+def reevaluate(folder: Path, *, progress: bool = True, **overrides) -> Path:
     """Re-run the post-training steps (calibration, threshold, OOD, test metrics, predictions) of a bundle with
-    its own shipped weights and saved split; the training log and time are kept."""
+    its own shipped weights and saved split; the training log and time are kept. ``overrides`` change
+    post-training settings such as ``min_specificity`` and are recorded in the card's config."""
     b = B.load_bundle(folder)
     fields = {f.name for f in dataclasses.fields(TrainConfig)}
     cfg = TrainConfig(**{k: v for k, v in b.card["training"]["config"].items() if k in fields})
+    for k, v in overrides.items():
+        if k not in fields:
+            raise ValueError(f"unknown setting {k!r}")
+        if v is not None:
+            setattr(cfg, k, v)
     cfg.out = str(folder)
     run = _prepare(cfg, progress=progress, split=b.split())
     model = b.build_model().to(run.device).to(memory_format=torch.channels_last)
@@ -313,7 +325,8 @@ def write_bundle(run: _Run, model: nn.Module, *, log: list[dict], train_seconds:
         for v in model.state_dict().values():
             if v.is_floating_point():
                 v.copy_(v.half().float())
-    best_epoch = int(min(log, key=lambda r: r["val_nll"])["epoch"])
+    key = "val_nll_calibrated" if "val_nll_calibrated" in log[0] else "val_nll"
+    best_epoch = int(min(log, key=lambda r: r[key])["epoch"])
     val_targets = run.targets("val")
     desc = "scoring" if progress else ""
     out: dict[str, tuple[np.ndarray, np.ndarray]] = {

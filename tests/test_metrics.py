@@ -94,14 +94,39 @@ def test_bootstrap_ci_by_group_is_wider_than_by_item():
     assert lo_g < values.mean() < hi_g
 
 
-def test_choose_threshold_is_sensitivity_first_with_margin():
+def test_choose_threshold_is_the_lowest_keeping_the_specificity_floor():
     y = np.array([0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1])
-    s = np.array([0.01, 0.02, 0.03, 0.05, 0.1, 0.1, 0.2, 0.2, 0.3, 0.6, 0.4, 0.9, 0.95])
+    s = np.array([0.01, 0.02, 0.03, 0.05, 0.1, 0.1, 0.2, 0.25, 0.3, 0.6, 0.4, 0.9, 0.95])
     out = M.choose_threshold(y, s, min_specificity=0.9)
-    # all positives are kept only at t <= 0.4; there one negative (0.6) is above -> specificity 0.9 (allowed);
-    # the gap down to the next negative (0.3) gives the same point: the logit midpoint of 0.3 and 0.4
-    assert 0.3 < out["threshold"] <= 0.4
+    # 10 negatives, floor 0.9: one may be flagged (0.6), so the threshold must clear the next one, 0.3; the next
+    # higher score is the positive at 0.4: the logit midpoint of 0.3 and 0.4
+    mid = 1 / (1 + np.exp(-(np.log(0.3 / 0.7) + np.log(0.4 / 0.6)) / 2))
+    assert out["threshold"] == pytest.approx(mid) and 0.3 < out["threshold"] < 0.4
     assert out["val_sensitivity"] == 1.0 and out["val_specificity"] == 0.9
-    strict = M.choose_threshold(y, s, min_specificity=0.95)
-    # specificity 0.95 is impossible while keeping 0.4: it must rise above 0.6, giving sensitivity 2/3
-    assert strict["val_sensitivity"] == pytest.approx(2 / 3) and 0.6 < strict["threshold"] <= 0.9
+    strict = M.choose_threshold(y, s, min_specificity=1.0)
+    # no negative may be flagged: above 0.6, below the next score 0.9 -> sensitivity 2/3
+    assert strict["val_sensitivity"] == pytest.approx(2 / 3) and 0.6 < strict["threshold"] < 0.9
+    assert strict["val_specificity"] == 1.0
+
+
+def test_choose_threshold_never_flags_more_negatives_than_allowed():
+    rng = np.random.default_rng(1)
+    for _ in range(50):
+        y = rng.integers(0, 2, 60)
+        if y.min() == y.max():
+            continue
+        s = rng.uniform(0, 0.99, 60).round(2)  # ties included
+        for floor in (0.8, 0.95, 0.98):
+            out = M.choose_threshold(y, s, min_specificity=floor)
+            assert out["val_specificity"] >= floor
+            # one notch lower (the next score below) would break the floor or change nothing
+            lower = s[s < out["threshold"]]
+            if len(lower):
+                assert M.confusion_at(y, s, lower.max()).specificity < floor or \
+                    M.confusion_at(y, s, lower.max()).fp == M.confusion_at(y, s, out["threshold"]).fp
+
+
+def test_choose_threshold_when_a_negative_scores_one():
+    # a negative at exactly 1.0 cannot be cleared by any threshold in [0, 1]: the threshold is 1.0, said plainly
+    out = M.choose_threshold([0, 0, 1], [1.0, 0.2, 0.9], min_specificity=1.0)
+    assert out["threshold"] == 1.0 and out["val_specificity"] == 0.5
