@@ -10,7 +10,7 @@ st.warning(ui.DISCLAIMER)
 st.subheader("Shipped models")
 bundles = ui.bundles()
 if bundles:
-    st.dataframe(home.models_table(bundles), hide_index=True, width="stretch")
+    st.table(home.models_table(bundles).set_index("model"))
     st.caption(home.TABLE_NOTE)
 else:
     st.info("No model bundles found. Train one with `python -m leukoview train --config configs/…` (README).")

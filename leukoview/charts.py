@@ -23,6 +23,7 @@ def probability_bars(probabilities: dict[str, float], positive: list[str]) -> go
     fig = go.Figure(go.Bar(x=vals, y=names, orientation="h", marker_color=colours,
                            text=[f"{v:.1%}" for v in vals], textposition="auto"))
     fig.update_xaxes(range=[0, 1], tickformat=".0%")
+    fig.update_yaxes(autorange="reversed")  # classes top to bottom in the card's order
     return _layout(fig, "Class probabilities (red = clinically positive)", height=60 + 45 * len(names))
 
 
@@ -76,7 +77,7 @@ def pr_figure(curves: list[tuple[str, np.ndarray, np.ndarray, float]], point: tu
                                  marker=dict(size=14, color="black", symbol="x")))
     fig.update_xaxes(title="recall (sensitivity)", range=[-0.01, 1.01])
     fig.update_yaxes(title="precision (PPV)", range=[-0.01, 1.01])
-    return _layout(fig, "Precision-recall curve", legend=dict(x=0.02, y=0.05))
+    return _layout(fig, "Precision-recall curve", legend=dict(x=0.02, y=0.05), showlegend=True)
 
 
 def score_distributions(edges: np.ndarray, positive: np.ndarray, negative: np.ndarray, threshold: float, *,
@@ -89,7 +90,8 @@ def score_distributions(edges: np.ndarray, positive: np.ndarray, negative: np.nd
     fig.add_trace(go.Bar(x=centres, y=positive, width=width, name="truly positive", marker_color=POS_COLOUR,
                          opacity=0.7))
     fig.add_vline(x=threshold, line=dict(color="black", width=3, dash="dash"),
-                  annotation_text=f"threshold {threshold:.3g}", annotation_position="top")
+                  annotation_text=f"threshold {threshold:.3g}",
+                  annotation_position="top left" if threshold > 0.6 else "top right")
     fig.update_layout(barmode="overlay")
     fig.update_xaxes(title="suspicion score", range=[0, 1])
     fig.update_yaxes(title="images" + (" (log scale)" if log_y else ""), type="log" if log_y else "linear",

@@ -47,8 +47,8 @@ def models_table(bundles: list[Bundle]) -> pd.DataFrame:
     for b in bundles:
         m, c = b.metrics, b.card
         t = m["at_threshold"]
-        rows.append({"model": b.id, "task": c.get("task", ""), "classes": ", ".join(b.classes),
-                     "positive": ", ".join(b.positive), "test images": m["n_images"],
+        rows.append({"model": b.id, "task": c.get("task", ""), "positive class(es)": ", ".join(b.positive),
+                     "test images": m["n_images"],
                      "accuracy": f"{m['accuracy']:.4f} {_ci(m, 'accuracy')}",
                      "ROC-AUC": f"{m['roc_auc']:.4f} {_ci(m, 'roc_auc')}",
                      "sensitivity": f"{t['sensitivity']:.3f} {_ci(m, 'sensitivity')}",

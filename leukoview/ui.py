@@ -88,13 +88,12 @@ def page(title: str, icon: str = "🔬") -> Bundle | None:
             ids = [b.id for b in found]
             current = st.session_state.get(MODEL_KEY)
             index = ids.index(current) if current in ids else 0
-            label = {b.id: f"{b.id} — {TASK_NAMES.get(b.card.get('task'), b.card.get('task'))}" for b in found}
-            picked = st.selectbox("Model used on every page", ids, index=index, format_func=label.get,
-                                  key="model_picker")
+            picked = st.selectbox("Model used on every page", ids, index=index, key="model_picker")
             st.session_state[MODEL_KEY] = picked
             chosen = found[ids.index(picked)]
             c = chosen.card
-            st.caption(f"{c['architecture']} · {len(c['classes'])} classes · threshold {c['threshold']:.3g} · "
+            st.caption(f"**{TASK_NAMES.get(c.get('task'), c.get('task'))}** · "
+                       f"{c['architecture']} · {len(c['classes'])} classes · threshold {c['threshold']:.3g} · "
                        f"{'ImageNet-initialised' if c.get('imagenet_initialised') else 'trained from scratch'}")
         for name, why in _problems(str(settings.models_dir())).items():
             st.error(f"Bundle `{name}` is not usable: {why}")

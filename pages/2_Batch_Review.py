@@ -69,6 +69,10 @@ m1.metric("Images scored", len(ok))
 m2.metric("Above threshold", int((ok["decision"] == "positive").sum()))
 m3.metric("Out-of-distribution", int((ok["ood_flag"] == True).sum()))  # noqa: E712
 m4.metric("Unreadable", len(errors))
+ood_share = float((ok["ood_flag"] == True).mean()) if len(ok) else 0.0  # noqa: E712
+if ood_share > 0.5:
+    st.warning(f"{ood_share:.0%} of these images are unlike {bundle.id}'s training data (out-of-distribution): "
+               "its scores are probably meaningless here. Is this the right model for these images?")
 if len(errors):
     with st.expander(f"{len(errors)} files could not be read"):
         st.dataframe(errors[["file", "error"]], hide_index=True, width="stretch")
@@ -85,7 +89,7 @@ st.subheader("Filter and sort")
 f1, f2, f3, f4 = st.columns([2, 2, 1, 1])
 lo, hi = f1.slider("Suspicion score range", 0.0, 1.0, (0.0, 1.0), 0.01, key="batch_range")
 cls = f2.multiselect("Predicted class", bundle.classes, key="batch_classes")
-flagged = f3.checkbox("Out-of-distribution only", key="batch_ood")
+flagged = f3.checkbox("OOD only", key="batch_ood", help="Only images flagged as out-of-distribution")
 sort = f4.selectbox("Sort by", ["suspicion ↓", "suspicion ↑", "file", "ood_score ↓"], key="batch_sort")
 view = batch.filter_scores(ok, score_range=(lo, hi), classes=cls, flagged_only=flagged)
 view = batch.sort_scores(view, sort)

@@ -73,21 +73,11 @@ def server(tmp_path, tiny_bundle):
         proc.kill()
 
 
-def wait_until_idle(page, timeout: float = 90, quiet: float = 1.0) -> None:
-    """Until the script-run status widget has been absent for ``quiet`` seconds (it appears a moment after the
-    title, so one look is not enough)."""
-    deadline = time.time() + timeout
-    idle_since = None
-    while time.time() < deadline:
-        running = page.locator('[data-testid="stStatusWidget"]').count() > 0
-        if running:
-            idle_since = None
-        elif idle_since is None:
-            idle_since = time.time()
-        elif time.time() - idle_since >= quiet:
-            return
-        page.wait_for_timeout(150)
-    raise AssertionError(f"{page.url} did not finish running within {timeout} s")
+def wait_until_idle(page, timeout: float = 120) -> None:
+    """Until Streamlit reports the script run finished (the app root's data-test-script-state), then a moment
+    for canvases (dataframes) to paint."""
+    page.wait_for_selector('[data-testid="stApp"][data-test-script-state="notRunning"]', timeout=timeout * 1000)
+    page.wait_for_timeout(1500)
 
 
 def test_every_page_renders_without_exception(server, tmp_path):
