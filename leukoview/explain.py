@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .predict import Predictor
+from .predict import Predictor, softmax
 
 METHODS = ("Grad-CAM", "Grad-CAM++", "EigenCAM", "XGrad-CAM", "LayerCAM")
 
@@ -67,10 +67,7 @@ class Explanation:
 @torch.inference_mode()
 def _class_prob(predictor: Predictor, x: torch.Tensor, target: int) -> np.ndarray:
     logits, _ = predictor.forward(x)
-    z = logits / predictor.temperature
-    z = z - z.max(1, keepdims=True)
-    p = np.exp(z) / np.exp(z).sum(1, keepdims=True)
-    return p[:, target]
+    return softmax(logits, predictor.temperature)[:, target]
 
 
 def faithfulness(predictor: Predictor, x: torch.Tensor, mask: np.ndarray, target: int, *, fraction: float = 0.2,

@@ -60,6 +60,14 @@ def ood_scores(state: dict, features: np.ndarray) -> np.ndarray:
 # --------------------------------------------------------------------------------------------- predictor
 
 
+def softmax(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
+    """Row-wise softmax of ``logits / temperature`` (numerically stable)."""
+    z = np.asarray(logits) / temperature
+    z = z - z.max(1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(1, keepdims=True)
+
+
 @dataclass
 class Prediction:
     probabilities: dict[str, float]
@@ -103,11 +111,9 @@ class Predictor:
 
     def outputs(self, logits: np.ndarray, features: np.ndarray) -> dict[str, np.ndarray]:
         """Probabilities (temperature-scaled), suspicion, decision and OOD for a batch of raw outputs."""
-        z = logits / self.temperature
-        z = z - z.max(1, keepdims=True)
-        probs = np.exp(z) / np.exp(z).sum(1, keepdims=True)
+        probs = softmax(logits, self.temperature)
         suspicion = probs[:, self.positive_index].sum(1)
-        ood = ood_scores(self.ood, features) if self.ood is not None else np.full(len(z), np.nan)
+        ood = ood_scores(self.ood, features) if self.ood is not None else np.full(len(probs), np.nan)
         return {"probs": probs, "suspicion": suspicion, "decision": suspicion >= self.threshold,
                 "ood_score": ood, "ood_flag": ood > self.ood_threshold}
 

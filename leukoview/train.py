@@ -28,7 +28,7 @@ from .archs import count_parameters, get_arch
 from .datasets import Dataset, load_dataset, make_split, split_hash
 from .evaluate import evaluate, predictions_frame
 from .images import load_image
-from .predict import fit_ood, ood_scores
+from .predict import fit_ood, ood_scores, softmax
 from .transforms import eval_transform, train_transform
 
 
@@ -141,13 +141,6 @@ def fit_temperature(logits: np.ndarray, targets: np.ndarray) -> float:
 
     res = minimize_scalar(nll, bounds=(math.log(0.05), math.log(20)), method="bounded")
     return float(math.exp(res.x))
-
-
-def softmax(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
-    z = logits / temperature
-    z = z - z.max(1, keepdims=True)
-    e = np.exp(z)
-    return e / e.sum(1, keepdims=True)
 
 
 def _subsample(split: pd.DataFrame, per_class: int, seed: int) -> pd.DataFrame:
