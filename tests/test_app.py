@@ -105,12 +105,21 @@ def test_threshold_slider_changes_the_confusion_matrix(app_env):
     def sens_spec():
         return {m.label: m.value for m in at.metric}
 
+    def confusion_counts():
+        import json
+
+        fig = json.loads(at.get("plotly_chart")[0].proto.spec)  # the first chart is the confusion matrix
+        assert "Confusion matrix" in fig["layout"]["title"]["text"]
+        return fig["data"][0]["text"]
+
     at.slider(key="te_threshold").set_value(0.0).run()
     low = sens_spec()
     assert low["Sensitivity"] == "1.000" and low["Specificity"] == "0.000"
+    cm_low = confusion_counts()
+    assert cm_low[1][1].startswith("0<br>")  # nothing cleared at threshold 0: no true negatives
     at.slider(key="te_threshold").set_value(1.0).run()
     high = sens_spec()
-    assert high != low
+    assert high != low and confusion_counts() != cm_low
     no_exceptions(at)
     at.selectbox(key="te_preset").set_value("Youden's J").run()
     no_exceptions(at)
