@@ -244,13 +244,16 @@ def bootstrap_ci(statistic, n: int, *, groups=None, n_boot: int = 1000, seed: in
 
 
 def choose_threshold(y, scores, *, min_specificity: float = 0.98) -> dict:
-    """The sensitivity-first operating threshold, chosen on validation predictions: the lowest threshold that
-    keeps specificity at least ``min_specificity``.
+    """The sensitivity-first operating threshold, chosen on validation predictions.
 
-    With N negatives, at most k = floor((1 - min_specificity) * N) of them may be flagged, so the threshold must
-    lie above the (k+1)-th highest negative score. It is placed at the logit midpoint between that score and the
-    next higher score of any class: the validation operating point is the same anywhere in that gap, and the
-    midpoint leaves a margin on both sides for small shifts in scores on new data.
+    1. The specificity floor: with N negatives at most k = floor((1 - min_specificity) * N) may be flagged, so
+       the threshold must lie above ``lower``, the (k+1)-th highest negative score; every threshold above it
+       keeps specificity >= the floor.
+    2. Sensitivity first: the highest sensitivity reachable there is the share of positives scoring above
+       ``lower``; ``upper``, the lowest of those positive scores, is the highest threshold that still reaches it.
+    3. Any threshold in (lower, upper] gives that validation operating point; the logit midpoint is taken, so the
+       threshold sits below the positives with a margin, spending the specificity budget only as margin
+       rather than flagging negatives for no gain in sensitivity.
     """
     y, s = _binary_inputs(y, scores)
     if _single_class(y, "threshold choice"):
@@ -259,23 +262,24 @@ def choose_threshold(y, scores, *, min_specificity: float = 0.98) -> dict:
         raise ValueError(f"min_specificity must be in [0, 1], got {min_specificity}")
     neg = np.sort(s[y == 0])[::-1]
     k = int(np.floor((1 - min_specificity) * len(neg) + 1e-9))
-    if k >= len(neg):
-        threshold = float(s.min())
-    else:
-        below = float(neg[k])  # must not be flagged
-        above = s[s > below]
+    lower = float(neg[k]) if k < len(neg) else 0.0
+    reachable = s[(y == 1) & (s > lower)]
+    if len(reachable):
+        upper = float(reachable.min())
+    else:  # no positive can be flagged under the floor: just clear ``lower``
+        above = s[s > lower]
         upper = float(above.min()) if len(above) else 1.0
-        eps = 1e-6
+    eps = 1e-6
 
-        def logit(p):
-            p = min(max(p, eps), 1 - eps)
-            return np.log(p / (1 - p))
+    def logit(p):
+        p = min(max(p, eps), 1 - eps)
+        return np.log(p / (1 - p))
 
-        mid = float(1 / (1 + np.exp(-(logit(below) + logit(upper)) / 2)))
-        threshold = min(max(mid, np.nextafter(below, 1.0)), upper)
+    mid = float(1 / (1 + np.exp(-(logit(lower) + logit(upper)) / 2)))
+    threshold = min(max(mid, float(np.nextafter(lower, 1.0))), upper)
     c = confusion_at(y, s, threshold)
     return {"threshold": threshold, "val_sensitivity": c.sensitivity, "val_specificity": c.specificity,
-            "rule": (f"sensitivity-first on validation: the lowest threshold keeping specificity >= "
-                     f"{min_specificity:g} (at most {k} of {len(neg)} validation negatives flagged), placed at the "
-                     "logit midpoint of the gap between the highest negative score it must clear and the next "
-                     "higher score")}
+            "rule": (f"sensitivity-first on validation: the highest sensitivity reachable with specificity >= "
+                     f"{min_specificity:g} (at most {k} of {len(neg)} validation negatives flagged); the threshold "
+                     "is the logit midpoint between the lowest threshold that floor allows and the highest one that "
+                     "still reaches that sensitivity")}

@@ -119,11 +119,21 @@ def test_choose_threshold_never_flags_more_negatives_than_allowed():
         for floor in (0.8, 0.95, 0.98):
             out = M.choose_threshold(y, s, min_specificity=floor)
             assert out["val_specificity"] >= floor
-            # one notch lower (the next score below) would break the floor or change nothing
-            lower = s[s < out["threshold"]]
-            if len(lower):
-                assert M.confusion_at(y, s, lower.max()).specificity < floor or \
-                    M.confusion_at(y, s, lower.max()).fp == M.confusion_at(y, s, out["threshold"]).fp
+            # no threshold that keeps the floor reaches a higher sensitivity
+            for c in np.unique(s):
+                point = M.confusion_at(y, s, c)
+                if point.specificity >= floor:
+                    assert point.sensitivity <= out["val_sensitivity"]
+
+
+def test_choose_threshold_does_not_spend_specificity_for_nothing():
+    # perfectly separated: the floor would allow flagging one negative, but that buys no sensitivity, so the
+    # threshold stays between the top negative region and the positives and flags no negative
+    y = np.array([0] * 50 + [1] * 10)
+    s = np.r_[np.linspace(0.001, 0.2, 50), np.linspace(0.9, 0.99, 10)]
+    out = M.choose_threshold(y, s, min_specificity=0.98)
+    assert out["val_sensitivity"] == 1.0 and out["val_specificity"] >= 0.98
+    assert out["val_specificity"] == 1.0 and 0.2 < out["threshold"] < 0.9
 
 
 def test_choose_threshold_when_a_negative_scores_one():
