@@ -130,3 +130,19 @@ def test_split_hash_is_order_independent():
     df = pd.DataFrame({"file": ["a", "b", "c"], "split": ["train", "val", "test"]})
     assert D.split_hash(df) == D.split_hash(df.iloc[::-1])
     assert D.split_hash(df) != D.split_hash(df.assign(split=["val", "train", "test"]))
+
+
+def test_sample_data_is_copied_from_the_root_and_reports_missing(tmp_path):
+    from leukoview import samples
+
+    make_class_folders(tmp_path / "root" / "set", {"a": 0}, 2)
+    folder = tmp_path / "sample_data"
+    folder.mkdir()
+    pd.DataFrame([{"dataset": "x", "file": "set/a/a_000.png", "label": "a", "licence": "CC"},
+                  {"dataset": "x", "file": "set/a/missing.png", "label": "a", "licence": "CC"},
+                  {"dataset": "x", "file": "../escape.png", "label": "a", "licence": "CC"}]).to_csv(
+        folder / samples.MANIFEST, index=False)
+    copied, missing = samples.fill_sample_data(tmp_path / "root", folder)
+    assert copied == 1 and missing == ["set/a/missing.png", "../escape.png"]
+    avail = samples.available_samples(folder)
+    assert avail["file"].tolist() == ["set/a/a_000.png"] and avail["path"][0].is_file()

@@ -76,3 +76,16 @@ def test_shipped_bundle_split_matches_the_dataset(bundle, root):
     assert D.split_hash(split) == b.card["split"]["hash"]
     assert (split.groupby("group")["split"].nunique() == 1).all()
     assert set(b.predictions()["file"]) == set(split.loc[split["split"] == "test", "file"])
+
+
+def test_sample_manifest_lists_real_test_split_images(root):
+    from leukoview.samples import read_manifest
+
+    m = read_manifest(REPO / "sample_data")
+    assert 30 <= len(m) <= 40 and set(m["dataset"]) == {"all4", "wbc5", "cnmc"}
+    assert all((root / f).is_file() for f in m["file"])
+    for b in SHIPPED:
+        split = b.split().set_index("file")
+        rows = m[m["dataset"] == b.card["task"]]
+        assert (split.loc[rows["file"], "split"] == "test").all(), "samples must never have been trained on"
+        assert (split.loc[rows["file"], "label"].to_numpy() == rows["label"].to_numpy()).all()
