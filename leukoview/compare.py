@@ -109,6 +109,8 @@ def measure_latency(folder: Path, *, runs: int = 30, threads: int = 2) -> dict:
 def markdown_table(df: pd.DataFrame) -> str:
     """A DataFrame as a GitHub Markdown table (floats to 4 significant decimals)."""
     def cell(v):
+        if v is None:
+            return "—"
         if isinstance(v, float):
             return "" if np.isnan(v) else f"{v:.4f}".rstrip("0").rstrip(".") if abs(v) < 1000 else f"{v:.0f}"
         return str(v)

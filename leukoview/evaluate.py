@@ -82,6 +82,11 @@ def evaluate(df: pd.DataFrame, classes: list[str], positive: list[str], threshol
         "at_threshold": conf.as_dict(),
         "sensitivity_ci95": ci(sens),
         "specificity_ci95": ci(spec),
+        "exact_ci95": {  # Clopper-Pearson, per image: informative even when no errors are made
+            "accuracy": [round(v, 6) for v in M.exact_ci(int((pred_idx == y_idx).sum()), len(df))],
+            "sensitivity": [round(v, 6) for v in M.exact_ci(conf.tp, conf.tp + conf.fn)],
+            "specificity": [round(v, 6) for v in M.exact_ci(conf.tn, conf.tn + conf.fp)],
+        },
         "brier_suspicion": M.brier(y, s),
         "brier_multiclass": M.multiclass_brier(y_idx, probs),
         "ece": M.top_label_ece(y_idx, probs),

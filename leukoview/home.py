@@ -17,7 +17,9 @@ figures below come from held-out test splits of those same datasets.
 """
 
 TABLE_NOTE = ("Figures are from each bundle's metrics.json on its held-out test split (split grouped by patient "
-              "or by near-duplicate image, chosen before training). Brackets: 95% bootstrap intervals.")
+              "or by near-duplicate image, chosen before training). Brackets: 95% intervals, the wider of a "
+              "bootstrap over patients or duplicate groups and an exact (Clopper-Pearson) per-image interval, so a "
+              "perfect score still shows how small the test split is.")
 
 PAGE_GUIDE = [
     ("Single Image", "upload, photograph or pick a sample image; see class probabilities, the decision at the "
@@ -38,7 +40,11 @@ SAMPLE_NOTE = ("Sample images: run `python -m leukoview sample-data` to copy the
 
 
 def _ci(m: dict, key: str) -> str:
+    """The wider of the bootstrap interval (by patient or duplicate group) and the exact per-image one."""
     lo, hi = m.get(f"{key}_ci95", [float("nan")] * 2)
+    if key in m.get("exact_ci95", {}):
+        elo, ehi = m["exact_ci95"][key]
+        lo, hi = min(lo, elo), max(hi, ehi)
     return f"[{lo:.3f}, {hi:.3f}]"
 
 

@@ -217,6 +217,19 @@ def confusion_matrix(y_index, pred_index, n_classes: int) -> np.ndarray:
     return cm
 
 
+def exact_ci(successes: int, n: int, *, level: float = 0.95) -> tuple[float, float]:
+    """Clopper-Pearson interval of a proportion. Unlike a bootstrap it stays informative at 0 or n successes
+    (with 0 errors in n, the upper error bound is about 3/n)."""
+    from scipy.stats import beta
+
+    if n == 0:
+        return float("nan"), float("nan")
+    a = (1 - level) / 2
+    lo = 0.0 if successes == 0 else float(beta.ppf(a, successes, n - successes + 1))
+    hi = 1.0 if successes == n else float(beta.ppf(1 - a, successes + 1, n - successes))
+    return lo, hi
+
+
 def bootstrap_ci(statistic, n: int, *, groups=None, n_boot: int = 1000, seed: int = 0, level: float = 0.95
                  ) -> tuple[float, float]:
     """Percentile bootstrap interval of ``statistic(indices)`` over ``n`` items.

@@ -140,3 +140,12 @@ def test_choose_threshold_when_a_negative_scores_one():
     # a negative at exactly 1.0 cannot be cleared by any threshold in [0, 1]: the threshold is 1.0, said plainly
     out = M.choose_threshold([0, 0, 1], [1.0, 0.2, 0.9], min_specificity=1.0)
     assert out["threshold"] == 1.0 and out["val_specificity"] == 0.5
+
+
+def test_exact_ci_hand_checked():
+    lo, hi = M.exact_ci(100, 100)
+    assert hi == 1.0 and lo == pytest.approx(0.025 ** (1 / 100))  # (alpha/2)^(1/n) when all succeed
+    lo, hi = M.exact_ci(0, 10)
+    assert lo == 0.0 and hi == pytest.approx(1 - 0.025 ** (1 / 10))
+    lo, hi = M.exact_ci(5, 10)
+    assert lo == pytest.approx(0.187086, abs=1e-5) and hi == pytest.approx(0.812914, abs=1e-5)
