@@ -169,6 +169,20 @@ def versions() -> dict:
             "torchvision": torchvision.__version__, "numpy": np.__version__}
 
 
+def _improves(loss: float, best: float) -> bool:
+    return loss < best - 1e-5
+
+
+def selected_epoch(log: list[dict]) -> int:
+    """The epoch whose weights training kept: the first to reach the best criterion by more than 1e-5."""
+    key = "val_nll_calibrated" if "val_nll_calibrated" in log[0] else "val_nll"
+    best, epoch = math.inf, int(log[0]["epoch"])
+    for row in log:
+        if _improves(float(row[key]), best):
+            best, epoch = float(row[key]), int(row["epoch"])
+    return epoch
+
+
 @dataclass
 class _Run:
     """What a training or re-evaluation run works on: dataset, split, input spec, device, loaders."""
@@ -278,7 +292,7 @@ def _train(run: _Run, *, progress: bool) -> tuple[nn.Module, str | None, list[di
         log.append(row)
         if progress:
             tqdm.write(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()))
-        if val_nll_cal < best_loss - 1e-5:
+        if _improves(val_nll_cal, best_loss):
             best_loss, best, stale = val_nll_cal, copy.deepcopy(model.state_dict()), 0
         else:
             stale += 1
@@ -330,8 +344,7 @@ def write_bundle(run: _Run, model: nn.Module, *, log: list[dict], train_seconds:
         for v in model.state_dict().values():
             if v.is_floating_point():
                 v.copy_(v.half().float())
-    key = "val_nll_calibrated" if "val_nll_calibrated" in log[0] else "val_nll"
-    best_epoch = int(min(log, key=lambda r: r[key])["epoch"])
+    best_epoch = selected_epoch(log)
     val_targets = run.targets("val")
     desc = "scoring" if progress else ""
     out: dict[str, tuple[np.ndarray, np.ndarray]] = {

@@ -115,3 +115,11 @@ def test_reevaluate_reproduces_the_bundle(tiny_bundle, tmp_path):
     assert after.card["split"]["hash"] == before.card["split"]["hash"]
     assert after.card["files"][B.WEIGHTS] == before.card["files"][B.WEIGHTS]  # fp16 round trip is stable
     np.testing.assert_allclose(after.predictions()["suspicion"], before.predictions()["suspicion"], atol=1e-5)
+
+
+def test_selected_epoch_matches_the_kept_weights_rule():
+    from leukoview.train import selected_epoch
+
+    log = [{"epoch": 1, "val_nll_calibrated": 0.5}, {"epoch": 2, "val_nll_calibrated": 2e-10},
+           {"epoch": 3, "val_nll_calibrated": 0.0}, {"epoch": 4, "val_nll_calibrated": 0.1}]
+    assert selected_epoch(log) == 2  # epoch 3 improves by less than the 1e-5 tolerance: not kept
