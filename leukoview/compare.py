@@ -112,7 +112,7 @@ def markdown_table(df: pd.DataFrame) -> str:
         if v is None:
             return "—"
         if isinstance(v, float):
-            return "" if np.isnan(v) else f"{v:.4f}".rstrip("0").rstrip(".") if abs(v) < 1000 else f"{v:.0f}"
+            return "" if np.isnan(v) else f"{v:.4g}" if abs(v) >= 10 else f"{v:.4f}"
         return str(v)
 
     lines = ["| " + " | ".join(df.columns) + " |", "|" + "---|" * len(df.columns)]
