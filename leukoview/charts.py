@@ -96,7 +96,8 @@ def score_distributions(edges: np.ndarray, positive: np.ndarray, negative: np.nd
     fig.update_xaxes(title="suspicion score", range=[0, 1])
     fig.update_yaxes(title="images" + (" (log scale)" if log_y else ""), type="log" if log_y else "linear",
                      dtick=1 if log_y else None)
-    return _layout(fig, "Score distributions by true class", legend=dict(x=0.4, y=1.0, orientation="h"))
+    return _layout(fig, "Score distributions by true class", legend=dict(x=0.0, y=-0.28, orientation="h"),
+                   height=410)
 
 
 def reliability_diagram(bins: list[dict], ece: float, brier: float) -> go.Figure:
@@ -105,7 +106,7 @@ def reliability_diagram(bins: list[dict], ece: float, brier: float) -> go.Figure
                              name="perfect calibration"))
     if bins:
         fig.add_trace(go.Scatter(x=[b["confidence"] for b in bins], y=[b["accuracy"] for b in bins],
-                                 mode="lines+markers", name="observed",
+                                 mode="lines+markers", name="observed", line=dict(width=1, dash="dot"),
                                  marker=dict(size=[6 + 3 * np.log1p(b["count"]) for b in bins], color=POS_COLOUR),
                                  text=[f"{b['count']} images" for b in bins], hovertemplate="%{text}"))
     fig.update_xaxes(title="predicted probability of positive", range=[0, 1])

@@ -53,9 +53,12 @@ def explorer():
     st.markdown(f"At **{prevalence:.1%} prevalence** (a screening population rather than this test split's mix): "
                 f"**PPV {ppv:.3f}** — share of flagged people who have {pos_name}; **NPV {npv:.4f}** — share of "
                 "cleared people who do not.")
-    st.caption(f"95% bootstrap intervals (resampling by {ta.unit}): "
-               f"sensitivity {ci['sensitivity'][0]:.3f}–{ci['sensitivity'][1]:.3f}, specificity "
-               f"{ci['specificity'][0]:.3f}–{ci['specificity'][1]:.3f}.")
+    ex_sens = metrics.exact_ci(p.tp, p.tp + p.fn)
+    ex_spec = metrics.exact_ci(p.tn, p.tn + p.fp)
+    st.caption(f"95% intervals — bootstrap resampling by {ta.unit}: sensitivity {ci['sensitivity'][0]:.3f}–"
+               f"{ci['sensitivity'][1]:.3f}, specificity {ci['specificity'][0]:.3f}–{ci['specificity'][1]:.3f}; "
+               f"exact per image (Clopper-Pearson): sensitivity {ex_sens[0]:.3f}–{ex_sens[1]:.3f} "
+               f"({p.tp}/{p.tp + p.fn}), specificity {ex_spec[0]:.3f}–{ex_spec[1]:.3f} ({p.tn}/{p.tn + p.fp}).")
     st.info(threshold.describe(p, prevalence, positive_name=pos_name))
 
     a, b = st.columns(2)

@@ -11,7 +11,8 @@ same_task = [b for b in ui.bundles() if b.card.get("task", "") == task]
 st.markdown(f"Task **{ui.TASK_NAMES.get(task, task)}**: {len(same_task)} bundle(s). Figures come from each "
             "bundle's metrics.json and stored test predictions.")
 table = compare.comparison_table(same_task)
-st.dataframe(table, hide_index=True, width="stretch", column_config=ui.comparison_columns())
+st.dataframe(table.drop(columns=["task", "split"]), hide_index=True, width="stretch",
+             column_config=ui.comparison_columns())
 splits = table["split"].nunique()
 if splits > 1:
     st.warning(f"These bundles were evaluated on {splits} different splits: compare figures with care; the "
