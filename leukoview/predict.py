@@ -117,8 +117,14 @@ class Predictor:
         return {"probs": probs, "suspicion": suspicion, "decision": suspicion >= self.threshold,
                 "ood_score": ood, "ood_flag": ood > self.ood_threshold}
 
+    # Measured on the 2-core CPU (EfficientNet-Lite0, eager): batches of 4 ran at ~59 img/s, 16 at ~35, 1 at ~42,
+    # so larger requests are split into micro-batches of this size.
+    micro_batch = 4
+
     def predict_batch(self, images: list) -> dict[str, np.ndarray]:
-        return self.outputs(*self.forward(self.preprocess(images)))
+        x = self.preprocess(images)
+        parts = [self.forward(x[i:i + self.micro_batch]) for i in range(0, len(x), self.micro_batch)]
+        return self.outputs(np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts]))
 
     def predict(self, image) -> Prediction:
         out = self.predict_batch([image])

@@ -89,3 +89,10 @@ def test_metrics_module_is_used_consistently(tiny_bundle):
     chosen = M.choose_threshold(pred["positive"].to_numpy(), pred["suspicion"].to_numpy(),
                                 min_specificity=b.card["training"]["config"]["min_specificity"])
     assert chosen["threshold"] == b.threshold  # the stored predictions are exactly what the threshold saw
+
+
+def test_micro_batches_give_the_same_scores_as_single_images(predictor):
+    imgs = [cell_image(k % 4, np.random.default_rng(k)) for k in range(7)]  # not a multiple of the micro-batch
+    together = predictor.predict_batch(imgs)["suspicion"]
+    alone = np.array([predictor.predict_batch([im])["suspicion"][0] for im in imgs])
+    np.testing.assert_allclose(together, alone, atol=1e-5)
