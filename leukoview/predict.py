@@ -117,8 +117,8 @@ class Predictor:
         return {"probs": probs, "suspicion": suspicion, "decision": suspicion >= self.threshold,
                 "ood_score": ood, "ood_flag": ood > self.ood_threshold}
 
-    # Measured on the 2-core CPU (EfficientNet-Lite0, eager): batches of 4 ran at ~59 img/s, 16 at ~35, 1 at ~42,
-    # so larger requests are split into micro-batches of this size.
+    # `python -m bench.micro_batch` on the 2-core CPU (EfficientNet-Lite0, eager, 128 all4 images): micro-batches
+    # of 2-4 ran at ~59-63 images/s, 1 at ~49, 16 at ~38, 32 at ~30; larger requests are split accordingly.
     micro_batch = 4
 
     def predict_batch(self, images: list) -> dict[str, np.ndarray]:
