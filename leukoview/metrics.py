@@ -230,6 +230,18 @@ def exact_ci(successes: int, n: int, *, level: float = 0.95) -> tuple[float, flo
     return lo, hi
 
 
+def bootstrap_indices(n: int, *, groups=None, n_boot: int = 1000, seed: int = 0):
+    """Yield ``n_boot`` bootstrap resamples of item indices 0..n-1; with ``groups`` whole groups are drawn."""
+    rng = np.random.default_rng(seed)
+    if groups is None:
+        members = [np.array([i]) for i in range(n)]
+    else:
+        groups = np.asarray(groups)
+        members = [np.nonzero(groups == g)[0] for g in np.unique(groups)]
+    for _ in range(n_boot):
+        yield np.concatenate([members[k] for k in rng.integers(0, len(members), len(members))])
+
+
 def bootstrap_ci(statistic, n: int, *, groups=None, n_boot: int = 1000, seed: int = 0, level: float = 0.95
                  ) -> tuple[float, float]:
     """Percentile bootstrap interval of ``statistic(indices)`` over ``n`` items.
@@ -237,16 +249,8 @@ def bootstrap_ci(statistic, n: int, *, groups=None, n_boot: int = 1000, seed: in
     With ``groups`` (one label per item, e.g. patient) whole groups are resampled, so correlated cells of one
     patient do not narrow the interval. Resamples where the statistic is NaN (e.g. one class drawn) are dropped.
     """
-    rng = np.random.default_rng(seed)
-    if groups is None:
-        members = [np.array([i]) for i in range(n)]
-    else:
-        groups = np.asarray(groups)
-        members = [np.nonzero(groups == g)[0] for g in np.unique(groups)]
     values = []
-    for _ in range(n_boot):
-        pick = rng.integers(0, len(members), len(members))
-        idx = np.concatenate([members[k] for k in pick])
+    for idx in bootstrap_indices(n, groups=groups, n_boot=n_boot, seed=seed):
         v = statistic(idx)
         if not np.isnan(v):
             values.append(v)

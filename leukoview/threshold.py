@@ -36,14 +36,7 @@ class ThresholdAnalysis:
         self.roc_auc = M.roc_auc(y, s) if 0 < self.P < len(y) else float("nan")
         self.pr_auc = M.average_precision(y, s) if self.P else float("nan")
         # bootstrap resamples drawn once (by group when given): each threshold re-uses them
-        rng = np.random.default_rng(seed)
-        if groups is None:
-            members = [np.array([i]) for i in range(len(y))]
-        else:
-            groups = np.asarray(groups)
-            members = [np.nonzero(groups == g)[0] for g in np.unique(groups)]
-        self._boot = [np.concatenate([members[k] for k in rng.integers(0, len(members), len(members))])
-                      for _ in range(n_boot)]
+        self._boot = list(M.bootstrap_indices(len(y), groups=groups, n_boot=n_boot, seed=seed))
 
     def at(self, threshold: float) -> Point:
         """Confusion at ``threshold`` (positive when score >= threshold)."""
