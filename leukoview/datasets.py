@@ -19,8 +19,9 @@ import numpy as np
 import pandas as pd
 
 from . import settings
+from .images import UPLOAD_TYPES
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff")
+IMAGE_SUFFIXES = tuple(f".{t}" for t in UPLOAD_TYPES)
 SPLITS = ("train", "val", "test")
 
 

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+UPLOAD_TYPES = ["png", "jpg", "jpeg", "bmp", "tif", "tiff", "gif", "webp"]  # file types the pages accept
 MAX_PIXELS = 40_000_000  # a 6000x6000 field of view is fine; decompression bombs are not
 MAX_BYTES = 200 * 1024 * 1024
 MIN_SIDE = 8

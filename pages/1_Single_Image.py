@@ -8,7 +8,7 @@ bundle = ui.page("Single image", "🔍")
 if bundle is None:
     st.stop()
 
-TYPES = ["png", "jpg", "jpeg", "bmp", "tif", "tiff"]
+TYPES = images.UPLOAD_TYPES
 tab_upload, tab_paste, tab_camera, tab_sample = st.tabs(["Upload", "Paste", "Camera", "Sample image"])
 with tab_upload:
     up = st.file_uploader("Image (PNG, JPEG, BMP, TIFF) — drag and drop or browse", type=TYPES,

@@ -4,7 +4,7 @@ from pathlib import Path
 import streamlit as st
 
 from leukoview import batch, charts, explain, review, settings, ui
-from leukoview.images import ImageError, load_image
+from leukoview.images import UPLOAD_TYPES, ImageError, load_image
 from leukoview.predict import find_images, score_files
 
 bundle = ui.page("Batch review", "🗂️")
@@ -35,7 +35,7 @@ else:
     whole = source == "an uploaded folder"
     ups = st.file_uploader("A folder of images (subfolders included)" if whole else "Images or .zip archives",
                            accept_multiple_files="directory" if whole else True,
-                           type=["png", "jpg", "jpeg", "bmp", "tif", "tiff"] + ([] if whole else ["zip"]),
+                           type=[*UPLOAD_TYPES, *([] if whole else ["zip"])],
                            key="batch_folder_upload" if whole else "batch_upload")
     if ups:
         job = batch.upload_batch([(u.name, u.getvalue()) for u in ups], settings.review_dir() / "uploads")

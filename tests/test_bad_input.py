@@ -1,0 +1,93 @@
+"""Every kind of bad or odd input through the library (single prediction, batch scoring) and the page."""
+from __future__ import annotations
+
+import io
+import os
+import re
+import zipfile
+
+import numpy as np
+import pytest
+
+from leukoview import batch
+from leukoview.images import ImageError, load_image
+from leukoview.predict import Predictor, score_folder
+from tests.bad_inputs import corpus
+from tests.test_app import app_env, no_exceptions, run_page  # noqa: F401 (fixture)
+
+CORPUS = corpus()
+
+
+def test_corpus_has_at_least_25_kinds():
+    assert len(CORPUS) >= 25
+
+
+@pytest.fixture(scope="module")
+def predictor(tiny_bundle):
+    return Predictor(tiny_bundle)
+
+
+@pytest.mark.parametrize("kind", sorted(CORPUS))
+def test_single_prediction(kind, predictor):
+    name, data, expect = CORPUS[kind]
+    if expect == "ok":
+        img = load_image(data, name=name)
+        assert img.mode == "RGB" and min(img.size) >= 8
+        p = predictor.predict(img)
+        assert np.isfinite(p.suspicion) and 0 <= p.suspicion <= 1 and np.isfinite(p.ood_score)
+    else:
+        with pytest.raises(ImageError, match=expect) as err:
+            load_image(data, name=name)
+        assert name in str(err.value)  # the message says which file
+
+
+def test_exif_rotation_and_strip_conversion():
+    name, data, _ = CORPUS["exif_rotated"]
+    assert load_image(data).size == (40, 80)  # 80x40 stored, rotated by its EXIF tag
+    assert load_image(CORPUS["wide_strip"][1]).size == (4000, 8)
+
+
+def test_batch_goes_on_past_every_bad_file(tmp_path, predictor):
+    folder = tmp_path / "batch"
+    folder.mkdir()
+    for name, data, _ in CORPUS.values():
+        (folder / name).write_bytes(data)
+    (folder / "looks_like.png").mkdir()  # a directory named like an image
+    os.symlink(folder, folder / "loop")  # a symlink loop back to the folder
+    df = score_folder(folder, predictor)
+    by_file = df.set_index("file")
+    for name, _, expect in CORPUS.values():
+        if expect == "ok":
+            assert by_file.at[name, "error"] == "" and 0 <= by_file.at[name, "suspicion"] <= 1, name
+        else:
+            assert re.search(expect, by_file.at[name, "error"]), (name, by_file.at[name, "error"])
+    assert "is a folder" in by_file.at["looks_like.png", "error"]
+    assert not any(f.startswith("loop/") for f in df["file"])  # the loop is not followed
+
+
+def test_zip_with_traversal_member_and_bomb(tmp_path):
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as z:
+        z.writestr("../../x.png", CORPUS["grayscale"][1])
+        z.writestr("ok.png", CORPUS["grayscale"][1])
+    files, refused = batch.extract_zip(buf.getvalue(), tmp_path / "out")
+    assert [f.name for f in files] == ["ok.png"] and "outside the extraction folder" in refused[0]
+    bomb = io.BytesIO()
+    with zipfile.ZipFile(bomb, "w", zipfile.ZIP_DEFLATED) as z:
+        z.writestr("big.png", b"\0" * (64 * 2**20))
+    with pytest.raises(batch.BoundaryError, match="zip bomb"):
+        batch.extract_zip(bomb.getvalue(), tmp_path / "out2")
+
+
+@pytest.mark.parametrize("kind", sorted(CORPUS))
+def test_page_upload_never_shows_a_traceback(kind, app_env):  # noqa: F811
+    name, data, expect = CORPUS[kind]
+    at = run_page("pages/1_Single_Image.py")
+    at.file_uploader(key="single_upload").set_value((name, data, "application/octet-stream"))
+    at.run()
+    no_exceptions(at)
+    errors = " ".join(e.value for e in at.error)
+    if expect == "ok":
+        assert "cannot be scored" not in errors and any("Faithfulness" in m.value for m in at.markdown), errors
+    else:
+        assert "cannot be scored" in errors and re.search(expect, errors)
