@@ -69,13 +69,21 @@ def save_weights(model, path: Path) -> None:
     save_file(state, str(path))
 
 
+def card_digest(card: dict) -> str:
+    """sha256 of the card's canonical JSON without its own digest field (detects edits to the card)."""
+    body = {k: v for k, v in card.items() if k != "card_sha256"}
+    return hashlib.sha256(json.dumps(body, sort_keys=True, default=_json_default).encode()).hexdigest()
+
+
 def finalize(folder: Path, card: dict) -> dict:
-    """Record the sha256 of every bundle file in the card and write it; returns the card."""
+    """Record the sha256 of every bundle file, and of the card itself, in the card and write it."""
     files = {}
     for name in sorted(os.listdir(folder)):
         if name != CARD and (folder / name).is_file() and not name.endswith(".tmp"):
             files[name] = sha256_file(folder / name)
+    card = {k: v for k, v in card.items() if k != "card_sha256"}
     card = {**card, "format": FORMAT, "files": files}
+    card["card_sha256"] = card_digest(json.loads(json.dumps(card, default=_json_default)))
     write_json(folder / CARD, card)
     return card
 
@@ -156,6 +164,9 @@ def load_bundle(path: Path | str, *, verify: bool = True) -> Bundle:
         raise BundleError(f"{path}: bundle format {card['format']!r}, this leukoview reads {FORMAT!r}")
     if WEIGHTS not in card["files"]:
         raise BundleError(f"{path}: card records no sha256 for {WEIGHTS}")
+    if verify and card.get("card_sha256") != card_digest(card):
+        raise BundleError(f"{path / CARD}: the card was edited after the bundle was written (its card_sha256 does "
+                          "not match its content); refusing to use it")
     if verify:
         for name, digest in card["files"].items():
             f = path / name

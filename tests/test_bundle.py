@@ -123,3 +123,11 @@ def test_selected_epoch_matches_the_kept_weights_rule():
     log = [{"epoch": 1, "val_nll_calibrated": 0.5}, {"epoch": 2, "val_nll_calibrated": 2e-10},
            {"epoch": 3, "val_nll_calibrated": 0.0}, {"epoch": 4, "val_nll_calibrated": 0.1}]
     assert selected_epoch(log) == 2  # epoch 3 improves by less than the 1e-5 tolerance: not kept
+
+
+def test_edited_card_is_refused(bundle_copy):
+    card = json.loads((bundle_copy / B.CARD).read_text())
+    card["threshold"] = 0.01  # a quietly lowered operating threshold
+    (bundle_copy / B.CARD).write_text(json.dumps(card))
+    with pytest.raises(B.BundleError, match="card was edited"):
+        B.load_bundle(bundle_copy)
