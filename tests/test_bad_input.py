@@ -91,3 +91,26 @@ def test_page_upload_never_shows_a_traceback(kind, app_env):  # noqa: F811
         assert "cannot be scored" not in errors and any("Faithfulness" in m.value for m in at.markdown), errors
     else:
         assert "cannot be scored" in errors and re.search(expect, errors)
+
+
+def test_batch_page_lists_unreadable_files(app_env):  # noqa: F811
+    data = app_env / "data" / "cells"
+    for kind in ("zero_byte", "text_as_png", "bomb_30000"):
+        name, payload, _ = CORPUS[kind]
+        (data / name).write_bytes(payload)
+    at = run_page("pages/2_Batch_Review.py")
+    at.button(key="batch_score").click().run()
+    no_exceptions(at)
+    assert {m.label: m.value for m in at.metric}["Unreadable"] == "3"
+    listed = at.expander[0].children  # the expander's table of files and reasons
+    assert listed and any("could not be read" in e.label for e in at.expander)
+
+
+def test_upload_limit_is_configured():
+    import tomllib
+
+    from tests.conftest import REPO
+
+    cfg = tomllib.loads((REPO / ".streamlit" / "config.toml").read_text())
+    assert 0 < cfg["server"]["maxUploadSize"] <= 500
+    assert batch.MAX_ZIP_BYTES <= 4 * 2**30  # zips are limited again after extraction

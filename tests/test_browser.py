@@ -38,6 +38,32 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def start_server(env: dict, log_path: Path) -> tuple[subprocess.Popen, int]:
+    port = _free_port()
+    log = open(log_path, "w")
+    proc = subprocess.Popen([sys.executable, "-m", "streamlit", "run", "Home.py", "--server.headless", "true",
+                             "--server.port", str(port), "--browser.gatherUsageStats", "false"],
+                            cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
+    deadline = time.time() + 90
+    while time.time() < deadline:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/_stcore/health", timeout=2) as r:
+                if r.status == 200:
+                    return proc, port
+        except OSError:
+            time.sleep(0.3)
+    proc.kill()
+    pytest.fail(f"streamlit did not start: {log_path.read_text()[-2000:]}")
+
+
+def stop_server(proc: subprocess.Popen) -> None:
+    proc.terminate()
+    try:
+        proc.wait(10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+
+
 @pytest.fixture
 def server(tmp_path, tiny_bundle):
     reason = _skip_reason()
@@ -49,28 +75,9 @@ def server(tmp_path, tiny_bundle):
     else:
         shutil.copytree(tiny_bundle, models / "tiny")
     env = {**os.environ, "LEUKOVIEW_MODELS_DIR": str(models), "LEUKOVIEW_REVIEW_DIR": str(tmp_path / "reviews")}
-    port = _free_port()
-    log = open(tmp_path / "streamlit.log", "w")
-    proc = subprocess.Popen([sys.executable, "-m", "streamlit", "run", "Home.py", "--server.headless", "true",
-                             "--server.port", str(port), "--browser.gatherUsageStats", "false"],
-                            cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
-    deadline = time.time() + 90
-    while time.time() < deadline:
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/_stcore/health", timeout=2) as r:
-                if r.status == 200:
-                    break
-        except OSError:
-            time.sleep(0.3)
-    else:
-        proc.kill()
-        pytest.fail(f"streamlit did not start: {(tmp_path / 'streamlit.log').read_text()[-2000:]}")
+    proc, port = start_server(env, tmp_path / "streamlit.log")
     yield port
-    proc.terminate()
-    try:
-        proc.wait(10)
-    except subprocess.TimeoutExpired:
-        proc.kill()
+    stop_server(proc)
 
 
 def wait_until_idle(page, timeout: float = 120) -> None:
@@ -97,3 +104,55 @@ def test_every_page_renders_without_exception(server, tmp_path):
             errors = page.locator('[data-testid="stException"]')
             assert errors.count() == 0, f"{route or 'Home'}: {errors.first.inner_text()[:300]}"
         browser.close()
+
+
+def test_decisions_survive_kill_9_and_restart(tmp_path, tiny_bundle):
+    """Save a decision in a real browser, kill -9 the server, restart it: the decision is there."""
+    reason = _skip_reason()
+    if reason:
+        pytest.skip(reason)
+    from playwright.sync_api import sync_playwright
+
+    from tests.conftest import make_class_folders
+
+    models, data = tmp_path / "models", tmp_path / "data"
+    shutil.copytree(tiny_bundle, models / "tiny")
+    make_class_folders(data / "cells", {"normal": 0, "blast": 3}, 3, seed=5)
+    env = {**os.environ, "LEUKOVIEW_MODELS_DIR": str(models), "LEUKOVIEW_REVIEW_DIR": str(tmp_path / "reviews"),
+           "LEUKOVIEW_DATA_ROOT": str(data)}
+
+    def open_first_row(page, port):
+        page.goto(f"http://127.0.0.1:{port}/Batch_Review")
+        page.wait_for_selector('[data-testid="stAppViewContainer"] h1', timeout=90_000)
+        wait_until_idle(page)
+        page.get_by_label("Reviewer name (recorded with decisions)").fill("Dr Kill")
+        page.keyboard.press("Enter")
+        wait_until_idle(page)
+        page.get_by_role("button", name="Score with").click()
+        page.wait_for_selector('[data-testid="stDataFrame"]', timeout=90_000)
+        wait_until_idle(page)
+        box = page.locator('[data-testid="stDataFrame"]').first.bounding_box()
+        page.mouse.click(box["x"] + 12, box["y"] + 36 + 17)  # the first row's selection cell
+        page.wait_for_selector("text=Save decision", timeout=90_000)
+        wait_until_idle(page)
+
+    proc, port = start_server(env, tmp_path / "first.log")
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        page = browser.new_page(viewport={"width": 1400, "height": 2000})
+        try:
+            open_first_row(page, port)
+            page.get_by_label("Comment").fill("survives kill -9")
+            page.get_by_role("button", name="Save decision").click()
+            page.wait_for_selector("text=Current decision", timeout=90_000)
+        finally:
+            proc.kill()  # SIGKILL: no shutdown hooks run
+            proc.wait(10)
+        proc, port = start_server(env, tmp_path / "second.log")
+        try:
+            open_first_row(page, port)
+            info = page.locator("text=Current decision").first.inner_text()
+            assert "Dr Kill" in info and "survives kill -9" in info
+        finally:
+            browser.close()
+            stop_server(proc)
