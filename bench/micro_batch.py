@@ -1,6 +1,6 @@
 """Scoring throughput of a bundle by forward micro-batch size (the figure behind Predictor.micro_batch).
 
-    python -m bench.micro_batch [--bundle models/all4-efficientnet_lite0] [--folder all4/Pre] [--n 128]
+    python -m bench.micro_batch [--backend torch|onnx] [--bundle models/all4-efficientnet_lite0] [--n 128]
 
 Reads images from the data root (LEUKOVIEW_DATA_ROOT); prints images/s per micro-batch size, 2 threads.
 """
@@ -20,15 +20,16 @@ def main() -> None:
     ap.add_argument("--folder", default="all4/Pre", help="folder relative to the data root")
     ap.add_argument("--n", type=int, default=128)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--backend", choices=["torch", "onnx"], default="torch")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     root = settings.data_root()
     paths = find_images(root / a.folder)[: a.n]
     if not paths:
         raise SystemExit(f"no images under {root / a.folder}; set LEUKOVIEW_DATA_ROOT")
-    p = Predictor(a.bundle)
+    p = Predictor(a.bundle, backend=a.backend)
     score_files(paths[:8], p, base=root)  # warm-up
-    print(f"{len(paths)} images from {a.folder}, {a.threads} threads, decode chunk 32")
+    print(f"{len(paths)} images from {a.folder}, {a.backend}, {a.threads} threads, decode chunk 32")
     for mb in (1, 2, 4, 8, 16, 32):
         p.micro_batch = mb
         t = time.perf_counter()

@@ -82,7 +82,10 @@ class Prediction:
 class Predictor:
     """A bundle's network ready for inference, with its preprocessing, temperature, threshold and OOD state."""
 
-    def __init__(self, bundle: Bundle | str | Path):
+    def __init__(self, bundle: Bundle | str | Path, *, backend: str = "auto"):
+        """``backend``: "torch" (eager), "onnx" (ONNX Runtime) or "auto" (ONNX Runtime when installed)."""
+        if backend not in ("auto", "torch", "onnx"):
+            raise ValueError(f"backend must be auto, torch or onnx, got {backend!r}")
         self.bundle = bundle if isinstance(bundle, Bundle) else load_bundle(bundle)
         card = self.bundle.card
         self.classes = self.bundle.classes
@@ -95,15 +98,24 @@ class Predictor:
         self.ood = self.bundle.ood_state()
         self.ood_threshold = float(card.get("ood", {}).get("threshold", np.inf))
         self._features: list[torch.Tensor] = []
-        classifier = self.model.get_submodule(card.get("classifier") or _classifier_path(card["architecture"]))
+        classifier_path = card.get("classifier") or _classifier_path(card["architecture"])
+        classifier = self.model.get_submodule(classifier_path)
         classifier.register_forward_pre_hook(lambda _m, inputs: self._features.append(inputs[0].detach()))
+        from . import onnx_backend
+
+        self.onnx = None
+        if backend == "onnx" or (backend == "auto" and onnx_backend.available()):
+            self.onnx = onnx_backend.OnnxRunner(self.model, classifier_path, int(self.spec["size"]))
+        self.backend = "onnx" if self.onnx is not None else "torch"
 
     def preprocess(self, images: Iterable) -> torch.Tensor:
         return torch.stack([self.transform(im) for im in images])
 
     @torch.inference_mode()
     def forward(self, batch: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
-        """Logits and penultimate features of a preprocessed batch."""
+        """Logits and penultimate features of a preprocessed batch (ONNX Runtime when enabled)."""
+        if self.onnx is not None:
+            return self.onnx.run(batch.numpy())
         self._features.clear()
         logits = self.model(batch.contiguous(memory_format=torch.channels_last))
         feats = self._features[-1].flatten(1) if self._features else torch.zeros(len(batch), 0)
@@ -117,8 +129,8 @@ class Predictor:
         return {"probs": probs, "suspicion": suspicion, "decision": suspicion >= self.threshold,
                 "ood_score": ood, "ood_flag": ood > self.ood_threshold}
 
-    # `python -m bench.micro_batch` on the 2-core CPU (EfficientNet-Lite0, eager, 128 all4 images): micro-batches
-    # of 2-4 ran at ~59-63 images/s, 1 at ~49, 16 at ~38, 32 at ~30; larger requests are split accordingly.
+    # `python -m bench.micro_batch --backend torch` on the 2-core CPU (EfficientNet-Lite0, 128 all4 images):
+    # micro-batches of 2-4 ran at ~59-63 images/s, 1 at ~49, 16 at ~38, 32 at ~30 (ONNX Runtime: flat ~95-106).
     micro_batch = 4
 
     def predict_batch(self, images: list) -> dict[str, np.ndarray]:

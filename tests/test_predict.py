@@ -96,3 +96,18 @@ def test_micro_batches_give_the_same_scores_as_single_images(predictor):
     together = predictor.predict_batch(imgs)["suspicion"]
     alone = np.array([predictor.predict_batch([im])["suspicion"][0] for im in imgs])
     np.testing.assert_allclose(together, alone, atol=1e-5)
+
+
+def test_onnx_backend_gives_the_same_scores_as_torch(tiny_bundle):
+    from leukoview import onnx_backend
+
+    if not onnx_backend.available():
+        pytest.skip("onnxruntime is not installed")
+    fast, plain = Predictor(tiny_bundle, backend="onnx"), Predictor(tiny_bundle, backend="torch")
+    assert (fast.backend, plain.backend) == ("onnx", "torch")
+    imgs = [cell_image(k % 4, np.random.default_rng(k)) for k in range(9)]
+    a, b = fast.predict_batch(imgs), plain.predict_batch(imgs)
+    np.testing.assert_allclose(a["probs"], b["probs"], atol=1e-5)
+    np.testing.assert_allclose(a["ood_score"], b["ood_score"], rtol=1e-4, atol=1e-3)
+    with pytest.raises(ValueError, match="backend must be"):
+        Predictor(tiny_bundle, backend="tensorrt")
