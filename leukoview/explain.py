@@ -6,6 +6,7 @@ never cached on a shared model; the target is validated first (pytorch-grad-cam'
 """
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 
 import numpy as np
@@ -14,6 +15,9 @@ import torch
 from .predict import Predictor, softmax
 
 METHODS = ("Grad-CAM", "Grad-CAM++", "EigenCAM", "XGrad-CAM", "LayerCAM")
+# The app shares one cached network between browser sessions; a CAM hooks into it for the length of a call, so
+# two calls at once would see each other's activations. One at a time.
+_CAM_LOCK = threading.Lock()
 
 
 def _cam_class(method: str):
@@ -37,7 +41,7 @@ def cam_mask(model: torch.nn.Module, layer: str, x: torch.Tensor, target: int, *
         raise ValueError(f"expected one preprocessed image of shape 1xCxHxW, got {tuple(x.shape)}")
     cam_cls = _cam_class(method)
     model.eval()
-    with torch.enable_grad(), cam_cls(model=model, target_layers=[model.get_submodule(layer)]) as cam:
+    with _CAM_LOCK, torch.enable_grad(), cam_cls(model=model, target_layers=[model.get_submodule(layer)]) as cam:
         mask = cam(input_tensor=x.clone(), targets=[ClassifierOutputTarget(int(target))])[0]
     mask = np.nan_to_num(np.asarray(mask, dtype=np.float32))
     return np.clip(mask, 0.0, 1.0)
