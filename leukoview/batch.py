@@ -218,7 +218,7 @@ def with_decisions(df: pd.DataFrame, decisions: pd.DataFrame | None) -> pd.DataF
     return out
 
 
-def table_for_page(df: pd.DataFrame, folder: Path, classes: list[str], *, thumbnails: int = 300) -> pd.DataFrame:
+def table_for_page(df: pd.DataFrame, folder: Path, *, thumbnails: int = 300) -> pd.DataFrame:
     """The columns the batch table shows; thumbnails for the first ``thumbnails`` rows (cost grows with rows)."""
     out = df[["file", "suspicion", "predicted", "decision", "ood_flag", "ood_score", "review"]].copy()
     out.insert(0, "thumbnail", [thumbnail_uri(Path(folder) / f) if k < thumbnails else ""

@@ -99,13 +99,15 @@ class Predictor:
         self.ood_threshold = float(card.get("ood", {}).get("threshold", np.inf))
         self._features: list[torch.Tensor] = []
         classifier_path = card.get("classifier") or _classifier_path(card["architecture"])
-        classifier = self.model.get_submodule(classifier_path)
-        classifier.register_forward_pre_hook(lambda _m, inputs: self._features.append(inputs[0].detach()))
         from . import onnx_backend
 
         self.onnx = None
         if backend == "onnx" or (backend == "auto" and onnx_backend.available()):
             self.onnx = onnx_backend.OnnxRunner(self.model, classifier_path, int(self.spec["size"]))
+        else:  # eager path: capture the classifier's input (under ONNX the graph returns it, and a hook here
+            # would keep collecting features from every Grad-CAM forward on the torch model)
+            self.model.get_submodule(classifier_path).register_forward_pre_hook(
+                lambda _m, inputs: self._features.append(inputs[0].detach()))
         self.backend = "onnx" if self.onnx is not None else "torch"
 
     def preprocess(self, images: Iterable) -> torch.Tensor:

@@ -67,9 +67,10 @@ ok = df[df["error"] == ""]
 m1, m2, m3, m4 = st.columns(4)
 m1.metric("Images scored", len(ok))
 m2.metric("Above threshold", int((ok["decision"] == "positive").sum()))
-m3.metric("Out-of-distribution", int((ok["ood_flag"] == True).sum()))  # noqa: E712
+ood = ok["ood_flag"] == True  # noqa: E712 (object column: True, False or "" for errors)
+m3.metric("Out-of-distribution", int(ood.sum()))
 m4.metric("Unreadable", len(errors))
-ood_share = float((ok["ood_flag"] == True).mean()) if len(ok) else 0.0  # noqa: E712
+ood_share = float(ood.mean()) if len(ok) else 0.0
 if ood_share > 0.5:
     st.warning(f"{ood_share:.0%} of these images are unlike {bundle.id}'s training data (out-of-distribution): "
                "its scores are probably meaningless here. Is this the right model for these images?")
@@ -94,7 +95,7 @@ sort = f4.selectbox("Sort by", ["suspicion ↓", "suspicion ↑", "file", "ood_s
 view = batch.filter_scores(ok, score_range=(lo, hi), classes=cls, flagged_only=flagged)
 view = batch.sort_scores(view, sort)
 view = batch.with_decisions(view, decisions)
-shown = batch.table_for_page(view, folder, bundle.classes)
+shown = batch.table_for_page(view, folder)
 st.caption(f"{len(view)} of {len(ok)} images match. Click a column header to re-sort; select a row to open it.")
 event = st.dataframe(shown, hide_index=True, width="stretch", height=420, on_select="rerun",
                      selection_mode="single-row", key="batch_table",
@@ -137,9 +138,7 @@ if rows:
                                                  suspicion=float(row["suspicion"])), seen=seen)
                     st.success("Saved.")
                     st.rerun()
-                except review.ConflictError as e:
-                    st.error(f"Not saved: {e}")
-                except (ValueError, review.ReviewStoreError) as e:
+                except (ValueError, review.ReviewStoreError) as e:  # includes ConflictError
                     st.error(f"Not saved: {e}")
 
 summary = batch.patient_summary(ok)
@@ -148,7 +147,7 @@ if not summary.empty:
     st.plotly_chart(charts.patient_figure(summary, batch.PATIENT_REFERENCE), width="stretch")
     st.dataframe(summary, hide_index=True, width="stretch")
 
-if store is not None:
-    export = review.export_table(df, store.latest(bid))
+if decisions is not None:  # read above; a save reruns the page, so it is current
+    export = review.export_table(df, decisions)
     st.download_button("Download scores and decisions (CSV)", export.to_csv(index=False).encode(),
                        file_name="leukoview_batch.csv", mime="text/csv", key="batch_export")
