@@ -46,6 +46,8 @@ class TrainConfig:
     batch_size: int = 32
     lr: float = 1e-3
     weight_decay: float = 0.01
+    optimizer: str = "adamw"  # adamw | adam
+    schedule: str = "onecycle"  # onecycle | plateau (halve the learning rate when validation stalls)
     label_smoothing: float = 0.1
     class_weighting: bool = True
     colour_jitter: float = 0.1
@@ -61,6 +63,7 @@ class TrainConfig:
     device: str = "auto"
     ood_components: int = 64
     n_boot: int = 1000
+    note: str = ""  # why this run departs from the architecture's defaults (e.g. CPU budget); shown in the card
 
     @classmethod
     def from_file(cls, path: Path | str | None, **overrides) -> TrainConfig:
@@ -78,7 +81,12 @@ class TrainConfig:
         unknown = sorted(set(values) - known)
         if unknown:
             raise ValueError(f"unknown config keys {unknown}; known: {sorted(known)}")
-        return cls(**values)
+        cfg = cls(**values)
+        if cfg.optimizer not in ("adamw", "adam"):
+            raise ValueError(f"optimizer must be adamw or adam, not {cfg.optimizer!r}")
+        if cfg.schedule not in ("onecycle", "plateau"):
+            raise ValueError(f"schedule must be onecycle or plateau, not {cfg.schedule!r}")
+        return cfg
 
 
 class ImageTable(TorchDataset):
@@ -249,9 +257,17 @@ def _train(run: _Run, *, progress: bool) -> tuple[nn.Module, str | None, list[di
         else None
     criterion = nn.CrossEntropyLoss(weight=weights.to(device) if weights is not None else None,
                                     label_smoothing=cfg.label_smoothing)
-    optimiser = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    if cfg.optimizer == "adam":
+        optimiser = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+    else:
+        optimiser = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     steps = max(1, cfg.epochs * len(train_loader))
-    schedule = torch.optim.lr_scheduler.OneCycleLR(optimiser, max_lr=cfg.lr, total_steps=steps, pct_start=0.15)
+    if cfg.schedule == "plateau":
+        schedule = None
+        plateau = torch.optim.lr_scheduler.ReduceLROnPlateau(optimiser, factor=0.5, patience=1)
+    else:
+        schedule = torch.optim.lr_scheduler.OneCycleLR(optimiser, max_lr=cfg.lr, total_steps=steps,
+                                                       pct_start=0.15)
     use_amp = device.type == "cuda"
 
     log, best, best_loss, stale = [], None, math.inf, 0
@@ -268,7 +284,8 @@ def _train(run: _Run, *, progress: bool) -> tuple[nn.Module, str | None, list[di
             optimiser.zero_grad(set_to_none=True)
             loss.backward()
             optimiser.step()
-            schedule.step()
+            if schedule is not None:
+                schedule.step()
             seen += len(yb)
             loss_sum += loss.item() * len(yb)
             bar.set_postfix(loss=f"{loss_sum / seen:.4f}")
@@ -287,9 +304,11 @@ def _train(run: _Run, *, progress: bool) -> tuple[nn.Module, str | None, list[di
                "val_balanced_accuracy": M.balanced_accuracy(val_targets, probs.argmax(1)),
                "val_roc_auc": M.roc_auc(ybin, probs[:, [target[c] for c in positive]].sum(1))
                if 0 < ybin.sum() < len(ybin) else float("nan"),
-               "lr": schedule.get_last_lr()[0], "seconds": time.time() - t0,
+               "lr": optimiser.param_groups[0]["lr"], "seconds": time.time() - t0,
                "images_per_s": seen / max(time.time() - t0, 1e-9)}
         log.append(row)
+        if schedule is None:
+            plateau.step(val_nll_cal)
         if progress:
             tqdm.write(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()))
         if _improves(val_nll_cal, best_loss):
@@ -417,7 +436,7 @@ def write_bundle(run: _Run, model: nn.Module, *, log: list[dict], train_seconds:
         "parameters": count_parameters(model),
         "weights_dtype": "float16",
         "training": {"config": dataclasses.asdict(cfg), "epochs_run": len(log), "best_epoch": best_epoch,
-                     "wall_time_s": round(train_seconds, 1), "device": str(device),
+                     "wall_time_s": round(train_seconds, 1), "device": str(device), "note": cfg.note,
                      "device_name": torch.cuda.get_device_name(0) if device.type == "cuda" else platform.processor()
                      or platform.machine(), "threads": torch.get_num_threads()},
         "versions": versions(),
