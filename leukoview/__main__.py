@@ -12,13 +12,15 @@ def _cmd_train(a) -> int:
 
     overrides = {k: getattr(a, k) for k in ("dataset", "arch", "data_root", "out", "epochs", "batch_size", "lr",
                                              "seed", "max_per_class", "threads", "workers", "device", "input_size",
-                                             "min_specificity")}
+                                             "min_specificity", "features")}
     if a.positive:
         overrides["positive"] = a.positive
     if a.no_pretrained:
         overrides["pretrained"] = False
     cfg = TrainConfig.from_file(a.config, **overrides)
-    folder = fit(cfg, progress=not a.quiet)
+    from . import classical
+
+    folder = (classical.fit if classical.is_classical(cfg.arch) else fit)(cfg, progress=not a.quiet)
     from .bundle import load_bundle
 
     b = load_bundle(folder)
@@ -158,7 +160,9 @@ def main(argv: list[str] | None = None) -> int:
     t.add_argument("--config", help="YAML or JSON file of TrainConfig values (flags override it)")
     t.add_argument("--dataset", help="all4, wbc5, cnmc or folder:<path>")
     t.add_argument("--positive", nargs="+", help="positive classes (folder datasets)")
-    t.add_argument("--arch")
+    t.add_argument("--arch", help="a network of the registry (python -m leukoview models --archs) or a classical "
+                   "model: svc, xgboost, lda, ridge, ridge_cv")
+    t.add_argument("--features", help="classical models: pixels_hist (default) or lite0_embed")
     t.add_argument("--data-root", dest="data_root")
     t.add_argument("--out", help="bundle folder (default models/<dataset>-<arch>)")
     t.add_argument("--epochs", type=int)

@@ -122,9 +122,17 @@ class Bundle:
     def split(self) -> pd.DataFrame:
         return pd.read_csv(self.path / SPLIT, keep_default_na=False, dtype={"patient": str})
 
+    @property
+    def is_network(self) -> bool:
+        """False for classical models (no network: no Grad-CAM, no ONNX)."""
+        return self.card.get("kind", "network") == "network"
+
     def build_model(self):
         """The network with the bundle's weights, in eval mode, on CPU (float32)."""
         from safetensors.torch import load_file
+
+        if not self.is_network:
+            raise BundleError(f"{self.path}: a classical model ({self.card['architecture']}) has no network")
 
         from .archs import get_arch
 

@@ -108,6 +108,9 @@ def explain(predictor: Predictor, image, *, method: str = "Grad-CAM", target: st
     """CAM of a PIL image for ``target`` (class name; default the predicted class) with its faithfulness."""
     from .transforms import resize_for_display
 
+    if not predictor.explainable:
+        raise ValueError(f"{predictor.bundle.id} is a classical model on image features: class-activation maps "
+                         "need a network")
     x = predictor.preprocess([image])
     if target is None:
         logits, _ = predictor.forward(x)

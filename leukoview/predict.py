@@ -93,15 +93,23 @@ class Predictor:
         self.threshold = self.bundle.threshold
         self.temperature = float(card.get("temperature", 1.0))
         self.spec = card["input"]
-        self.transform = eval_transform(self.spec)
-        self.model = self.bundle.build_model()
         self.ood = self.bundle.ood_state()
         self.ood_threshold = float(card.get("ood", {}).get("threshold", np.inf))
         self._features: list[torch.Tensor] = []
+        self.onnx = None
+        if not self.bundle.is_network:
+            from .classical import ClassicalModel
+
+            self.model = None
+            self.classical = ClassicalModel(self.bundle.path, card)
+            self.backend = "classical"
+            return
+        self.classical = None
+        self.transform = eval_transform(self.spec)
+        self.model = self.bundle.build_model()
         classifier_path = card.get("classifier") or _classifier_path(card["architecture"])
         from . import onnx_backend
 
-        self.onnx = None
         if backend == "onnx" or (backend == "auto" and onnx_backend.available()):
             self.onnx = onnx_backend.OnnxRunner(self.model, classifier_path, int(self.spec["size"]))
         else:  # eager path: capture the classifier's input (under ONNX the graph returns it, and a hook here
@@ -135,7 +143,14 @@ class Predictor:
     # micro-batches of 2-4 ran at ~59-63 images/s, 1 at ~49, 16 at ~38, 32 at ~30 (ONNX Runtime: flat ~95-106).
     micro_batch = 4
 
+    @property
+    def explainable(self) -> bool:
+        """Whether Grad-CAM applies (networks only)."""
+        return self.model is not None
+
     def predict_batch(self, images: list) -> dict[str, np.ndarray]:
+        if self.classical is not None:
+            return self.outputs(*self.classical.logits_and_features(images))
         x = self.preprocess(images)
         parts = [self.forward(x[i:i + self.micro_batch]) for i in range(0, len(x), self.micro_batch)]
         return self.outputs(np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts]))

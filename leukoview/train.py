@@ -63,6 +63,7 @@ class TrainConfig:
     device: str = "auto"
     ood_components: int = 64
     n_boot: int = 1000
+    features: str = "pixels_hist"  # classical models only: pixels_hist | lite0_embed
     note: str = ""  # why this run departs from the architecture's defaults (e.g. CPU budget); shown in the card
 
     @classmethod
@@ -227,7 +228,8 @@ class _Run:
                           pin_memory=self.device.type == "cuda")
 
 
-def _prepare(cfg: TrainConfig, *, progress: bool, split: pd.DataFrame | None = None) -> _Run:
+def _prepare(cfg: TrainConfig, *, progress: bool, split: pd.DataFrame | None = None, spec: dict | None = None
+             ) -> _Run:
     seed_everything(cfg.seed)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
@@ -240,7 +242,7 @@ def _prepare(cfg: TrainConfig, *, progress: bool, split: pd.DataFrame | None = N
         missing = sorted(set(ds.classes) - set(split.loc[split["split"] == part, "label"]))
         if missing:
             raise ValueError(f"the {part} split has no images of {missing}; the dataset is too small to split")
-    spec = get_arch(cfg.arch).input_spec()
+    spec = spec or get_arch(cfg.arch).input_spec()
     if cfg.input_size:
         spec["size"] = cfg.input_size
     return _Run(cfg, ds, split, spec, _device(cfg.device))
@@ -337,6 +339,8 @@ def reevaluate(folder: Path, *, progress: bool = True, **overrides) -> Path:
     its own shipped weights and saved split; the training log and time are kept. ``overrides`` change
     post-training settings such as ``min_specificity`` and are recorded in the card's config."""
     b = B.load_bundle(folder)
+    if b.card.get("kind") == "classical":
+        raise ValueError(f"{folder}: a classical model; re-fit it with `python -m leukoview train` instead")
     fields = {f.name for f in dataclasses.fields(TrainConfig)}
     cfg = TrainConfig(**{k: v for k, v in b.card["training"]["config"].items() if k in fields})
     for k, v in overrides.items():
@@ -355,19 +359,34 @@ def reevaluate(folder: Path, *, progress: bool = True, **overrides) -> Path:
 
 def write_bundle(run: _Run, model: nn.Module, *, log: list[dict], train_seconds: float,
                  pretrained_source: str | None, progress: bool) -> Path:
-    """Calibrate, choose the threshold and fit the OOD detector on validation, evaluate once on test, and write
-    the bundle folder."""
-    cfg, device, arch, split, ds = run.cfg, run.device, run.arch, run.split, run.ds
-    classes, positive = run.classes, run.positive
+    """Score the network's shipped (fp16) weights on every split, then :func:`finish_bundle`."""
+    device, arch = run.device, run.arch
     with torch.no_grad():  # evaluate exactly the weights that ship (fp16), so stored predictions reproduce
         for v in model.state_dict().values():
             if v.is_floating_point():
                 v.copy_(v.half().float())
-    best_epoch = selected_epoch(log)
-    val_targets = run.targets("val")
     desc = "scoring" if progress else ""
     out: dict[str, tuple[np.ndarray, np.ndarray]] = {
         part: infer(model, run.loader(part), arch.classifier, device, desc) for part in ("val", "test", "train")}
+    card = {"kind": "network", "architecture_description": arch.description, "classifier": arch.classifier,
+            "cam_layer": arch.cam_layer, "imagenet_initialised": pretrained_source is not None,
+            "pretrained_source": pretrained_source or "none: trained from scratch (random initialisation)",
+            "parameters": count_parameters(model), "weights_dtype": "float16"}
+    return finish_bundle(run, out, log=log, train_seconds=train_seconds,
+                         save_weights=lambda folder: B.save_weights(model, folder / B.WEIGHTS), card_extra=card,
+                         progress=progress)
+
+
+def finish_bundle(run: _Run, out: dict[str, tuple[np.ndarray, np.ndarray]], *, log: list[dict],
+                  train_seconds: float, save_weights, card_extra: dict, bundle_suffix: str = "",
+                  progress: bool) -> Path:
+    """From logits and penultimate features of every split: calibrate, choose the threshold and fit the OOD
+    detector on validation, evaluate once on test, and write the bundle folder (networks and classical models
+    alike)."""
+    cfg, device, split, ds = run.cfg, run.device, run.split, run.ds
+    classes, positive = run.classes, run.positive
+    best_epoch = selected_epoch(log)
+    val_targets = run.targets("val")
     temperature = fit_temperature(out["val"][0], val_targets)
     ood_state, ood_threshold = fit_ood(out["train"][1], run.targets("train"), out["val"][1],
                                        components=cfg.ood_components)
@@ -388,13 +407,13 @@ def write_bundle(run: _Run, model: nn.Module, *, log: list[dict], train_seconds:
     metrics["uncalibrated_test_ece"] = M.top_label_ece(run.targets("test"), softmax(out["test"][0]))
     metrics["ood_flag_rate_test"] = float(np.mean(frames["test"]["ood_score"] > ood_threshold))
 
-    bundle_id = f"{cfg.dataset.replace('folder:', '').replace('/', '_')}-{cfg.arch}"
+    bundle_id = f"{cfg.dataset.replace('folder:', '').replace('/', '_')}-{cfg.arch}{bundle_suffix}"
     folder = Path(cfg.out) if cfg.out else settings.models_dir() / bundle_id
     folder.mkdir(parents=True, exist_ok=True)
     for stale_file in folder.iterdir():
         if stale_file.is_file():
             stale_file.unlink()
-    B.save_weights(model, folder / B.WEIGHTS)
+    save_weights(folder)
     from safetensors.numpy import save_file
 
     save_file({k: np.ascontiguousarray(v) for k, v in ood_state.items()}, str(folder / B.OOD))
@@ -407,9 +426,8 @@ def write_bundle(run: _Run, model: nn.Module, *, log: list[dict], train_seconds:
         "id": bundle_id,
         "task": cfg.dataset,
         "architecture": cfg.arch,
-        "architecture_description": arch.description,
-        "classifier": arch.classifier,
-        "cam_layer": arch.cam_layer,
+        **{k: card_extra[k] for k in ("kind", "architecture_description", "classifier", "cam_layer",
+                                      "classical") if k in card_extra},
         "classes": classes,
         "positive_classes": positive,
         "input": run.spec,
@@ -424,8 +442,9 @@ def write_bundle(run: _Run, model: nn.Module, *, log: list[dict], train_seconds:
                           "-component PCA of the penultimate features (fitted on train)",
                 "threshold": ood_threshold, "threshold_rule": "99th percentile of validation scores",
                 "file": B.OOD},
-        "imagenet_initialised": pretrained_source is not None,
-        "pretrained_source": pretrained_source or "none: trained from scratch (random initialisation)",
+        "imagenet_initialised": card_extra.get("imagenet_initialised", False),
+        "pretrained_source": card_extra.get("pretrained_source",
+                                            "none: trained from scratch (random initialisation)"),
         "dataset": {"name": ds.name, "description": ds.description, "licence": ds.licence,
                     "images": int(len(split)), "counts": split.groupby("split")["label"].value_counts()
                     .unstack(fill_value=0).to_dict(orient="index"),
@@ -433,8 +452,8 @@ def write_bundle(run: _Run, model: nn.Module, *, log: list[dict], train_seconds:
         "split": {"file": B.SPLIT, "hash": split_hash(split), "seed": cfg.split_seed, "fractions": cfg.fractions,
                   "grouping": "patient" if ds.has_patients else
                   f"exact duplicates (sha256) and near duplicates (perceptual hash <= {ds.near_bits} bits)"},
-        "parameters": count_parameters(model),
-        "weights_dtype": "float16",
+        "parameters": card_extra["parameters"],
+        "weights_dtype": card_extra["weights_dtype"],
         "training": {"config": dataclasses.asdict(cfg), "epochs_run": len(log), "best_epoch": best_epoch,
                      "wall_time_s": round(train_seconds, 1), "device": str(device), "note": cfg.note,
                      "device_name": torch.cuda.get_device_name(0) if device.type == "cuda" else platform.processor()

@@ -78,26 +78,32 @@ n1.markdown("**Next steps**\n" + "\n".join(f"- {s}" for s in reading.next_steps)
 n2.markdown("**Limitations**\n" + "\n".join(f"- {s}" for s in reading.limitations))
 
 st.subheader("Where did the model look?")
-o1, o2, o3 = st.columns(3)
-method = o1.selectbox("Method", explain.METHODS, key="cam_method")
-target = o2.selectbox("Target class", bundle.classes, index=bundle.classes.index(pred.predicted),
-                      key="cam_target", help="Default: the predicted class")
-opacity = o3.slider("Overlay opacity", 0.0, 1.0, 0.45, 0.05, key="cam_opacity")
-try:
-    with st.spinner("Computing the class-activation map…"):
-        ex = explain.explain(model, img, method=method, target=target)
-except (ValueError, RuntimeError) as e:
-    st.error(f"The map could not be computed: {e}")
-    st.stop()
-i1, i2 = st.columns(2)
-i1.image(ex.image, caption=f"Input as the network sees it ({ex.image.shape[1]} px)", width="stretch")
-i2.image(explain.overlay(ex.image, ex.mask, opacity=opacity), caption=f"{ex.method} for class '{ex.target}'",
-         width="stretch")
-f = ex.faithfulness
-st.markdown(f"**Faithfulness:** removing the {f['fraction_removed']:.0%} most highlighted pixels moves the "
-            f"'{ex.target}' probability from {f['confidence']:.1%} to {f['confidence_without_highlight']:.1%} "
-            f"(drop {f['drop']:+.1%}); removing a random region of the same size drops it by "
-            f"{f['drop_random_region']:+.1%}. Reading: {f['reading']}.")
+if not model.explainable:
+    st.info(f"**{bundle.id}** is a classical model on image features "
+            f"({bundle.card['input'].get('feature_description', '')}): it has no class-activation map. "
+            "Pick a network in the sidebar to see where a model looks.")
+else:
+    o1, o2, o3 = st.columns(3)
+    method = o1.selectbox("Method", explain.METHODS, key="cam_method")
+    target = o2.selectbox("Target class", bundle.classes, index=bundle.classes.index(pred.predicted),
+                          key="cam_target", help="Default: the predicted class")
+    opacity = o3.slider("Overlay opacity", 0.0, 1.0, 0.45, 0.05, key="cam_opacity")
+    try:
+        with st.spinner("Computing the class-activation map…"):
+            ex = explain.explain(model, img, method=method, target=target)
+    except (ValueError, RuntimeError) as e:
+        st.error(f"The map could not be computed: {e}")
+        st.stop()
+
+    i1, i2 = st.columns(2)
+    i1.image(ex.image, caption=f"Input as the network sees it ({ex.image.shape[1]} px)", width="stretch")
+    i2.image(explain.overlay(ex.image, ex.mask, opacity=opacity), caption=f"{ex.method} for class '{ex.target}'",
+             width="stretch")
+    f = ex.faithfulness
+    st.markdown(f"**Faithfulness:** removing the {f['fraction_removed']:.0%} most highlighted pixels moves the "
+                f"'{ex.target}' probability from {f['confidence']:.1%} to {f['confidence_without_highlight']:.1%} "
+                f"(drop {f['drop']:+.1%}); removing a random region of the same size drops it by "
+                f"{f['drop_random_region']:+.1%}. Reading: {f['reading']}.")
 
 if st.checkbox("Test-time augmentation (8 flips and rotations)", key="tta"):
     scores = explain.tta_suspicion(model, img)

@@ -111,7 +111,10 @@ if rows:
         st.error(str(e))
         st.stop()
     model = ui.predictor(bundle)
-    if model is not None:
+    if model is not None and not model.explainable:
+        st.image(img, caption=f"suspicion {row['suspicion']:.1%} · predicted {row['predicted']} (classical model: "
+                 "no class-activation map)", width=360)
+    elif model is not None:
         a, b = st.columns(2)
         ex = explain.explain(model, img, method="Grad-CAM")
         a.image(ex.image, caption=f"suspicion {row['suspicion']:.1%} · predicted {row['predicted']}",
