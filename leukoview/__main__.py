@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -129,6 +130,32 @@ def _cmd_compare(a) -> int:
     return 0
 
 
+def _cmd_bench(a) -> int:
+    import platform
+    from datetime import UTC, datetime
+
+    from . import benchmark, settings
+    from .predict import find_images
+
+    root = settings.data_root()
+    images = find_images(root / a.folder) if (root / a.folder).is_dir() else []
+    if len(images) < a.n:
+        print(f"need {a.n} images under {root / a.folder}, found {len(images)}; set LEUKOVIEW_DATA_ROOT",
+              file=sys.stderr)
+        return 2
+    step = len(images) / a.n
+    images = [images[int(i * step)] for i in range(a.n)]  # spread over every class folder
+    rows = benchmark.run(Path(a.bundle), images, runs=a.runs, cold=not a.no_cold_start, memory=not a.no_memory,
+                         progress=lambda m: print(m, file=sys.stderr, flush=True))
+    head = (f"`python -m leukoview bench` on {datetime.now(UTC):%Y-%m-%d %H:%M} UTC, {os.cpu_count()} CPU cores "
+            f"({platform.processor() or platform.machine()}), 2 threads, bundle {Path(a.bundle).name}")
+    text = head + "\n\n" + benchmark.format_table(rows) + "\n"
+    print(text)
+    if a.out:
+        Path(a.out).write_text(text)
+    return 0
+
+
 def _cmd_measure(a) -> int:
     from .compare import measure_latency
 
@@ -208,6 +235,16 @@ def main(argv: list[str] | None = None) -> int:
     c.add_argument("--task", help="only bundles of this task (all4, wbc5, …)")
     c.add_argument("--markdown", action="store_true", help="as a Markdown table (for the README)")
     c.set_defaults(func=_cmd_compare)
+
+    bn = sub.add_parser("bench", help="speed benchmark: every fast path against the naive way, as a table")
+    bn.add_argument("--bundle", default="models/all4-efficientnet_lite0")
+    bn.add_argument("--folder", default="all4", help="image folder under the data root (default all4)")
+    bn.add_argument("--n", type=int, default=256, help="images for the throughput comparison")
+    bn.add_argument("--runs", type=int, default=30, help="repetitions for the single-image median")
+    bn.add_argument("--no-cold-start", dest="no_cold_start", action="store_true")
+    bn.add_argument("--no-memory", dest="no_memory", action="store_true", help="skip the 5,000-image run")
+    bn.add_argument("--out", help="also write the table to this Markdown file")
+    bn.set_defaults(func=_cmd_bench)
 
     me = sub.add_parser("measure", help="measure CPU latency per image and record it in the bundle")
     me.add_argument("bundles", nargs="+")

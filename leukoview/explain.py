@@ -7,6 +7,7 @@ never cached on a shared model; the target is validated first (pytorch-grad-cam'
 from __future__ import annotations
 
 import threading
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
@@ -31,8 +32,11 @@ def _cam_class(method: str):
 
 
 def cam_mask(model: torch.nn.Module, layer: str, x: torch.Tensor, target: int, *, method: str = "Grad-CAM",
-             n_classes: int | None = None) -> np.ndarray:
-    """Class-activation map of ``x`` (1xCxHxW, preprocessed) for class index ``target``: HxW float in [0, 1]."""
+             n_classes: int | None = None, fast: bool = True) -> np.ndarray:
+    """Class-activation map of ``x`` (1xCxHxW, preprocessed) for class index ``target``: HxW float in [0, 1].
+
+    ``fast`` (default) differentiates from the target layer onwards only (:func:`_gradients_from`); ``False`` is
+    the plain full backward pass, kept for the benchmark and the equality test."""
     from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
     if n_classes is not None and not 0 <= target < n_classes:
@@ -41,10 +45,37 @@ def cam_mask(model: torch.nn.Module, layer: str, x: torch.Tensor, target: int, *
         raise ValueError(f"expected one preprocessed image of shape 1xCxHxW, got {tuple(x.shape)}")
     cam_cls = _cam_class(method)
     model.eval()
-    with _CAM_LOCK, torch.enable_grad(), cam_cls(model=model, target_layers=[model.get_submodule(layer)]) as cam:
+    target_layer = model.get_submodule(layer)
+    with _CAM_LOCK, torch.enable_grad(), _gradients_from(model, target_layer if fast else None), \
+            cam_cls(model=model, target_layers=[target_layer]) as cam:
         mask = cam(input_tensor=x.clone(), targets=[ClassifierOutputTarget(int(target))])[0]
     mask = np.nan_to_num(np.asarray(mask, dtype=np.float32))
     return np.clip(mask, 0.0, 1.0)
+
+
+@contextmanager
+def _gradients_from(model: torch.nn.Module, layer: torch.nn.Module | None):
+    """Build the autograd graph only from ``layer``'s output onwards (``None``: do nothing).
+
+    Every CAM of the family needs the gradient of the class score with respect to the target layer's
+    activations, never the parameters' gradients nor anything before that layer. With the parameters frozen and
+    the layer's output turned into a fresh graph leaf, the forward pass before the layer records nothing and the
+    backward pass runs through the classifier head only: same map, a fraction of the work.
+    """
+    if layer is None:
+        yield
+        return
+    flags = [(p, p.requires_grad) for p in model.parameters()]
+    for p, _ in flags:
+        p.requires_grad_(False)
+    # `* 1` makes the returned tensor a non-leaf, so in-place activations after the layer stay legal
+    handle = layer.register_forward_hook(lambda _m, _i, out: out.detach().requires_grad_(True) * 1)
+    try:
+        yield
+    finally:
+        handle.remove()
+        for p, flag in flags:
+            p.requires_grad_(flag)
 
 
 def overlay(image: np.ndarray, mask: np.ndarray, *, opacity: float = 0.45) -> np.ndarray:

@@ -234,12 +234,20 @@ def bootstrap_indices(n: int, *, groups=None, n_boot: int = 1000, seed: int = 0)
     """Yield ``n_boot`` bootstrap resamples of item indices 0..n-1; with ``groups`` whole groups are drawn."""
     rng = np.random.default_rng(seed)
     if groups is None:
-        members = [np.array([i]) for i in range(n)]
-    else:
-        groups = np.asarray(groups)
-        members = [np.nonzero(groups == g)[0] for g in np.unique(groups)]
+        for _ in range(n_boot):
+            yield rng.integers(0, n, n)
+        return
+    # items ordered by group (ascending index inside each); a resample is the drawn groups' runs, concatenated
+    _, codes = np.unique(np.asarray(groups), return_inverse=True)
+    order = np.argsort(codes, kind="stable")
+    sizes = np.bincount(codes)
+    starts = np.concatenate([[0], np.cumsum(sizes)[:-1]])
     for _ in range(n_boot):
-        yield np.concatenate([members[k] for k in rng.integers(0, len(members), len(members))])
+        draw = rng.integers(0, len(sizes), len(sizes))
+        lengths = sizes[draw]
+        ends = np.cumsum(lengths)
+        offsets = np.arange(ends[-1]) - np.repeat(ends - lengths, lengths)
+        yield order[np.repeat(starts[draw], lengths) + offsets]
 
 
 def bootstrap_ci(statistic, n: int, *, groups=None, n_boot: int = 1000, seed: int = 0, level: float = 0.95

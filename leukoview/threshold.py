@@ -11,6 +11,8 @@ import numpy as np
 
 from . import metrics as M
 
+GRID_STEP = 0.0005  # the threshold slider's step: bootstrap intervals are precomputed on this grid
+
 
 @dataclass(frozen=True)
 class Point:
@@ -36,7 +38,18 @@ class ThresholdAnalysis:
         self.roc_auc = M.roc_auc(y, s) if 0 < self.P < len(y) else float("nan")
         self.pr_auc = M.average_precision(y, s) if self.P else float("nan")
         # bootstrap resamples drawn once (by group when given): each threshold re-uses them
-        self._boot = list(M.bootstrap_indices(len(y), groups=groups, n_boot=n_boot, seed=seed))
+        self._boot_args = {"n": len(y), "groups": groups, "n_boot": n_boot, "seed": seed}
+        # ... and reduced once to per-resample cumulative counts on the slider's grid, so the interval at a grid
+        # threshold is one column lookup (exact: the same counts as re-scoring each resample)
+        self._grid = np.round(np.arange(round(1 / GRID_STEP) + 1) * GRID_STEP, 10)
+        bins = np.searchsorted(self._grid, s, side="right")  # scores below grid[k] <=> bin <= k
+        g = len(self._grid) + 1
+        self._below_pos = np.zeros((n_boot, g), np.int32)
+        self._below_neg = np.zeros((n_boot, g), np.int32)
+        for b, idx in enumerate(M.bootstrap_indices(**self._boot_args)):
+            yb, jb = y[idx], bins[idx]
+            self._below_pos[b] = np.cumsum(np.bincount(jb[yb == 1], minlength=g))
+            self._below_neg[b] = np.cumsum(np.bincount(jb[yb == 0], minlength=g))
 
     def at(self, threshold: float) -> Point:
         """Confusion at ``threshold`` (positive when score >= threshold)."""
@@ -69,15 +82,34 @@ class ThresholdAnalysis:
                 "highest with sensitivity >= 95%": self.highest_with_sensitivity(0.95)}
 
     def bootstrap(self, threshold: float, level: float = 0.95) -> dict[str, tuple[float, float]]:
-        """Percentile intervals of sensitivity and specificity at ``threshold`` over the stored resamples."""
+        """Percentile intervals of sensitivity and specificity at ``threshold`` over the stored resamples.
+
+        On the slider's grid (multiples of ``GRID_STEP``) this reads the precomputed counts; elsewhere it
+        re-scores every resample (same result, slower)."""
+        k = int(round(threshold / GRID_STEP))
+        if 0 <= k < len(self._grid) and self._grid[k] == threshold and len(self._below_pos):
+            p, n = self._below_pos[:, -1], self._below_neg[:, -1]
+            fn, tn = self._below_pos[:, k], self._below_neg[:, k]
+            with np.errstate(invalid="ignore", divide="ignore"):
+                sens = ((p - fn) / p)[p > 0].tolist()
+                spec = (tn / n)[n > 0].tolist()
+            return self._intervals(sens, spec, level)
+        return self.bootstrap_rescored(threshold, level)
+
+    def bootstrap_rescored(self, threshold: float, level: float = 0.95) -> dict[str, tuple[float, float]]:
+        """:meth:`bootstrap` by re-scoring every resample at ``threshold`` (any threshold; the reference)."""
         sens, spec = [], []
-        for idx in self._boot:
+        for idx in M.bootstrap_indices(**self._boot_args):
             y, flagged = self.y[idx], self.s[idx] >= threshold
             p = y.sum()
             if p:
                 sens.append((flagged & (y == 1)).sum() / p)
             if len(y) - p:
                 spec.append((~flagged & (y == 0)).sum() / (len(y) - p))
+        return self._intervals(sens, spec, level)
+
+    @staticmethod
+    def _intervals(sens: list, spec: list, level: float) -> dict[str, tuple[float, float]]:
         a = (1 - level) / 2
 
         def q(v):

@@ -34,7 +34,7 @@ def explorer():
     c1.selectbox("Preset", ["chosen value", *presets], key="te_preset", on_change=_apply_preset,
                  help="0.5, the shipped operating threshold, Youden's J, or the highest threshold that keeps "
                       "sensitivity at least 95% on this test split")
-    t = c2.slider("Threshold (flag when suspicion ≥ threshold)", 0.0, 1.0, step=0.0005, key=PRESET_KEY,
+    t = c2.slider("Threshold (flag when suspicion ≥ threshold)", 0.0, 1.0, step=threshold.GRID_STEP, key=PRESET_KEY,
                   format="%.4f")
     prevalence = c3.number_input("Prevalence in the screened population (%)", 0.01, 100.0, 5.0, 0.5,
                                  key="te_prev") / 100
@@ -75,7 +75,7 @@ def explorer():
                                      (p.sensitivity, p.ppv)), width="stretch", key="te_pr")
 
     st.subheader("Two thresholds side by side")
-    ref = st.slider("Reference threshold", 0.0, 1.0, 0.5, 0.0005, key="te_ref", format="%.4f")
+    ref = st.slider("Reference threshold", 0.0, 1.0, 0.5, threshold.GRID_STEP, key="te_ref", format="%.4f")
     q = ta.at(ref)
     st.markdown(f"**{threshold.compare(p, q, prevalence)}**")
     left, right = st.columns(2)

@@ -36,11 +36,33 @@ def test_gradcam_works_for_every_registered_architecture(name):
     import torch
 
     spec = get_arch(name)
+    torch.manual_seed(0)
     model, _ = spec.build(3)
+    model.eval()
     x = torch.randn(1, 3, spec.input_size, spec.input_size)
+    # the target layer is a spatial feature map on the path to the class score
+    seen = {}
+    handle = model.get_submodule(spec.cam_layer).register_forward_hook(lambda _m, _i, out: seen.update(out=out))
+    x_grad = x.clone().requires_grad_(True)
+    model(x_grad)[0, 1].backward()
+    handle.remove()
+    out = seen["out"]
+    assert out.ndim == 4 and out.shape[2] > 1 and out.shape[3] > 1
+    assert float(x_grad.grad.abs().sum()) > 0
     mask = explain.cam_mask(model, spec.cam_layer, x, 1, n_classes=3)
     assert mask.shape == (spec.input_size, spec.input_size)
     assert 0.0 <= mask.min() and mask.max() <= 1.0
+    plain = explain.cam_mask(model, spec.cam_layer, x, 1, n_classes=3, fast=False)
+    np.testing.assert_allclose(mask, plain, atol=1e-5)  # the fast path gives the same map
+    assert all(p.requires_grad for p in model.parameters())  # and leaves the model as it found it
+
+
+@pytest.mark.parametrize("method", explain.METHODS)
+def test_fast_cam_equals_full_backward_for_every_method(predictor, method):
+    x = predictor.preprocess([cell_image(3, np.random.default_rng(4))])
+    fast = explain.cam_mask(predictor.model, "features", x, 1, method=method, n_classes=2)
+    plain = explain.cam_mask(predictor.model, "features", x, 1, method=method, n_classes=2, fast=False)
+    np.testing.assert_allclose(fast, plain, atol=1e-5)
 
 
 def test_overlay_blends_and_checks_shape():

@@ -1,10 +1,8 @@
-import time
-
 import numpy as np
 import pytest
 
 from leukoview import metrics as M
-from leukoview.threshold import ThresholdAnalysis, compare, describe, natural_frequencies
+from leukoview.threshold import GRID_STEP, ThresholdAnalysis, compare, describe, natural_frequencies
 
 Y = np.array([0, 0, 1, 1, 0, 1, 1, 0])
 S = np.array([0.1, 0.4, 0.35, 0.8, 0.2, 0.9, 0.6, 0.7])
@@ -46,17 +44,32 @@ def test_natural_frequencies_hand_checked():
                                   "alarms per 1,000 screened.")
 
 
-def test_recompute_is_fast_for_100k_scores():
-    """Not a timing test of the machine: checks the per-move work is O(log n), far below a full recompute."""
-    rng = np.random.default_rng(0)
-    y = rng.integers(0, 2, 100_000)
-    s = rng.uniform(0, 1, 100_000)
-    ta = ThresholdAnalysis(y, s, n_boot=0)
-    t0 = time.perf_counter()
-    for t in np.linspace(0, 1, 200):
-        ta.at(t)
-    per_move = (time.perf_counter() - t0) / 200
-    t0 = time.perf_counter()
-    M.confusion_at(y, s, 0.5)
-    full = time.perf_counter() - t0
-    assert per_move < full
+@pytest.mark.parametrize("grouped", [False, True])
+def test_grid_bootstrap_equals_rescoring_every_resample(grouped):
+    """The precomputed per-resample counts give exactly what re-scoring each resample gives, including scores
+    lying exactly on grid points and the ends of the slider."""
+    rng = np.random.default_rng(1)
+    n = 600
+    y = rng.integers(0, 2, n)
+    s = np.clip(y * 0.25 + rng.uniform(0, 0.75, n), 0, 1)
+    s[:40] = np.round(s[:40] / GRID_STEP) * GRID_STEP  # some scores exactly on the grid
+    s[40:45], s[45:50] = 0.0, 1.0
+    groups = rng.integers(0, 150, n) if grouped else None
+    ta = ThresholdAnalysis(y, s, groups=groups, n_boot=120, seed=3)
+    for t in [0.0, GRID_STEP, float(s[0]), float(s[1]), 0.25, 0.5, 0.7315, 1.0]:
+        assert ta.bootstrap(t) == ta.bootstrap_rescored(t), t
+    off_grid = 0.50012345
+    assert ta.bootstrap(off_grid) == ta.bootstrap_rescored(off_grid)
+
+
+def test_grouped_bootstrap_resamples_whole_groups_as_drawn():
+    """Reference: draw group numbers, concatenate each drawn group's members (ascending)."""
+    rng = np.random.default_rng(2)
+    groups = rng.choice(["p1", "p2", "p3", "p4", "p5"], 60)
+    got = list(M.bootstrap_indices(60, groups=groups, n_boot=15, seed=9))
+    names = np.unique(groups)
+    members = [np.nonzero(groups == g)[0] for g in names]
+    draws = np.random.default_rng(9)
+    for idx in got:
+        expected = np.concatenate([members[k] for k in draws.integers(0, len(members), len(members))])
+        np.testing.assert_array_equal(idx, expected)
