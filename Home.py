@@ -12,6 +12,8 @@ bundles = ui.bundles()
 if bundles:
     st.table(home.models_table(bundles).set_index("model"))
     st.caption(home.TABLE_NOTE)
+    for level, text in home.shortcut_notes(ui.shortcut_audits(), sorted({b.card.get("task", "") for b in bundles})):
+        (st.warning if level == "high" else st.info)(text)
 else:
     st.info("No model bundles found. Train one with `python -m leukoview train --config configs/…` (README).")
 

@@ -130,6 +130,28 @@ def _cmd_compare(a) -> int:
     return 0
 
 
+def _cmd_shortcuts(a) -> int:
+    from . import settings, shortcuts
+    from .bundle import load_bundle
+
+    root = settings.data_root()
+    worst = "low"
+    for folder in a.bundles:
+        b = load_bundle(folder)
+        r = shortcuts.audit(b, root, progress=not a.quiet)
+        path = shortcuts.write(r, Path(folder).resolve().parent)
+        print(f"{r['task']} ({b.id} split, {r['n_train']} train / {r['n_test']} test images, chance "
+              f"{r['chance']:.3f}):")
+        for name, g in r["groups"].items():
+            print(f"  {name:<20} balanced accuracy {g['balanced_accuracy']:.3f}  accuracy {g['accuracy']:.3f}  "
+                  f"positive-class AUC {g['positive_roc_auc']:.3f}  ({g['classifier']})")
+        print(f"  model {b.id}: balanced accuracy {r['model_balanced_accuracy']:.3f}")
+        print(("WARNING: " if r["level"] == "high" else "") + r["message"])
+        print(f"  -> {path}")
+        worst = "high" if r["level"] == "high" else worst
+    return 0
+
+
 def _cmd_bench(a) -> int:
     import platform
     from datetime import UTC, datetime
@@ -235,6 +257,12 @@ def main(argv: list[str] | None = None) -> int:
     c.add_argument("--task", help="only bundles of this task (all4, wbc5, …)")
     c.add_argument("--markdown", action="store_true", help="as a Markdown table (for the README)")
     c.set_defaults(func=_cmd_compare)
+
+    sc = sub.add_parser("shortcuts", help="shortcut audit: how well do non-cell cues alone classify the bundle's "
+                                          "test split? (writes models/shortcut_audit.json)")
+    sc.add_argument("bundles", nargs="+")
+    sc.add_argument("--quiet", action="store_true")
+    sc.set_defaults(func=_cmd_shortcuts)
 
     bn = sub.add_parser("bench", help="speed benchmark: every fast path against the naive way, as a table")
     bn.add_argument("--bundle", default="models/all4-efficientnet_lite0")

@@ -119,10 +119,11 @@ def _two_columns(d: np.ndarray) -> np.ndarray:
     return np.stack([np.zeros_like(d), d], 1) if d.ndim == 1 else d
 
 
-def fit_model(kind: str, x: np.ndarray, y: np.ndarray, x_val: np.ndarray, y_val: np.ndarray, *, seed: int = 0
-              ) -> tuple[dict[str, np.ndarray], dict, str | None]:
+def fit_model(kind: str, x: np.ndarray, y: np.ndarray, x_val: np.ndarray, y_val: np.ndarray, *, seed: int = 0,
+              sv_dtype=np.float16) -> tuple[dict[str, np.ndarray], dict, str | None]:
     """Fit ``kind`` on standardised features; returns the arrays to store, card details and, for XGBoost, the
-    model as JSON text."""
+    model as JSON text. SVC support vectors are stored as ``sv_dtype``; the stored arrays are what every
+    evaluation uses, so the shipped predictions are the shipped model's."""
     n_classes = int(max(y.max(), y_val.max()) + 1)
     if kind in ("lda", "ridge", "ridge_cv"):
         from sklearn.discriminant_analysis import LinearDiscriminantAnalysis
@@ -138,16 +139,19 @@ def fit_model(kind: str, x: np.ndarray, y: np.ndarray, x_val: np.ndarray, y_val:
         from sklearn.svm import SVC
 
         gamma = 1.0 / (x.shape[1] * float(x.var()))
-        arrays: dict[str, np.ndarray] = {"gamma": np.array([gamma], np.float64)}
         targets = [1] if n_classes == 2 else range(n_classes)
-        n_sv = []
-        for k in targets:
-            est = SVC(kernel="rbf", C=10.0, gamma=gamma).fit(x, (y == k).astype(int))
-            arrays[f"sv_{k}"] = est.support_vectors_.astype(np.float32)
+        fitted = {k: SVC(kernel="rbf", C=10.0, gamma=gamma).fit(x, (y == k).astype(int)) for k in targets}
+        # the one-vs-rest models share most support vectors: store their union once (float16 halves it again)
+        union = np.unique(np.concatenate([est.support_ for est in fitted.values()]))
+        arrays: dict[str, np.ndarray] = {"gamma": np.array([gamma], np.float64),
+                                         "sv": x[union].astype(sv_dtype)}
+        for k, est in fitted.items():
+            arrays[f"sv_index_{k}"] = np.searchsorted(union, est.support_).astype(np.int32)
             arrays[f"dual_{k}"] = est.dual_coef_[0].astype(np.float32)
             arrays[f"b_{k}"] = np.asarray(est.intercept_, np.float64)
-            n_sv.append(len(est.support_))
-        return arrays, {"support_vectors": n_sv, "gamma": gamma, "C": 10.0}, None
+        return arrays, {"support_vectors": [len(e.support_) for e in fitted.values()],
+                        "distinct_support_vectors": int(len(union)), "gamma": gamma, "C": 10.0,
+                        "support_vector_dtype": np.dtype(sv_dtype).name}, None
     if kind == "xgboost":
         import xgboost as xgb
 
@@ -172,14 +176,12 @@ def decision(kind: str, arrays: dict[str, np.ndarray], x: np.ndarray, *, xgb_jso
                             if arrays["coef"].shape[0] == 1 else x @ arrays["coef"].T + arrays["intercept"])
     if kind == "svc":
         gamma = float(arrays["gamma"][0])
-        cols = []
+        sv = arrays["sv"].astype(np.float32)
+        d2 = (x * x).sum(1)[:, None] + (sv * sv).sum(1)[None, :] - 2 * x @ sv.T
+        kern = np.exp(-gamma * np.maximum(d2.astype(np.float64), 0))
         targets = [1] if n_classes == 2 else range(n_classes)
-        for k in targets:
-            sv = arrays[f"sv_{k}"]
-            d2 = (x * x).sum(1)[:, None] + (sv * sv).sum(1)[None, :] - 2 * x @ sv.T
-            kern = np.exp(-gamma * np.maximum(d2.astype(np.float64), 0))
-            cols.append(kern @ arrays[f"dual_{k}"].astype(np.float64) + arrays[f"b_{k}"][0])
-        d = np.stack(cols, 1)
+        d = np.stack([kern[:, arrays[f"sv_index_{k}"]] @ arrays[f"dual_{k}"].astype(np.float64) + arrays[f"b_{k}"][0]
+                      for k in targets], 1)
         return _two_columns(d[:, 0]) if n_classes == 2 else d
     if kind == "xgboost":
         import xgboost as xgb

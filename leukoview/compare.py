@@ -19,17 +19,24 @@ def comparison_table(bundles: list[B.Bundle]) -> pd.DataFrame:
     for b in bundles:
         m, c = b.metrics, b.card
         lat = latency_of(b)
+        tr = c.get("training", {})
         rows.append({
             "model": b.id, "task": c.get("task", ""), "architecture": c["architecture"],
+            "kind": c.get("kind", "network") if c.get("kind") != "classical" else
+            f"classical on {c['input'].get('features', '?')}",
             "ImageNet init": bool(c.get("imagenet_initialised")), "parameters": c.get("parameters"),
-            "size (MB)": round((b.path / B.WEIGHTS).stat().st_size / 2**20, 2),
+            "size (MB)": round(sum((b.path / f).stat().st_size for f in c.get("files", {})
+                                   if f.startswith(("model.", "xgboost."))) / 2**20, 2),
             "input px": c["input"]["size"],
+            "epochs": (f"{tr.get('best_epoch')}/{tr.get('epochs_run')} of {tr['config'].get('epochs')}"
+                       if c.get("kind", "network") == "network" and "config" in tr else "—"),
             "accuracy": m["accuracy"], "balanced accuracy": m["balanced_accuracy"], "ROC-AUC": m["roc_auc"],
             "PR-AUC": m["pr_auc"], "threshold": b.threshold,
             "sensitivity": m["at_threshold"]["sensitivity"], "specificity": m["at_threshold"]["specificity"],
             "ECE": m["ece"], "test images": m["n_images"],
             "training time (min)": round(c.get("training", {}).get("wall_time_s", float("nan")) / 60, 1),
             "CPU latency (ms/img)": lat.get("median_ms") if lat else None,
+            "note": tr.get("note", ""),
             "split": c.get("split", {}).get("hash", ""),
         })
     return pd.DataFrame(rows)
@@ -74,32 +81,36 @@ def latency_of(b: B.Bundle) -> dict | None:
 
 
 def measure_latency(folder: Path, *, runs: int = 30, threads: int = 2) -> dict:
-    """Median single-image CPU latency (preprocessed tensor -> probabilities) with ``threads`` threads; written
+    """Median single-image CPU latency (decoded image -> probabilities) with ``threads`` threads; written
     into the bundle as ``latency.json`` and recorded in its card."""
     import platform
 
     import torch
+    from PIL import Image
 
     from .predict import Predictor
 
     b = B.load_bundle(folder)
     previous = torch.get_num_threads()
     torch.set_num_threads(threads)
+    rng = np.random.default_rng(0)
+    image = Image.fromarray(rng.integers(0, 256, (224, 224, 3), dtype=np.uint8))  # an all4-sized decoded image
     try:
         p = Predictor(b)
-        size = b.card["input"]["size"]
-        x = torch.randn(1, 3, size, size)
         for _ in range(3):
-            p.forward(x)
+            p.predict_batch([image])
         times = []
         for _ in range(runs):
             t = time.perf_counter()
-            p.outputs(*p.forward(x))
+            p.predict_batch([image])
             times.append((time.perf_counter() - t) * 1000)
     finally:
         torch.set_num_threads(previous)
+    runtime = {"onnx": "ONNX Runtime", "torch": f"torch {torch.__version__} eager",
+               "classical": "numpy/scikit-learn features + stored model"}[p.backend]
     result = {"median_ms": round(float(np.median(times)), 2), "p90_ms": round(float(np.quantile(times, 0.9)), 2),
-              "runs": runs, "threads": threads, "batch_size": 1, "runtime": f"torch {torch.__version__} eager",
+              "runs": runs, "threads": threads, "batch_size": 1, "runtime": runtime,
+              "measures": "decoded 224x224 image -> preprocessing/features -> probabilities, suspicion, OOD",
               "cpu": platform.processor() or platform.machine()}
     B.write_json(b.path / LATENCY, result)
     B.finalize(b.path, {k: v for k, v in b.card.items() if k not in ("files", "format")})

@@ -88,3 +88,13 @@ def split_summary(b: Bundle) -> str:
         if part in counts:
             lines.append(f"- **{part}:** " + ", ".join(f"{k} {v}" for k, v in counts[part].items()))
     return "\n".join(lines)
+
+
+def shortcut_notes(audits: dict, tasks: list[str]) -> list[tuple[str, str]]:
+    """(level, text) of the shortcut audit of each task that has shipped models (see leukoview.shortcuts)."""
+    out = []
+    for task in tasks:
+        a = audits.get(task)
+        if a:
+            out.append((a["level"], f"**Shortcut audit, {task}:** {a['message']}"))
+    return out

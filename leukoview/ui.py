@@ -30,6 +30,13 @@ def bundles() -> list[Bundle]:
     return [Bundle(Path(p), c) for p, c in _cards(str(settings.models_dir()))]
 
 
+def shortcut_audits() -> dict:
+    """The shortcut audits written by `python -m leukoview shortcuts` (empty when none)."""
+    from .shortcuts import load
+
+    return load(settings.models_dir())
+
+
 @st.cache_resource(show_spinner="Loading and verifying the model…")
 def _predictor(path: str):
     from .predict import Predictor
@@ -126,4 +133,6 @@ def comparison_columns() -> dict:
            ("accuracy", "balanced accuracy", "ROC-AUC", "PR-AUC", "sensitivity", "specificity", "ECE")}
     fmt["threshold"] = st.column_config.NumberColumn("threshold", format="%.4g")
     fmt["parameters"] = st.column_config.NumberColumn("parameters", format="%d")
+    fmt["note"] = st.column_config.TextColumn("note", width="medium",
+                                              help="why the run departs from the architecture's defaults")
     return fmt

@@ -1,7 +1,7 @@
 """Model comparison: every bundle of the selected task, from bundle files only."""
 import streamlit as st
 
-from leukoview import charts, compare, ui
+from leukoview import charts, compare, shortcuts, ui
 
 bundle = ui.page("Model comparison", "⚖️")
 if bundle is None:
@@ -18,8 +18,23 @@ if splits > 1:
     st.warning(f"These bundles were evaluated on {splits} different splits: compare figures with care; the "
                "paired test below needs the same split.")
 
+audit = ui.shortcut_audits().get(task)
+if audit:
+    (st.warning if audit["level"] == "high" else st.info)(f"**Shortcut audit:** {audit['message']}")
+    with st.expander("Non-cell cues alone, next to the models (trivial classifiers, same train/test split)"):
+        st.dataframe(shortcuts.comparison_rows(audit), hide_index=True, width="stretch",
+                     column_config={k: st.column_config.NumberColumn(k, format="%.3f") for k in
+                                    ("balanced accuracy", "accuracy", "positive-class ROC-AUC")})
+        st.caption("Cues: image size, JPEG quantisation tables, border, corner and bright-background colour. "
+                   "`python -m leukoview shortcuts BUNDLE` recomputes them.")
+
+ranked = table.sort_values(["ROC-AUC", "balanced accuracy"], ascending=False)["model"].tolist()
+default = list(dict.fromkeys([bundle.id, *ranked]))[:6]
+shown = st.multiselect("Curves and per-class recall for", ranked, default=default, key="cmp_shown",
+                       help="Default: the model chosen in the sidebar and the best by ROC-AUC (six at most)")
+chosen = [b for b in same_task if b.id in shown]
 roc, pr = [], []
-for b in same_task:
+for b in chosen:
     ta = ui.analysis(b)
     if ta is None:
         continue
@@ -29,7 +44,8 @@ for b in same_task:
 a, c = st.columns(2)
 a.plotly_chart(charts.roc_figure(roc), width="stretch")
 c.plotly_chart(charts.pr_figure(pr), width="stretch")
-st.plotly_chart(charts.per_class_recall_figure(compare.per_class_recall(same_task)), width="stretch")
+if chosen:
+    st.plotly_chart(charts.per_class_recall_figure(compare.per_class_recall(chosen)), width="stretch")
 
 st.subheader("Paired test on the same test images (McNemar)")
 ids = [b.id for b in same_task]

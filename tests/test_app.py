@@ -151,3 +151,22 @@ def test_pages_only_compose_widgets():
         names = {a.name.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
         names |= {n.module.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module}
         assert not names & {"torch", "torchvision", "sklearn", "pytorch_grad_cam", "cv2"}, page.name
+
+
+def test_shortcut_audit_is_shown_on_home_and_comparison(app_env):
+    import json
+
+    from leukoview import shortcuts
+
+    models = app_env / "models"
+    task = json.loads((models / "tiny" / "card.json").read_text())["task"]
+    groups = {g: {"classifier": "logistic regression", "accuracy": 0.9, "balanced_accuracy": 0.9,
+                  "positive_roc_auc": 0.95} for g in [*shortcuts.CUE_GROUPS, "all cues"]}
+    shortcuts.write({"task": task, "level": "high", "groups": groups, "message": "cues alone reach 0.900 HIGH"},
+                    models)
+    at = run_page("Home.py")
+    no_exceptions(at)
+    assert any("Shortcut audit" in w.value and "0.900" in w.value for w in at.warning)
+    at = run_page("pages/4_Model_Comparison.py")
+    no_exceptions(at)
+    assert any("Shortcut audit" in w.value for w in at.warning)

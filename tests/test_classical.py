@@ -42,8 +42,14 @@ def test_rbf_svc_from_stored_support_vectors_matches_scikit_learn(n_classes):
     from sklearn.svm import SVC
 
     x, y = _blobs(n_classes, seed=1)
-    arrays, details, _ = classical.fit_model("svc", x, y, x[:10], y[:10])
+    arrays, details, _ = classical.fit_model("svc", x, y, x[:10], y[:10], sv_dtype=np.float32)
     ours = classical.decision("svc", arrays, x, n_classes=n_classes)
+    assert details["distinct_support_vectors"] <= sum(details["support_vectors"])
+    # as shipped (float16 support vectors) the decisions move by far less than they separate classes
+    half, _, _ = classical.fit_model("svc", x, y, x[:10], y[:10])
+    assert half["sv"].dtype == np.float16
+    shipped = classical.decision("svc", half, x, n_classes=n_classes)
+    assert np.abs(shipped - ours).max() < 0.01 * np.abs(ours).max()
     gamma = details["gamma"]
     for k in ([1] if n_classes == 2 else range(n_classes)):
         ref = SVC(kernel="rbf", C=10.0, gamma=gamma).fit(x, (y == k).astype(int))

@@ -1,0 +1,47 @@
+"""Every bundle shipped in models/ (no data needed): verifies, and its card agrees with what it holds."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from leukoview import archs
+from leukoview.bundle import list_bundles, load_bundle
+from tests.conftest import REPO
+
+SHIPPED = list_bundles(REPO / "models")
+
+
+def test_models_are_shipped():
+    assert len(SHIPPED) >= 2
+
+
+@pytest.mark.parametrize("bundle", SHIPPED, ids=[b.id for b in SHIPPED])
+def test_shipped_card_agrees_with_its_model(bundle):
+    b = load_bundle(bundle.path)  # every sha256, the card's own included
+    card = b.card
+    assert card["id"] == bundle.path.name
+    assert card["training"]["wall_time_s"] > 0
+    assert "latency.json" in card["files"], "measure it: python -m leukoview measure " + str(bundle.path)
+    pred = b.predictions()
+    assert len(pred) == b.metrics["n_images"]
+    if b.is_network:
+        spec = archs.get_arch(card["architecture"])
+        model = b.build_model()  # strict load: every tensor of the registry's network, nothing else
+        assert archs.count_parameters(model) == card["parameters"]
+        assert card["cam_layer"] == spec.cam_layer and card["classifier"] == spec.classifier
+        assert model.get_submodule(card["classifier"]).out_features == len(b.classes)
+        assert card["imagenet_initialised"] == ("ImageNet" in card["pretrained_source"])
+    else:
+        from leukoview.classical import FEATURE_SETS, ClassicalModel, decision
+
+        assert card["input"]["features"] in FEATURE_SETS
+        cm = ClassicalModel(b.path, card)
+        z = np.zeros((3, cm.arrays["scaler_mean"].shape[0]), np.float32)
+        logits = decision(cm.kind, cm.arrays, z, xgb_json=cm.xgb_json, n_classes=len(b.classes))
+        assert logits.shape == (3, len(b.classes)) and np.isfinite(logits).all()
+
+
+def test_all4_bundles_share_one_split():
+    """The model zoo compares architectures on the same leakage-aware split."""
+    hashes = {b.id: b.card["split"]["hash"] for b in SHIPPED if b.card["task"] == "all4"}
+    assert len(set(hashes.values())) == 1, hashes

@@ -1,0 +1,61 @@
+"""Shortcut audit on synthetic datasets whose classes differ either by acquisition (background tint) or only by
+the cell."""
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+from leukoview import shortcuts
+
+
+def _dataset(root, *, tinted: bool, n: int = 60):
+    rng = np.random.default_rng(0)
+    rows = []
+    for label, hue in (("normal", 0), ("blast", 1)):
+        (root / label).mkdir(parents=True)
+        for i in range(n):
+            bg = np.array([232, 192, 200]) + (np.array([-25, 10, 25]) if tinted and hue else 0)
+            img = np.ones((64, 64, 3)) * bg + rng.normal(0, 4, (64, 64, 3))
+            cy, cx = rng.integers(26, 38, 2)
+            yy, xx = np.mgrid[:64, :64]
+            img[(yy - cy) ** 2 + (xx - cx) ** 2 < 81] = (110 - 40 * hue, 60, 160 + 30 * hue)  # the cell tells
+            Image.fromarray(img.clip(0, 255).astype(np.uint8)).save(root / label / f"{i:03d}.png")
+            rows.append({"file": f"{label}/{i:03d}.png", "label": label,
+                         "split": "train" if i < 40 else "test"})
+    split = pd.DataFrame(rows)
+    return SimpleNamespace(split=lambda: split, classes=["normal", "blast"], positive=["blast"], id="fake",
+                           card={"task": "cells", "split": {"hash": "h"}}, metrics={"balanced_accuracy": 1.0})
+
+
+def test_acquisition_cue_is_flagged_high(tmp_path):
+    r = shortcuts.audit(_dataset(tmp_path, tinted=True), tmp_path)
+    assert r["level"] == "high" and "HIGH" in r["message"]
+    assert r["groups"]["background colour"]["balanced_accuracy"] > 0.9
+    assert r["strongest_group"] in ("border colour", "background colour", "corners")
+
+
+def test_cell_only_difference_is_not_flagged(tmp_path):
+    r = shortcuts.audit(_dataset(tmp_path, tinted=False), tmp_path)
+    assert r["level"] == "low", r["groups"]["all cues"]
+    assert r["groups"]["image size"]["balanced_accuracy"] == pytest.approx(0.5)
+
+
+def test_audit_file_keeps_one_entry_per_task(tmp_path):
+    shortcuts.write({"task": "b", "x": 1}, tmp_path)
+    shortcuts.write({"task": "a", "x": 2}, tmp_path)
+    shortcuts.write({"task": "b", "x": 3}, tmp_path)
+    assert shortcuts.load(tmp_path) == {"a": {"task": "a", "x": 2}, "b": {"task": "b", "x": 3}}
+    (tmp_path / shortcuts.AUDIT_FILE).write_text("{broken")
+    assert shortcuts.load(tmp_path) == {}
+
+
+def test_levels():
+    assert shortcuts.level_of(0.25, 4) == "low"
+    assert shortcuts.level_of(0.55, 4) == "moderate"
+    assert shortcuts.level_of(0.7, 4) == "high"
+    assert shortcuts.level_of(0.3, 5, positive_auc=0.95) == "high"  # the suspicion score is what matters
+    assert shortcuts.level_of(0.3, 5, positive_auc=0.6) == "low"
