@@ -152,6 +152,20 @@ def _cmd_shortcuts(a) -> int:
     return 0
 
 
+def _cmd_camstats(a) -> int:
+    from . import camstats, settings
+
+    for folder in a.bundles:
+        stats = camstats.bundle_stats(Path(folder), settings.data_root(), max_images=a.max_images,
+                                      progress=not a.quiet)
+        camstats.write(Path(folder), stats)
+        print(f"{folder}: {stats['images']} test images, {stats['method']}; share of map mass (share of area)")
+        for cls, part in {"all": stats["overall"], **stats["per_class"]}.items():
+            print(f"  {cls:<16} " + "  ".join(f"{r} {part[r]['mass']:.3f} ({part[r]['area']:.3f})"
+                                             for r in camstats.REGIONS))
+    return 0
+
+
 def _cmd_bench(a) -> int:
     import platform
     from datetime import UTC, datetime
@@ -263,6 +277,13 @@ def main(argv: list[str] | None = None) -> int:
     sc.add_argument("bundles", nargs="+")
     sc.add_argument("--quiet", action="store_true")
     sc.set_defaults(func=_cmd_shortcuts)
+
+    cs = sub.add_parser("camstats", help="Grad-CAM mass on stained cells vs background and corners over the test "
+                                         "split (writes cam_stats.json into the bundle)")
+    cs.add_argument("bundles", nargs="+")
+    cs.add_argument("--max-images", dest="max_images", type=int, default=0, help="sample per class (0: all)")
+    cs.add_argument("--quiet", action="store_true")
+    cs.set_defaults(func=_cmd_camstats)
 
     bn = sub.add_parser("bench", help="speed benchmark: every fast path against the naive way, as a table")
     bn.add_argument("--bundle", default="models/all4-efficientnet_lite0")

@@ -2,7 +2,7 @@
 import numpy as np
 import streamlit as st
 
-from leukoview import advice, charts, explain, images, samples, ui
+from leukoview import advice, camstats, charts, explain, images, samples, ui
 
 bundle = ui.page("Single image", "🔍")
 if bundle is None:
@@ -104,6 +104,10 @@ else:
                 f"'{ex.target}' probability from {f['confidence']:.1%} to {f['confidence_without_highlight']:.1%} "
                 f"(drop {f['drop']:+.1%}); removing a random region of the same size drops it by "
                 f"{f['drop_random_region']:+.1%}. Reading: {f['reading']}.")
+    shares = camstats.image_stats(ex)
+    st.caption("Map mass (share of image area): " + ", ".join(
+        f"{name} {shares[name]['mass']:.0%} ({shares[name]['area']:.0%})" for name in camstats.REGIONS) +
+        ". Stained = saturated pixels (cells); a map that looks at cells puts more mass there than their area.")
 
 if st.checkbox("Test-time augmentation (8 flips and rotations)", key="tta"):
     scores = explain.tta_suspicion(model, img)

@@ -1,7 +1,7 @@
 """Model comparison: every bundle of the selected task, from bundle files only."""
 import streamlit as st
 
-from leukoview import charts, compare, shortcuts, ui
+from leukoview import camstats, charts, compare, shortcuts, ui
 
 bundle = ui.page("Model comparison", "⚖️")
 if bundle is None:
@@ -46,6 +46,16 @@ a.plotly_chart(charts.roc_figure(roc), width="stretch")
 c.plotly_chart(charts.pr_figure(pr), width="stretch")
 if chosen:
     st.plotly_chart(charts.per_class_recall_figure(compare.per_class_recall(chosen)), width="stretch")
+
+cam_table = camstats.table(same_task)
+if len(cam_table):
+    st.subheader("Where the Grad-CAM maps look (test split)")
+    st.dataframe(cam_table, hide_index=True, width="stretch",
+                 column_config={k: st.column_config.NumberColumn(k, format="%.3f") for k in cam_table.columns
+                                if k.endswith(("mass", "area"))})
+    st.caption("Share of the map's mass on stained pixels (cells), background and the four corners, next to the "
+               "share of the image's area: a map that looks at the cells puts more mass on them than their area. "
+               "`python -m leukoview camstats BUNDLE` computes it.")
 
 st.subheader("Paired test on the same test images (McNemar)")
 ids = [b.id for b in same_task]
