@@ -166,6 +166,32 @@ def _cmd_camstats(a) -> int:
     return 0
 
 
+def _cmd_shift(a) -> int:
+    from . import settings, shift
+
+    for folder in a.bundles:
+        r = shift.shift_eval(Path(folder), settings.data_root(), max_images=a.max_images, progress=not a.quiet)
+        shift.write_into_metrics(Path(folder), "shift", r)
+        print(f"{folder}: {r['images']} test images re-rendered; at threshold {r['threshold']:.4g}")
+        for name, m in r["results"].items():
+            print(f"  {name:<28} accuracy {m['accuracy']:.4f}  balanced {m['balanced_accuracy']:.4f}  "
+                  f"AUC {m['roc_auc']:.4f}  sensitivity {m['sensitivity']:.3f}  specificity {m['specificity']:.3f}  "
+                  f"OOD-flagged {m['ood_flag_rate']:.1%}")
+    return 0
+
+
+def _cmd_oodeval(a) -> int:
+    from . import oodeval, settings, shift
+
+    for folder in a.bundles:
+        r = oodeval.ood_eval(Path(folder), settings.data_root(), progress=not a.quiet)
+        shift.write_into_metrics(Path(folder), "ood_eval", r)
+        print(f"{folder}: OOD flag (threshold {r['threshold']:.3g})")
+        for name, m in r["sets"].items():
+            print(f"  {name:<36} {m['flagged']:>4} / {m['images']:<4} flagged ({m['flag_rate']:.1%})")
+    return 0
+
+
 def _cmd_bench(a) -> int:
     import platform
     from datetime import UTC, datetime
@@ -284,6 +310,19 @@ def main(argv: list[str] | None = None) -> int:
     cs.add_argument("--max-images", dest="max_images", type=int, default=0, help="sample per class (0: all)")
     cs.add_argument("--quiet", action="store_true")
     cs.set_defaults(func=_cmd_camstats)
+
+    sh = sub.add_parser("shift", help="shift test: the test split re-rendered under stain/background/scale/blur/"
+                                      "JPEG shifts (stored in the bundle's metrics.json)")
+    sh.add_argument("bundles", nargs="+")
+    sh.add_argument("--max-images", dest="max_images", type=int, default=0, help="sample (0: whole test split)")
+    sh.add_argument("--quiet", action="store_true")
+    sh.set_defaults(func=_cmd_shift)
+
+    oe = sub.add_parser("oodeval", help="evaluate the OOD flag on non-cell images and other datasets' cells "
+                                        "(stored in the bundle's metrics.json)")
+    oe.add_argument("bundles", nargs="+")
+    oe.add_argument("--quiet", action="store_true")
+    oe.set_defaults(func=_cmd_oodeval)
 
     bn = sub.add_parser("bench", help="speed benchmark: every fast path against the naive way, as a table")
     bn.add_argument("--bundle", default="models/all4-efficientnet_lite0")

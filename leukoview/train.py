@@ -51,6 +51,8 @@ class TrainConfig:
     label_smoothing: float = 0.1
     class_weighting: bool = True
     colour_jitter: float = 0.1
+    acquisition_jitter: bool = False  # stain/background/scale/blur/JPEG/greyscale augmentation (leukoview.shift)
+    stain_jitter: float = 0.1  # HED scale/shift strength when acquisition_jitter is on
     patience: int = 3  # epochs without improvement of the calibrated validation NLL before stopping
     seed: int = 0
     split_seed: int = 0
@@ -64,6 +66,7 @@ class TrainConfig:
     ood_components: int = 64
     n_boot: int = 1000
     features: str = "pixels_hist"  # classical models only: pixels_hist | lite0_embed
+    variant: str = ""  # appended to the bundle id (<dataset>-<arch>-<variant>) to keep runs side by side
     note: str = ""  # why this run departs from the architecture's defaults (e.g. CPU budget); shown in the card
 
     @classmethod
@@ -220,7 +223,8 @@ class _Run:
 
     def loader(self, part: str, train: bool = False) -> DataLoader:
         sub = self.split[self.split["split"] == part]
-        tf = train_transform(self.spec, colour=self.cfg.colour_jitter) if train else eval_transform(self.spec)
+        tf = (train_transform(self.spec, colour=self.cfg.colour_jitter, acquisition=self.cfg.acquisition_jitter,
+                              stain=self.cfg.stain_jitter) if train else eval_transform(self.spec))
         data = ImageTable(self.ds.root, sub["file"].tolist(), self.targets(part).tolist(), tf)
         g = torch.Generator().manual_seed(self.cfg.seed)
         return DataLoader(data, batch_size=self.cfg.batch_size, shuffle=train, num_workers=self.cfg.workers,
@@ -407,7 +411,8 @@ def finish_bundle(run: _Run, out: dict[str, tuple[np.ndarray, np.ndarray]], *, l
     metrics["uncalibrated_test_ece"] = M.top_label_ece(run.targets("test"), softmax(out["test"][0]))
     metrics["ood_flag_rate_test"] = float(np.mean(frames["test"]["ood_score"] > ood_threshold))
 
-    bundle_id = f"{cfg.dataset.replace('folder:', '').replace('/', '_')}-{cfg.arch}{bundle_suffix}"
+    bundle_id = (f"{cfg.dataset.replace('folder:', '').replace('/', '_')}-{cfg.arch}{bundle_suffix}"
+                 + (f"-{cfg.variant}" if cfg.variant else ""))
     folder = Path(cfg.out) if cfg.out else settings.models_dir() / bundle_id
     folder.mkdir(parents=True, exist_ok=True)
     for stale_file in folder.iterdir():

@@ -22,10 +22,19 @@ def eval_transform(spec: dict):
                       T.ToTensor(), T.Normalize(spec["mean"], spec["std"])])
 
 
-def train_transform(spec: dict, *, colour: float = 0.1):
-    """Augmentation suited to smears: mild crop-rescale, flips, 90-degree rotations, mild colour jitter."""
+def train_transform(spec: dict, *, colour: float = 0.1, acquisition: bool = False, stain: float = 0.1):
+    """Augmentation suited to smears: mild crop-rescale, flips, 90-degree rotations, mild colour jitter; with
+    ``acquisition`` first stain (HED) jitter, background recolouring, rescale, blur, JPEG re-compression and
+    greyscale (:class:`leukoview.shift.AcquisitionJitter`), so the model cannot lean on how images were taken."""
     size = int(spec["size"])
-    return T.Compose([
+    first = []
+    if acquisition:
+        from .shift import AcquisitionJitter
+
+        # work at about the crop's scale: the colour operations cost per pixel (wbc5 images are 400 px)
+        first = [T.Resize(int(size * 1.15), interpolation=T.InterpolationMode.BILINEAR, antialias=True),
+                 AcquisitionJitter(stain=stain)]
+    return T.Compose([*first,
         T.RandomResizedCrop(size, scale=(0.8, 1.0), ratio=(0.9, 1.1), antialias=True),
         T.RandomHorizontalFlip(), T.RandomVerticalFlip(), RandomRot90(),
         T.ColorJitter(brightness=colour, contrast=colour, saturation=colour, hue=colour / 5),

@@ -1,7 +1,7 @@
 """Model comparison: every bundle of the selected task, from bundle files only."""
 import streamlit as st
 
-from leukoview import camstats, charts, compare, shortcuts, ui
+from leukoview import camstats, charts, compare, oodeval, shift, shortcuts, ui
 
 bundle = ui.page("Model comparison", "⚖️")
 if bundle is None:
@@ -56,6 +56,24 @@ if len(cam_table):
     st.caption("Share of the map's mass on stained pixels (cells), background and the four corners, next to the "
                "share of the image's area: a map that looks at the cells puts more mass on them than their area. "
                "`python -m leukoview camstats BUNDLE` computes it.")
+
+shift_table = shift.shift_table(same_task)
+if len(shift_table):
+    st.subheader("Shift test: the test split re-rendered")
+    wide = shift_table.pivot(index="shift", columns="model", values="balanced_accuracy")
+    wide = wide.reindex([s for s in shift.SHIFTS if s in wide.index])
+    st.dataframe(wide, width="stretch", column_config={c: st.column_config.NumberColumn(c, format="%.3f")
+                                                       for c in wide.columns})
+    st.caption("Balanced accuracy on the same test images under each shift (stain jitter in HED space, background "
+               "recoloured to another class's, zoom, blur, JPEG). `python -m leukoview shift BUNDLE` computes it; "
+               "sensitivity, specificity and AUC per shift are in each bundle's metrics.json.")
+ood_table = oodeval.ood_table(same_task)
+if len(ood_table):
+    st.subheader("Out-of-distribution flag: what it catches and what it costs")
+    st.dataframe(ood_table, hide_index=True, width="stretch",
+                 column_config={"flag rate": st.column_config.NumberColumn("flag rate", format="%.3f")})
+    st.caption("Own test split: the false-flag cost. Other sets: generated non-cell images and another dataset's "
+               "cells. `python -m leukoview oodeval BUNDLE` computes it.")
 
 st.subheader("Paired test on the same test images (McNemar)")
 ids = [b.id for b in same_task]

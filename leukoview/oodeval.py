@@ -1,0 +1,113 @@
+"""How well does a bundle's out-of-distribution flag work, and at what cost?
+
+Sets scored with the bundle (every image through :class:`~leukoview.predict.Predictor`, the flag as shipped):
+
+- *not blood cells*: generated images — random crops of the two photographs shipped with scikit-learn, coloured
+  noise, smooth gradients and flat colours, and drawn patterns with text;
+- *cells of another dataset*: the test splits of the other datasets under the data root (e.g. wbc5 leukocytes for
+  the all4 model) and the C-NMC single cells;
+- the bundle's own test split (in distribution): its flag rate is the cost in false flags.
+
+``python -m leukoview oodeval BUNDLE`` stores the result in the bundle's ``metrics.json`` (key ``ood_eval``).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from PIL import Image, ImageDraw
+
+
+def not_cells(n: int = 200, *, size: int = 224, seed: int = 0) -> dict[str, list[Image.Image]]:
+    """Four families of generated non-cell images, ``n // 4`` each."""
+    from sklearn.datasets import load_sample_images
+
+    rng = np.random.default_rng(seed)
+    k = n // 4
+    photos = load_sample_images().images
+    crops = []
+    for i in range(k):
+        ph = photos[i % len(photos)]
+        side = int(rng.integers(size // 2, min(ph.shape[:2])))
+        y, x = rng.integers(0, ph.shape[0] - side), rng.integers(0, ph.shape[1] - side)
+        crops.append(Image.fromarray(ph[y:y + side, x:x + side]).resize((size, size)))
+    noise = [Image.fromarray(np.clip(rng.normal(rng.uniform(40, 220, 3), rng.uniform(10, 80), (size, size, 3)), 0,
+                                     255).astype(np.uint8)) for _ in range(k)]
+    smooth = []
+    yy, xx = np.mgrid[:size, :size] / size
+    for _ in range(k):
+        a, b = rng.uniform(0, 255, 3), rng.uniform(0, 255, 3)
+        t = (xx * rng.uniform(-1, 1) + yy * rng.uniform(-1, 1))[..., None]
+        t = (t - t.min()) / max(float(np.ptp(t)), 1e-6)
+        smooth.append(Image.fromarray((a * (1 - t) + b * t).astype(np.uint8)))
+    drawn = []
+    for i in range(k):
+        img = Image.new("RGB", (size, size), tuple(int(v) for v in rng.uniform(150, 255, 3)))
+        d = ImageDraw.Draw(img)
+        for _ in range(int(rng.integers(3, 12))):
+            box = sorted(rng.integers(0, size, 2)), sorted(rng.integers(0, size, 2))
+            d.rectangle([box[0][0], box[1][0], box[0][1], box[1][1]], outline=tuple(rng.integers(0, 255, 3)),
+                        width=int(rng.integers(1, 6)))
+        d.text((10, size // 2), f"REPORT {i:03d} — not a cell", fill=(0, 0, 0))
+        drawn.append(img)
+    return {"photographs (crops)": crops, "coloured noise": noise, "gradients and flat colours": smooth,
+            "drawn shapes and text": drawn}
+
+
+OTHER = {"all4": ["wbc5", "cnmc"], "wbc5": ["all4", "cnmc"], "cnmc": ["all4", "wbc5"]}
+
+
+def other_cells(task: str, root: Path, *, per_set: int = 200, seed: int = 0) -> dict[str, list[Path]]:
+    """Files of the other datasets found under ``root`` (a sample of ``per_set`` each)."""
+    from .datasets import DatasetError, load_dataset
+
+    out = {}
+    for name in OTHER.get(task, []):
+        try:
+            ds = load_dataset(name, root)
+        except DatasetError:
+            continue
+        files = ds.manifest["file"].sample(min(len(ds.manifest), per_set), random_state=seed)
+        out[f"{name} cells (another dataset)"] = [ds.root / f for f in files]
+    return out
+
+
+def ood_eval(bundle_path: Path, root: Path, *, n_generated: int = 200, per_set: int = 200, seed: int = 0,
+             progress: bool = True) -> dict:
+    from tqdm import tqdm
+
+    from .images import load_image
+    from .predict import Predictor
+
+    p = Predictor(bundle_path)
+    b = p.bundle
+    test = b.predictions()
+    rows = {"own test split (in distribution)": {
+        "images": int(len(test)), "flagged": int((test["ood_score"] > p.ood_threshold).sum())}}
+    sets: dict[str, list] = {**not_cells(n_generated, seed=seed),
+                             **other_cells(b.card.get("task", ""), root, per_set=per_set, seed=seed)}
+    for name, items in tqdm(sets.items(), desc="OOD sets", disable=not progress):
+        flags = []
+        for i in range(0, len(items), 32):
+            chunk = [load_image(x) if isinstance(x, Path) else x for x in items[i:i + 32]]
+            flags.append(p.predict_batch(chunk)["ood_flag"])
+        f = np.concatenate(flags) if flags else np.zeros(0, bool)
+        rows[name] = {"images": int(len(f)), "flagged": int(f.sum())}
+    for r in rows.values():
+        r["flag_rate"] = r["flagged"] / r["images"] if r["images"] else float("nan")
+    return {"threshold": p.ood_threshold, "seed": seed, "sets": rows,
+            "reading": "flag_rate on the own test split is the false-flag cost; on the other sets, the share "
+                       "caught"}
+
+
+def ood_table(bundles) -> pd.DataFrame:
+    rows = []
+    for b in bundles:
+        e = b.metrics.get("ood_eval")
+        if not e:
+            continue
+        for name, r in e["sets"].items():
+            rows.append({"model": b.id, "image set": name, "images": r["images"], "flagged": r["flagged"],
+                         "flag rate": r["flag_rate"]})
+    return pd.DataFrame(rows)
