@@ -73,6 +73,20 @@ def other_cells(task: str, root: Path, *, per_set: int = 200, seed: int = 0) -> 
     return out
 
 
+def held_out_classes(card: dict, root: Path, *, per_set: int = 200, seed: int = 0) -> dict[str, list[Path]]:
+    """Images of the classes the bundle's training left out (config ``exclude_classes``): cell types of the same
+    dataset and scanner that the model never saw."""
+    from .datasets import load_dataset
+
+    excluded = card.get("training", {}).get("config", {}).get("exclude_classes") or []
+    if not excluded:
+        return {}
+    ds = load_dataset(card["task"], root)
+    files = ds.manifest.loc[ds.manifest["label"].isin(excluded), "file"]
+    files = files.sample(min(len(files), per_set), random_state=seed)
+    return {f"held-out classes never trained on ({', '.join(excluded)})": [ds.root / f for f in files]}
+
+
 def ood_eval(bundle_path: Path, root: Path, *, n_generated: int = 200, per_set: int = 200, seed: int = 0,
              progress: bool = True) -> dict:
     from tqdm import tqdm
@@ -86,7 +100,8 @@ def ood_eval(bundle_path: Path, root: Path, *, n_generated: int = 200, per_set: 
     rows = {"own test split (in distribution)": {
         "images": int(len(test)), "flagged": int((test["ood_score"] > p.ood_threshold).sum())}}
     sets: dict[str, list] = {**not_cells(n_generated, seed=seed),
-                             **other_cells(b.card.get("task", ""), root, per_set=per_set, seed=seed)}
+                             **other_cells(b.card.get("task", ""), root, per_set=per_set, seed=seed),
+                             **held_out_classes(b.card, root, per_set=per_set, seed=seed)}
     for name, items in tqdm(sets.items(), desc="OOD sets", disable=not progress):
         flags = []
         for i in range(0, len(items), 32):

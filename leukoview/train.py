@@ -66,6 +66,7 @@ class TrainConfig:
     ood_components: int = 64
     n_boot: int = 1000
     features: str = "pixels_hist"  # classical models only: pixels_hist | lite0_embed
+    exclude_classes: list[str] = field(default_factory=list)  # leave these classes out entirely (OOD tests)
     variant: str = ""  # appended to the bundle id (<dataset>-<arch>-<variant>) to keep runs side by side
     note: str = ""  # why this run departs from the architecture's defaults (e.g. CPU budget); shown in the card
 
@@ -239,6 +240,14 @@ def _prepare(cfg: TrainConfig, *, progress: bool, split: pd.DataFrame | None = N
         torch.set_num_threads(cfg.threads)
     root = Path(cfg.data_root).resolve() if cfg.data_root else settings.data_root()
     ds = load_dataset(cfg.dataset, root, positive=cfg.positive)
+    if cfg.exclude_classes:
+        unknown = sorted(set(cfg.exclude_classes) - set(ds.classes))
+        if unknown or set(ds.positive) <= set(cfg.exclude_classes):
+            raise ValueError(f"exclude_classes {cfg.exclude_classes}: unknown {unknown} or no positive class left")
+        ds = dataclasses.replace(ds, classes=tuple(c for c in ds.classes if c not in cfg.exclude_classes),
+                                 positive=tuple(c for c in ds.positive if c not in cfg.exclude_classes),
+                                 manifest=ds.manifest[~ds.manifest["label"].isin(cfg.exclude_classes)]
+                                 .reset_index(drop=True))
     if split is None:
         split = _subsample(make_split(ds, seed=cfg.split_seed, fractions=tuple(cfg.fractions), progress=progress),
                            cfg.max_per_class, cfg.seed)

@@ -91,3 +91,21 @@ def test_generated_non_cells_are_rgb_images():
     assert sum(len(v) for v in sets.values()) == 8
     assert all(isinstance(im, Image.Image) and im.size == (64, 64) and im.mode == "RGB"
                for v in sets.values() for im in v)
+
+
+def test_held_out_classes_are_left_out_of_training_and_scored_as_ood_set(synthetic_root, tmp_path):
+    from leukoview.bundle import load_bundle
+    from leukoview.train import TrainConfig, fit
+
+    cfg = TrainConfig(dataset="wbc5", arch="cnn16", data_root=str(synthetic_root), out=str(tmp_path / "m"),
+                      pretrained=False, epochs=1, batch_size=8, workers=0, input_size=48, n_boot=10,
+                      ood_components=4, exclude_classes=["basophil", "monocyte"], variant="holdout")
+    b = load_bundle(fit(cfg, progress=False))
+    assert b.id == "wbc5-cnn16-holdout" and b.classes == ["erythroblast", "myeloblast", "seg_neutrophil"]
+    assert not set(b.split()["label"]) & {"basophil", "monocyte"}
+    r = oodeval.ood_eval(b.path, synthetic_root, n_generated=4, per_set=6, progress=False)
+    held = r["sets"]["held-out classes never trained on (basophil, monocyte)"]
+    assert held["images"] == 6
+    with pytest.raises(ValueError, match="no positive class left"):
+        fit(TrainConfig(dataset="wbc5", arch="cnn16", data_root=str(synthetic_root), exclude_classes=["myeloblast"]),
+            progress=False)
