@@ -10,8 +10,12 @@ st.warning(ui.DISCLAIMER)
 st.subheader("Shipped models")
 bundles = ui.bundles()
 if bundles:
-    st.table(home.models_table(bundles).set_index("model"))
+    recommended = [b for b in bundles if home.is_recommended(b)] or bundles
+    st.table(home.models_table(recommended).set_index("model"))
     st.caption(home.TABLE_NOTE)
+    if len(recommended) < len(bundles):
+        st.caption(f"{len(bundles) - len(recommended)} more bundles — the model zoo, classical baselines and "
+                   "comparison runs — are on the **Model Comparison** page and in the sidebar's model list.")
     for level, text in home.shortcut_notes(ui.shortcut_audits(), sorted({b.card.get("task", "") for b in bundles})):
         (st.warning if level == "high" else st.info)(text)
 else:

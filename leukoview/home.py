@@ -39,6 +39,19 @@ SAMPLE_NOTE = ("Sample images: run `python -m leukoview sample-data` to copy the
                "sample_data/manifest.csv from the data root (LEUKOVIEW_DATA_ROOT).")
 
 
+RECOMMENDED_ARCH = "efficientnet_lite0"
+
+
+def is_recommended(b: Bundle) -> bool:
+    """The model a task ships for reviewers (the others are the zoo, baselines and comparison runs)."""
+    return b.id == f"{b.card.get('task', '')}-{RECOMMENDED_ARCH}"
+
+
+def picker_order(bundles: list[Bundle]) -> list[Bundle]:
+    """Recommended models first (by task), then the rest by id."""
+    return sorted(bundles, key=lambda b: (not is_recommended(b), b.id))
+
+
 def _ci(m: dict, key: str) -> str:
     """The wider of the bootstrap interval (by patient or duplicate group) and the exact per-image one."""
     lo, hi = m.get(f"{key}_ci95", [float("nan")] * 2)

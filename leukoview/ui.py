@@ -85,7 +85,9 @@ def page(title: str, icon: str = "🔬") -> Bundle | None:
     """Page config, title and the sidebar (model picker, data roots, disclaimer). Returns the chosen bundle."""
     st.set_page_config(page_title=f"{title} · leukoview", page_icon=icon, layout="wide")
     st.title(title)
-    found = bundles()
+    from .home import picker_order
+
+    found = picker_order(bundles())
     with st.sidebar:
         st.markdown("### Model")
         if not found:
@@ -95,7 +97,9 @@ def page(title: str, icon: str = "🔬") -> Bundle | None:
             ids = [b.id for b in found]
             current = st.session_state.get(MODEL_KEY)
             index = ids.index(current) if current in ids else 0
-            picked = st.selectbox("Model used on every page", ids, index=index, key="model_picker")
+            picked = st.selectbox("Model used on every page", ids, index=index, key="model_picker",
+                                  help="Recommended models first; the rest are the model zoo, classical baselines "
+                                       "and comparison runs (Model Comparison page)")
             st.session_state[MODEL_KEY] = picked
             chosen = found[ids.index(picked)]
             c = chosen.card

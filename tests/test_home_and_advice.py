@@ -50,3 +50,19 @@ def test_measure_latency_is_recorded_in_the_card(tiny_bundle, tmp_path):
     result = compare.measure_latency(dst, runs=3)
     b = load_bundle(dst)  # still verifies, now including latency.json
     assert compare.latency_of(b)["median_ms"] == result["median_ms"] > 0
+
+
+def test_recommended_models_come_first_in_the_picker():
+    from pathlib import Path
+
+    from leukoview.bundle import Bundle
+    from leukoview.home import is_recommended, picker_order
+
+    def b(i, task):
+        return Bundle(Path(i), {"id": i, "task": task})
+
+    items = [b("all4-cnn16", "all4"), b("wbc5-efficientnet_lite0", "wbc5"), b("all4-efficientnet_lite0-noaug", "all4"),
+             b("all4-efficientnet_lite0", "all4")]
+    assert [x.id for x in picker_order(items)] == ["all4-efficientnet_lite0", "wbc5-efficientnet_lite0", "all4-cnn16",
+                                                   "all4-efficientnet_lite0-noaug"]
+    assert not is_recommended(items[2])
