@@ -167,9 +167,19 @@ def fit_model(kind: str, x: np.ndarray, y: np.ndarray, x_val: np.ndarray, y_val:
     raise ValueError(f"unknown classical model {kind!r}; known: {list(MODELS)}")
 
 
+def xgb_booster(xgb_json: str):
+    """An XGBoost booster from its JSON model text (XGBoost's own format; no pickle)."""
+    import xgboost as xgb
+
+    booster = xgb.Booster()
+    booster.load_model(bytearray(xgb_json.encode()))
+    return booster
+
+
 def decision(kind: str, arrays: dict[str, np.ndarray], x: np.ndarray, *, xgb_json: str | None = None,
-             n_classes: int) -> np.ndarray:
-    """Logits (n x classes) of a stored classical model on standardised features ``x``."""
+             n_classes: int, booster=None) -> np.ndarray:
+    """Logits (n x classes) of a stored classical model on standardised features ``x`` (XGBoost: pass the
+    ``booster`` made once by :func:`xgb_booster`, or its JSON text)."""
     x = np.asarray(x, np.float32)
     if kind in ("lda", "ridge", "ridge_cv"):
         return _two_columns((x @ arrays["coef"].T + arrays["intercept"]).squeeze(1)
@@ -186,8 +196,7 @@ def decision(kind: str, arrays: dict[str, np.ndarray], x: np.ndarray, *, xgb_jso
     if kind == "xgboost":
         import xgboost as xgb
 
-        booster = xgb.Booster()
-        booster.load_model(bytearray(xgb_json.encode()))
+        booster = booster if booster is not None else xgb_booster(xgb_json)
         margin = booster.predict(xgb.DMatrix(x), output_margin=True)
         return _two_columns(margin) if margin.ndim == 1 else np.asarray(margin, np.float64)
     raise ValueError(f"unknown classical model {kind!r}")
@@ -206,13 +215,14 @@ class ClassicalModel:
         self.n_classes = len(card["classes"])
         self.arrays = load_file(str(Path(folder) / WEIGHTS))
         self.xgb_json = (Path(folder) / XGB_FILE).read_text() if self.kind == "xgboost" else None
+        self.booster = xgb_booster(self.xgb_json) if self.xgb_json is not None else None
 
     def standardise(self, raw: np.ndarray) -> np.ndarray:
         return (raw - self.arrays["scaler_mean"]) / self.arrays["scaler_scale"]
 
     def logits_and_features(self, images: Sequence) -> tuple[np.ndarray, np.ndarray]:
         z = self.standardise(features(images, self.feature_set))
-        return decision(self.kind, self.arrays, z, xgb_json=self.xgb_json, n_classes=self.n_classes), z
+        return decision(self.kind, self.arrays, z, n_classes=self.n_classes, booster=self.booster), z
 
 
 # --------------------------------------------------------------------------------------------- training

@@ -11,7 +11,7 @@ if bundle is None:
 TYPES = images.UPLOAD_TYPES
 tab_upload, tab_paste, tab_camera, tab_sample = st.tabs(["Upload", "Paste", "Camera", "Sample image"])
 with tab_upload:
-    up = st.file_uploader("Image (PNG, JPEG, BMP, TIFF) — drag and drop or browse", type=TYPES,
+    up = st.file_uploader(f"Image ({images.ACCEPTED}) — drag and drop or browse", type=TYPES,
                           key="single_upload")
 with tab_paste:
     pasted = st.chat_input("Click here, paste an image (Ctrl+V / ⌘V) and press Enter", accept_file=True,
