@@ -11,7 +11,7 @@ st.subheader("Shipped models")
 bundles = ui.bundles()
 if bundles:
     recommended = [b for b in bundles if home.is_recommended(b)] or bundles
-    st.table(home.models_table(recommended).set_index("model"))
+    st.markdown(home.models_markdown(recommended))
     st.caption(home.TABLE_NOTE)
     if len(recommended) < len(bundles):
         st.caption(f"{len(bundles) - len(recommended)} more bundles — the model zoo, classical baselines and "

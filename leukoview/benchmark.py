@@ -21,6 +21,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -190,14 +191,15 @@ def cold_start(*, chromium: str = "/usr/bin/chromium", timeout: float = 60.0, en
                                 cwd=REPO, env={**os.environ, **(env or {})}, stdout=subprocess.DEVNULL,
                                 stderr=subprocess.DEVNULL)
         try:
-            while True:
+            while True:  # the health endpoint answers once the server listens; then the browser navigates
                 try:
-                    page.goto(f"http://127.0.0.1:{port}/", timeout=2000)
-                    break
-                except Exception:  # server not listening yet
+                    with urllib.request.urlopen(f"http://127.0.0.1:{port}/_stcore/health", timeout=1):
+                        break
+                except OSError:
                     if time.perf_counter() - t0 > timeout:
                         raise TimeoutError("streamlit did not start") from None
-                    time.sleep(0.05)
+                    time.sleep(0.02)
+            page.goto(f"http://127.0.0.1:{port}/", timeout=timeout * 1000)
             page.wait_for_selector('[data-testid="stApp"][data-test-script-state="notRunning"] h1',
                                    timeout=timeout * 1000)
             elapsed = time.perf_counter() - t0

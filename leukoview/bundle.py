@@ -13,10 +13,12 @@ import os
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
-
-import pandas as pd
+from typing import TYPE_CHECKING
 
 from . import settings
+
+if TYPE_CHECKING:  # pandas loads on first use: Home renders without it (cold start)
+    import pandas as pd
 
 FORMAT = "leukoview-bundle/1"
 WEIGHTS = "model.safetensors"
@@ -116,10 +118,14 @@ class Bundle:
         return json.loads((self.path / METRICS).read_text())
 
     def predictions(self, split: str = "test") -> pd.DataFrame:
+        import pandas as pd
+
         return pd.read_csv(self.path / (PREDICTIONS if split == "test" else VAL_PREDICTIONS),
                            keep_default_na=False)
 
     def split(self) -> pd.DataFrame:
+        import pandas as pd
+
         return pd.read_csv(self.path / SPLIT, keep_default_na=False, dtype={"patient": str})
 
     @property

@@ -1,9 +1,12 @@
 """Text and tables of the Home page, built from bundle cards and metrics (no Streamlit, no torch)."""
 from __future__ import annotations
 
-import pandas as pd
+from typing import TYPE_CHECKING
 
 from .bundle import Bundle
+
+if TYPE_CHECKING:  # Home renders without pandas (cold start); models_table imports it on use
+    import pandas as pd
 
 INTRO = """
 **leukoview** helps hematology reviewers triage blood-smear images for leukemia and shows educators what a
@@ -61,7 +64,8 @@ def _ci(m: dict, key: str) -> str:
     return f"[{lo:.3f}, {hi:.3f}]"
 
 
-def models_table(bundles: list[Bundle]) -> pd.DataFrame:
+def model_rows(bundles: list[Bundle]) -> list[dict]:
+    """One row per bundle: the figures with their intervals, as text."""
     rows = []
     for b in bundles:
         m, c = b.metrics, b.card
@@ -73,7 +77,24 @@ def models_table(bundles: list[Bundle]) -> pd.DataFrame:
                      "sensitivity": f"{t['sensitivity']:.3f} {_ci(m, 'sensitivity')}",
                      "specificity": f"{t['specificity']:.3f} {_ci(m, 'specificity')}",
                      "ECE": f"{m['ece']:.4f}", "threshold": f"{b.threshold:.4g}"})
-    return pd.DataFrame(rows)
+    return rows
+
+
+def models_table(bundles: list[Bundle]) -> pd.DataFrame:
+    import pandas as pd
+
+    return pd.DataFrame(model_rows(bundles))
+
+
+def models_markdown(bundles: list[Bundle]) -> str:
+    """The models table as Markdown (what Home shows; needs no pandas, so Home starts faster)."""
+    rows = model_rows(bundles)
+    if not rows:
+        return ""
+    cols = list(rows[0])
+    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    lines += ["| " + " | ".join(str(r[c]).replace("|", "/") for c in cols) + " |" for r in rows]
+    return "\n".join(lines)
 
 
 def model_summary(b: Bundle) -> str:

@@ -13,9 +13,12 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import pandas as pd
+
+if TYPE_CHECKING:  # Home reads the audit file without pandas
+    import pandas as pd
 
 AUDIT_FILE = "shortcut_audit.json"
 
@@ -59,6 +62,7 @@ def cue_features(path: Path) -> dict[str, float]:
 
 
 def cue_table(root: Path, files: list[str], *, progress: bool = False) -> pd.DataFrame:
+    import pandas as pd
     from tqdm import tqdm
 
     rows = [cue_features(Path(root) / f) for f in tqdm(files, desc="cues", unit="img", disable=not progress)]
@@ -162,6 +166,8 @@ def load(models_dir: Path) -> dict:
 
 def comparison_rows(result: dict) -> pd.DataFrame:
     """The cue-only classifiers as rows to read next to the models' figures (comparison page, CLI)."""
+    import pandas as pd
+
     rows = [{"non-cell cues": name, "classifier": g["classifier"], "balanced accuracy": g["balanced_accuracy"],
              "accuracy": g["accuracy"], "positive-class ROC-AUC": g["positive_roc_auc"]}
             for name, g in result["groups"].items()]
