@@ -117,6 +117,11 @@ def _cmd_models(a) -> int:
     return 0
 
 
+BRIEF_COLUMNS = ["model", "kind", "ImageNet init", "parameters", "size (MB)", "input px", "epochs", "accuracy",
+                 "balanced accuracy", "ROC-AUC", "sensitivity", "specificity", "ECE", "training time (min)",
+                 "CPU latency (ms/img)"]
+
+
 def _cmd_compare(a) -> int:
     from .bundle import list_bundles
     from .compare import comparison_table, markdown_table
@@ -126,6 +131,8 @@ def _cmd_compare(a) -> int:
         print("no bundles" + (f" for task {a.task}" if a.task else ""))
         return 1
     table = comparison_table(found).drop(columns=["split"])
+    if a.brief:
+        table = table[[c for c in BRIEF_COLUMNS if c in table.columns]]
     print(markdown_table(table) if a.markdown else table.to_string(index=False))
     return 0
 
@@ -296,6 +303,7 @@ def main(argv: list[str] | None = None) -> int:
     c = sub.add_parser("compare", help="print the model-comparison table (the one the comparison page shows)")
     c.add_argument("--task", help="only bundles of this task (all4, wbc5, …)")
     c.add_argument("--markdown", action="store_true", help="as a Markdown table (for the README)")
+    c.add_argument("--brief", action="store_true", help="the columns the README shows")
     c.set_defaults(func=_cmd_compare)
 
     sc = sub.add_parser("shortcuts", help="shortcut audit: how well do non-cell cues alone classify the bundle's "

@@ -28,7 +28,7 @@ def comparison_table(bundles: list[B.Bundle]) -> pd.DataFrame:
             "size (MB)": round(sum((b.path / f).stat().st_size for f in c.get("files", {})
                                    if f.startswith(("model.", "xgboost."))) / 2**20, 2),
             "input px": c["input"]["size"],
-            "epochs": (f"{tr.get('best_epoch')}/{tr.get('epochs_run')} of {tr['config'].get('epochs')}"
+            "epochs": (f"best {tr.get('best_epoch')}, ran {tr.get('epochs_run')}/{tr['config'].get('epochs')}"
                        if c.get("kind", "network") == "network" and "config" in tr else "—"),
             "accuracy": m["accuracy"], "balanced accuracy": m["balanced_accuracy"], "ROC-AUC": m["roc_auc"],
             "PR-AUC": m["pr_auc"], "threshold": b.threshold,
@@ -118,14 +118,21 @@ def measure_latency(folder: Path, *, runs: int = 30, threads: int = 2) -> dict:
 
 
 def markdown_table(df: pd.DataFrame) -> str:
-    """A DataFrame as a GitHub Markdown table (floats to 4 significant decimals)."""
-    def cell(v):
+    """A DataFrame as a GitHub Markdown table (metrics to 4 decimals; sizes, times and latencies to 3 figures)."""
+    plain = {"size (MB)", "training time (min)", "CPU latency (ms/img)", "threshold"}
+
+    def cell(v, col):
         if v is None:
             return "—"
         if isinstance(v, float):
-            return "" if np.isnan(v) else f"{v:.4g}" if abs(v) >= 10 else f"{v:.4f}"
+            if np.isnan(v):
+                return ""
+            if col in plain:
+                return f"{v:.3g}"
+            return f"{v:.4g}" if abs(v) >= 10 else f"{v:.4f}"
         return str(v)
 
     lines = ["| " + " | ".join(df.columns) + " |", "|" + "---|" * len(df.columns)]
-    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in df.itertuples(index=False)]
+    lines += ["| " + " | ".join(cell(v, c) for v, c in zip(row, df.columns, strict=True)) + " |"
+              for row in df.itertuples(index=False)]
     return "\n".join(lines)
