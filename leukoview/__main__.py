@@ -122,6 +122,21 @@ BRIEF_COLUMNS = ["model", "kind", "ImageNet init", "parameters", "size (MB)", "i
                  "CPU latency (ms/img)"]
 
 
+def _section_table(section: str, bundles):
+    """The comparison page's other tables: shift test, Grad-CAM mass, OOD evaluation."""
+    from . import camstats, oodeval, shift
+
+    if section == "shift":
+        t = shift.shift_table(bundles)
+        if t.empty:
+            return t
+        wide = t.pivot(index="shift", columns="model", values="balanced_accuracy")
+        return wide.reindex([x for x in shift.SHIFTS if x in wide.index]).reset_index()
+    if section == "cam":
+        return camstats.table(bundles)
+    return oodeval.ood_table(bundles)
+
+
 def _cmd_compare(a) -> int:
     from .bundle import list_bundles
     from .compare import comparison_table, markdown_table
@@ -130,6 +145,10 @@ def _cmd_compare(a) -> int:
     if not found:
         print("no bundles" + (f" for task {a.task}" if a.task else ""))
         return 1
+    if a.section != "models":
+        table = _section_table(a.section, found)
+        print(markdown_table(table) if a.markdown else table.to_string(index=False))
+        return 0
     table = comparison_table(found).drop(columns=["split"])
     if a.brief:
         table = table[[c for c in BRIEF_COLUMNS if c in table.columns]]
@@ -304,6 +323,8 @@ def main(argv: list[str] | None = None) -> int:
     c.add_argument("--task", help="only bundles of this task (all4, wbc5, …)")
     c.add_argument("--markdown", action="store_true", help="as a Markdown table (for the README)")
     c.add_argument("--brief", action="store_true", help="the columns the README shows")
+    c.add_argument("--section", choices=["models", "shift", "cam", "ood"], default="models",
+                   help="models (default), or the shift-test, Grad-CAM-mass or OOD-evaluation table")
     c.set_defaults(func=_cmd_compare)
 
     sc = sub.add_parser("shortcuts", help="shortcut audit: how well do non-cell cues alone classify the bundle's "

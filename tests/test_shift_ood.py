@@ -109,3 +109,16 @@ def test_held_out_classes_are_left_out_of_training_and_scored_as_ood_set(synthet
     with pytest.raises(ValueError, match="no positive class left"):
         fit(TrainConfig(dataset="wbc5", arch="cnn16", data_root=str(synthetic_root), exclude_classes=["myeloblast"]),
             progress=False)
+
+
+def test_compare_sections_print_the_pages_tables(tiny_bundle, tmp_path):
+    from leukoview.__main__ import _section_table
+    from leukoview.bundle import load_bundle
+
+    folder = tmp_path / "b"
+    shutil.copytree(tiny_bundle, folder)
+    shift.write_into_metrics(folder, "shift", shift.shift_eval(folder, _root(folder), max_images=4, progress=False))
+    b = load_bundle(folder)
+    t = _section_table("shift", [b])
+    assert list(t["shift"]) == list(shift.SHIFTS) and b.id in t.columns
+    assert _section_table("ood", [b]).empty and _section_table("cam", [b]).empty  # not computed for this bundle
