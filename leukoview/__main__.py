@@ -127,11 +127,8 @@ def _section_table(section: str, bundles):
     from . import camstats, oodeval, shift
 
     if section == "shift":
-        t = shift.shift_table(bundles)
-        if t.empty:
-            return t
-        wide = t.pivot(index="shift", columns="model", values="balanced_accuracy")
-        return wide.reindex([x for x in shift.SHIFTS if x in wide.index]).reset_index()
+        wide = shift.balanced_accuracy_by_shift(bundles)
+        return wide if wide.empty else wide.reset_index()
     if section == "cam":
         return camstats.table(bundles)
     return oodeval.ood_table(bundles)

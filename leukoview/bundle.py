@@ -90,6 +90,12 @@ def finalize(folder: Path, card: dict) -> dict:
     return card
 
 
+def refinalize(b: Bundle) -> dict:
+    """Re-record the sha256 of every file of an already written bundle (after a command added or rewrote one:
+    latency, CAM statistics, shift or OOD metrics); the card's content is otherwise kept."""
+    return finalize(b.path, {k: v for k, v in b.card.items() if k not in ("files", "format")})
+
+
 @dataclass
 class Bundle:
     """A verified bundle folder. Heavy parts (network, predictions) load on first use."""

@@ -107,7 +107,7 @@ def write(bundle_path: Path, stats: dict) -> None:
 
     b = B.load_bundle(bundle_path)
     B.write_json(b.path / CAM_STATS, stats)
-    B.finalize(b.path, {k: v for k, v in b.card.items() if k not in ("files", "format")})
+    B.refinalize(b)
 
 
 def load(bundle) -> dict | None:

@@ -113,7 +113,7 @@ def measure_latency(folder: Path, *, runs: int = 30, threads: int = 2) -> dict:
               "measures": "decoded 224x224 image -> preprocessing/features -> probabilities, suspicion, OOD",
               "cpu": platform.processor() or platform.machine()}
     B.write_json(b.path / LATENCY, result)
-    B.finalize(b.path, {k: v for k, v in b.card.items() if k not in ("files", "format")})
+    B.refinalize(b)
     return result
 
 

@@ -204,7 +204,17 @@ def write_into_metrics(bundle_path: Path, key: str, value: dict) -> None:
     metrics = json.loads((b.path / B.METRICS).read_text())
     metrics[key] = value
     B.write_json(b.path / B.METRICS, metrics)
-    B.finalize(b.path, {k: v for k, v in b.card.items() if k not in ("files", "format")})
+    B.refinalize(b)
+
+
+def balanced_accuracy_by_shift(bundles) -> pd.DataFrame:
+    """Shifts (rows, in :data:`SHIFTS` order) x models (columns): balanced accuracy — the comparison page's and
+    ``leukoview compare --section shift``'s table."""
+    t = shift_table(bundles)
+    if t.empty:
+        return t
+    wide = t.pivot(index="shift", columns="model", values="balanced_accuracy")
+    return wide.reindex([s for s in SHIFTS if s in wide.index])
 
 
 def shift_table(bundles) -> pd.DataFrame:

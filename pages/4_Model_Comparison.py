@@ -57,11 +57,9 @@ if len(cam_table):
                "share of the image's area: a map that looks at the cells puts more mass on them than their area. "
                "`python -m leukoview camstats BUNDLE` computes it.")
 
-shift_table = shift.shift_table(same_task)
-if len(shift_table):
+wide = shift.balanced_accuracy_by_shift(same_task)
+if len(wide):
     st.subheader("Shift test: the test split re-rendered")
-    wide = shift_table.pivot(index="shift", columns="model", values="balanced_accuracy")
-    wide = wide.reindex([s for s in shift.SHIFTS if s in wide.index])
     st.dataframe(wide, width="stretch", column_config={c: st.column_config.NumberColumn(c, format="%.3f")
                                                        for c in wide.columns})
     st.caption("Balanced accuracy on the same test images under each shift (stain jitter in HED space, background "
