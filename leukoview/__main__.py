@@ -78,7 +78,7 @@ def _cmd_audit(a) -> int:
 def _cmd_score(a) -> int:
     from tqdm import tqdm
 
-    from .predict import Predictor, score_folder
+    from .predict import SCORE_CHUNK, Predictor, score_folder
 
     folder = Path(a.folder)
     if not folder.is_dir():
@@ -91,7 +91,7 @@ def _cmd_score(a) -> int:
         bar.total = total
         bar.update(done - bar.n)
 
-    df = score_folder(folder, predictor, batch_size=a.batch_size, progress=progress)
+    df = score_folder(folder, predictor, batch_size=a.batch_size or SCORE_CHUNK, progress=progress)
     bar.close()
     out = Path(a.out)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -311,7 +311,8 @@ def main(argv: list[str] | None = None) -> int:
     s.add_argument("folder")
     s.add_argument("--bundle", required=True, help="model bundle folder, e.g. models/all4-efficientnet_lite0")
     s.add_argument("--out", required=True, help="CSV file to write")
-    s.add_argument("--batch-size", dest="batch_size", type=int, default=32, help="images decoded per step")
+    s.add_argument("--batch-size", dest="batch_size", type=int,
+                   help="images decoded per step (default: predict.SCORE_CHUNK, 128)")
     s.set_defaults(func=_cmd_score)
 
     sub.add_parser("models", help="list and verify the bundles in the models folder").set_defaults(func=_cmd_models)

@@ -19,6 +19,14 @@ def test_fast_scoring_gives_the_naive_loops_scores(tiny_bundle, tmp_path):
         assert row.fast > 0 and row.naive > 0 and row.unit == "images/s"
 
 
+def test_network_only_row(tiny_bundle):
+    from tests.conftest import cell_image
+
+    row = benchmark.bench_network_only(tiny_bundle, [cell_image(k % 4, np.random.default_rng(k)) for k in range(6)],
+                                       rounds=1)
+    assert row.fast > 0 and row.naive > 0 and row.unit == "images/s" and "ceiling" in row.note
+
+
 def test_single_image_and_threshold_rows(tiny_bundle):
     from tests.conftest import cell_image
 

@@ -111,3 +111,25 @@ def test_onnx_backend_gives_the_same_scores_as_torch(tiny_bundle):
     np.testing.assert_allclose(a["ood_score"], b["ood_score"], rtol=1e-4, atol=1e-3)
     with pytest.raises(ValueError, match="backend must be"):
         Predictor(tiny_bundle, backend="tensorrt")
+
+
+@pytest.mark.parametrize("size", [(64, 64), (96, 80), (300, 240)])
+def test_fast_preprocessing_equals_the_torchvision_transform(size):
+    from PIL import Image
+
+    from leukoview.transforms import eval_transform, normalise_batch, resize_array
+
+    spec = {"size": 64, "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]}
+    rng = np.random.default_rng(size[0])
+    imgs = [Image.fromarray(rng.integers(0, 256, (size[1], size[0], 3), dtype=np.uint8)) for _ in range(3)]
+    plain = np.stack([eval_transform(spec)(im).numpy() for im in imgs])
+    fast = normalise_batch([resize_array(im, spec) for im in imgs], spec)
+    assert fast.shape == plain.shape == (3, 3, 64, 64) and fast.dtype == np.float32
+    np.testing.assert_allclose(fast, plain, atol=1e-5)
+
+
+def test_scores_do_not_depend_on_the_chunk_size(tmp_path, predictor):
+    make_class_folders(tmp_path / "b", {"x": 0, "y": 3}, 5, suffix=".jpg")
+    runs = [score_folder(tmp_path / "b", predictor, batch_size=bs, workers=w) for bs, w in [(1, 1), (3, 2), (128, 2)]]
+    for df in runs[1:]:
+        pd.testing.assert_frame_equal(df, runs[0], check_exact=False, atol=2e-4)  # float32 batch rounding
