@@ -138,7 +138,8 @@ def _cmd_compare(a) -> int:
     from .bundle import list_bundles
     from .compare import comparison_table, markdown_table
 
-    found = [b for b in list_bundles(verify=True) if not a.task or b.card.get("task") == a.task]
+    folder = Path(a.models_dir) if a.models_dir else None
+    found = [b for b in list_bundles(folder, verify=True) if not a.task or b.card.get("task") == a.task]
     if not found:
         print("no bundles" + (f" for task {a.task}" if a.task else ""))
         return 1
@@ -211,7 +212,8 @@ def _cmd_oodeval(a) -> int:
         shift.write_into_metrics(Path(folder), "ood_eval", r)
         print(f"{folder}: OOD flag (threshold {r['threshold']:.3g})")
         for name, m in r["sets"].items():
-            print(f"  {name:<36} {m['flagged']:>4} / {m['images']:<4} flagged ({m['flag_rate']:.1%})")
+            print(f"  {name:<44} {m['flagged']:>4} / {m['images']:<4} flagged ({m['flag_rate']:>6.1%}); "
+                  f"called positive {m['called_positive']:>4}, of them not flagged {m['called_positive_unflagged']:>4}")
     return 0
 
 
@@ -323,6 +325,8 @@ def main(argv: list[str] | None = None) -> int:
     c.add_argument("--brief", action="store_true", help="the columns the README shows")
     c.add_argument("--section", choices=["models", "shift", "cam", "ood"], default="models",
                    help="models (default), or the shift-test, Grad-CAM-mass or OOD-evaluation table")
+    c.add_argument("--models-dir", dest="models_dir",
+                   help="bundles from this folder instead of the models folder (e.g. reports, for experiments)")
     c.set_defaults(func=_cmd_compare)
 
     sc = sub.add_parser("shortcuts", help="shortcut audit: how well do non-cell cues alone classify the bundle's "

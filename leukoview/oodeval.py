@@ -74,21 +74,27 @@ def other_cells(task: str, root: Path, *, per_set: int = 200, seed: int = 0) -> 
 
 
 def held_out_classes(card: dict, root: Path, *, per_set: int = 200, seed: int = 0) -> dict[str, list[Path]]:
-    """Images of the classes the bundle's training left out (config ``exclude_classes``): cell types of the same
-    dataset and scanner that the model never saw."""
+    """Images of each class the bundle's training left out (config ``exclude_classes``), one set per class: cell
+    types of the same dataset and scanners that the model never saw."""
     from .datasets import load_dataset
 
     excluded = card.get("training", {}).get("config", {}).get("exclude_classes") or []
     if not excluded:
         return {}
     ds = load_dataset(card["task"], root)
-    files = ds.manifest.loc[ds.manifest["label"].isin(excluded), "file"]
-    files = files.sample(min(len(files), per_set), random_state=seed)
-    return {f"held-out classes never trained on ({', '.join(excluded)})": [ds.root / f for f in files]}
+    sets = {}
+    for c in excluded:
+        files = ds.manifest.loc[ds.manifest["label"] == c, "file"]
+        files = files.sample(min(len(files), per_set), random_state=seed)
+        sets[f"held-out class never trained on: {c}"] = [ds.root / f for f in files]
+    return sets
 
 
 def ood_eval(bundle_path: Path, root: Path, *, n_generated: int = 200, per_set: int = 200, seed: int = 0,
              progress: bool = True) -> dict:
+    """Per image set: how many images the flag catches, and what the model calls them — the share it calls
+    positive (suspicion at or above the shipped threshold) and the most frequent predicted class. For the own
+    test split the flag rate is the false-flag cost."""
     from tqdm import tqdm
 
     from .images import load_image
@@ -97,23 +103,35 @@ def ood_eval(bundle_path: Path, root: Path, *, n_generated: int = 200, per_set: 
     p = Predictor(bundle_path)
     b = p.bundle
     test = b.predictions()
-    rows = {"own test split (in distribution)": {
-        "images": int(len(test)), "flagged": int((test["ood_score"] > p.ood_threshold).sum())}}
+    rows = {"own test split (in distribution)": _set_row(test["ood_score"].to_numpy() > p.ood_threshold,
+                                                         test["suspicion"].to_numpy() >= p.threshold,
+                                                         test["predicted"].tolist())}
     sets: dict[str, list] = {**not_cells(n_generated, seed=seed),
                              **other_cells(b.card.get("task", ""), root, per_set=per_set, seed=seed),
                              **held_out_classes(b.card, root, per_set=per_set, seed=seed)}
     for name, items in tqdm(sets.items(), desc="OOD sets", disable=not progress):
-        flags = []
+        flags, positive, predicted = [], [], []
         for i in range(0, len(items), 32):
             chunk = [load_image(x) if isinstance(x, Path) else x for x in items[i:i + 32]]
-            flags.append(p.predict_batch(chunk)["ood_flag"])
-        f = np.concatenate(flags) if flags else np.zeros(0, bool)
-        rows[name] = {"images": int(len(f)), "flagged": int(f.sum())}
-    for r in rows.values():
-        r["flag_rate"] = r["flagged"] / r["images"] if r["images"] else float("nan")
+            out = p.predict_batch(chunk)
+            flags.append(out["ood_flag"])
+            positive.append(out["decision"])
+            predicted += [p.classes[k] for k in out["probs"].argmax(1)]
+        rows[name] = _set_row(np.concatenate(flags) if flags else np.zeros(0, bool),
+                              np.concatenate(positive) if positive else np.zeros(0, bool), predicted)
     return {"threshold": p.ood_threshold, "seed": seed, "sets": rows,
             "reading": "flag_rate on the own test split is the false-flag cost; on the other sets, the share "
-                       "caught"}
+                       "caught. called_positive: share the model calls positive at its shipped threshold"}
+
+
+def _set_row(flags: np.ndarray, positive: np.ndarray, predicted: list[str]) -> dict:
+    n = len(flags)
+    counts = pd.Series(predicted, dtype=object).value_counts()
+    return {"images": int(n), "flagged": int(flags.sum()), "flag_rate": float(flags.mean()) if n else float("nan"),
+            "called_positive": int(positive.sum()),
+            "called_positive_rate": float(positive.mean()) if n else float("nan"),
+            "called_positive_unflagged": int((positive & ~flags).sum()),
+            "predicted_counts": {str(k): int(v) for k, v in counts.items()}}
 
 
 def ood_table(bundles) -> pd.DataFrame:
@@ -123,6 +141,12 @@ def ood_table(bundles) -> pd.DataFrame:
         if not e:
             continue
         for name, r in e["sets"].items():
-            rows.append({"model": b.id, "image set": name, "images": r["images"], "flagged": r["flagged"],
-                         "flag rate": r["flag_rate"]})
+            row = {"model": b.id, "image set": name, "images": r["images"], "flagged": r["flagged"],
+                   "flag rate": r["flag_rate"]}
+            if "called_positive" in r:  # evaluations from before these fields were added lack them
+                top = max(r["predicted_counts"].items(), key=lambda kv: kv[1], default=("", 0))
+                row.update({"called positive": r["called_positive"],
+                            "called positive, not flagged": r["called_positive_unflagged"],
+                            "most often predicted": f"{top[0]} ({top[1]})" if top[0] else ""})
+            rows.append(row)
     return pd.DataFrame(rows)

@@ -104,8 +104,14 @@ def test_held_out_classes_are_left_out_of_training_and_scored_as_ood_set(synthet
     assert b.id == "wbc5-cnn16-holdout" and b.classes == ["erythroblast", "myeloblast", "seg_neutrophil"]
     assert not set(b.split()["label"]) & {"basophil", "monocyte"}
     r = oodeval.ood_eval(b.path, synthetic_root, n_generated=4, per_set=6, progress=False)
-    held = r["sets"]["held-out classes never trained on (basophil, monocyte)"]
-    assert held["images"] == 6
+    for c in ("basophil", "monocyte"):
+        held = r["sets"][f"held-out class never trained on: {c}"]
+        assert held["images"] == 6 and sum(held["predicted_counts"].values()) == 6
+        assert set(held["predicted_counts"]) <= set(b.classes)
+        assert 0 <= held["called_positive_unflagged"] <= min(held["called_positive"], 6 - held["flagged"])
+    own = r["sets"]["own test split (in distribution)"]
+    pred = b.predictions()
+    assert own["called_positive"] == int((pred["suspicion"] >= b.threshold).sum())
     with pytest.raises(ValueError, match="no positive class left"):
         fit(TrainConfig(dataset="wbc5", arch="cnn16", data_root=str(synthetic_root), exclude_classes=["myeloblast"]),
             progress=False)
