@@ -314,7 +314,7 @@ def main(argv: list[str] | None = None) -> int:
     s.add_argument("--bundle", required=True, help="model bundle folder, e.g. models/all4-efficientnet_lite0")
     s.add_argument("--out", required=True, help="CSV file to write")
     s.add_argument("--batch-size", dest="batch_size", type=int,
-                   help="images decoded per step (default: predict.SCORE_CHUNK, 128)")
+                   help="images decoded per step (default: predict.SCORE_CHUNK, 64)")
     s.set_defaults(func=_cmd_score)
 
     sub.add_parser("models", help="list and verify the bundles in the models folder").set_defaults(func=_cmd_models)

@@ -90,7 +90,7 @@ def naive_scorer(bundle_path: Path) -> Callable[[list[Path]], np.ndarray]:
 def bench_scoring(bundle_path: Path, paths: list[Path], *, backend: str = "auto", rounds: int = 3) -> tuple[Row, dict]:
     """Both ways with their model already loaded and warmed up on 8 images; ``rounds`` alternating runs of each
     over the same images, median throughput of each (a burst of background load then hits both alike)."""
-    from .predict import Predictor, score_files
+    from .predict import SCORE_CHUNK, Predictor, score_files
 
     naive = naive_scorer(bundle_path)
     predictor = Predictor(bundle_path, backend=backend)
@@ -109,8 +109,8 @@ def bench_scoring(bundle_path: Path, paths: list[Path], *, backend: str = "auto"
     naive_rates = sorted(len(paths) / t for t in t_naive)
     row = Row(f"batch scoring, {len(paths)} real images, median of {rounds}", float(np.median(fast_rates)),
               float(np.median(naive_rates)), "images/s", ">= 4x",
-              f"{predictor.backend}, decode in threads, chunks of 128 vs eager batch-1 loop, models loaded and "
-              f"warmed up; runs {'/'.join(f'{r:.0f}' for r in fast_rates)} vs "
+              f"{predictor.backend}, decode in threads, chunks of {SCORE_CHUNK} vs eager batch-1 loop, models "
+              f"loaded and warmed up; runs {'/'.join(f'{r:.0f}' for r in fast_rates)} vs "
               f"{'/'.join(f'{r:.0f}' for r in naive_rates)}; largest score difference {diff:.1e}")
     return row, {"max_abs_difference": diff, "backend": predictor.backend, "fast_runs": fast_rates,
                  "naive_runs": naive_rates}

@@ -185,9 +185,10 @@ def _classifier_path(arch: str) -> str:
 
 
 # Images decoded per step (progress is reported per step). `python -m bench.micro_batch --backend onnx --chunks`
-# on the 2-core CPU, 512 all4 images: 32 -> ~138, 64 -> ~148, 128 -> ~153, 256 -> ~156 images/s; the network
-# itself runs slower when it alternates with decoding often. 128 keeps progress updates under a second apart.
-SCORE_CHUNK = 128
+# on the 2-core CPU, 512 all4 images: 16 -> ~120, 32 -> ~137, 64 -> ~149, 128 -> ~154, 256 -> ~154 images/s (the
+# network runs slower when it alternates with decoding often). 128 left 1.4 s between progress updates on
+# `python -m bench.load_5000`; 64 keeps the bar moving about twice a second for ~3% less throughput.
+SCORE_CHUNK = 64
 
 
 def find_images(folder: Path) -> list[Path]:
