@@ -147,6 +147,6 @@ def ood_table(bundles) -> pd.DataFrame:
                 top = max(r["predicted_counts"].items(), key=lambda kv: kv[1], default=("", 0))
                 row.update({"called positive": r["called_positive"],
                             "called positive, not flagged": r["called_positive_unflagged"],
-                            "most often predicted": f"{top[0]} ({top[1]})" if top[0] else ""})
+                            "top prediction": f"{top[0]} ({top[1]})" if top[0] else ""})
             rows.append(row)
     return pd.DataFrame(rows)

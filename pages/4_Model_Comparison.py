@@ -71,7 +71,8 @@ if len(ood_table):
     st.dataframe(ood_table, hide_index=True, width="stretch",
                  column_config={"flag rate": st.column_config.NumberColumn("flag rate", format="%.3f")})
     st.caption("Own test split: the false-flag cost. Other sets: generated non-cell images and another dataset's "
-               "cells. `python -m leukoview oodeval BUNDLE` computes it.")
+               "cells. *Called positive, not flagged*: images from outside the model's world that it calls "
+               "suspicious without a warning — the case to watch. `python -m leukoview oodeval BUNDLE` computes it.")
 
 st.subheader("Paired test on the same test images (McNemar)")
 ids = [b.id for b in same_task]
