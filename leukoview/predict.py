@@ -146,7 +146,8 @@ class Predictor:
                 "ood_score": ood, "ood_flag": ood > self.ood_threshold}
 
     # `python -m bench.micro_batch --backend torch` on the 2-core CPU (EfficientNet-Lite0, 128 all4 images):
-    # micro-batches of 2-4 ran at ~59-63 images/s, 1 at ~49, 16 at ~38, 32 at ~30 (ONNX Runtime: flat ~95-106).
+    # micro-batches of 2-4 ran at ~59-63 images/s, 1 at ~49, 16 at ~38, 32 at ~30. ONNX Runtime on the network alone:
+    # ~166 (1), ~177 (4), ~169 (16) images/s.
     micro_batch = 4
 
     @property
@@ -159,7 +160,7 @@ class Predictor:
 
     def predict_prepared(self, items: list) -> dict[str, np.ndarray]:
         """Outputs for items from :meth:`prepare`, normalised and run one micro-batch at a time (a 4-image float
-        batch stays in cache; normalising a whole chunk first made the network itself ~20% slower)."""
+        batch stays in cache; normalising a 128-image chunk at once cost ~4x more per image)."""
         if self.classical is not None:
             return self.outputs(*self.classical.logits_and_features(items))
         parts = [self.forward(normalise_batch(items[i:i + self.micro_batch], self.spec))
