@@ -249,7 +249,7 @@ def score_files(paths: list[Path], predictor: Predictor, *, base: Path, batch_si
                     k += 1
                 rows.append(row)
             if progress:
-                progress(sum(len(c) for c in chunks[:n + 1]), len(paths))
+                progress(min((n + 1) * batch_size, len(paths)), len(paths))
     columns = ["file", *predictor.classes, "predicted", "suspicion", "decision", "ood_score", "ood_flag", "error"]
     return pd.DataFrame(rows, columns=columns)
 

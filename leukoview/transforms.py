@@ -35,9 +35,9 @@ def resize_array(img: Image.Image, spec: dict) -> np.ndarray:
     return np.asarray(img, dtype=np.uint8)
 
 
-def normalise_batch(arrays: list[np.ndarray] | np.ndarray, spec: dict) -> np.ndarray:
-    """uint8 NxHxWx3 (or a list of HxWx3) -> float32 NxCxHxW, equal to ``eval_transform`` to float rounding."""
-    x = np.stack(arrays) if isinstance(arrays, list) else np.asarray(arrays)
+def normalise_batch(arrays: list[np.ndarray], spec: dict) -> np.ndarray:
+    """uint8 HxWx3 arrays -> float32 NxCxHxW, equal to ``eval_transform`` to float rounding."""
+    x = np.stack(arrays)
     mean = np.asarray(spec["mean"], dtype=np.float32)
     std = np.asarray(spec["std"], dtype=np.float32)
     scale = (1.0 / (255.0 * std)).astype(np.float32)
