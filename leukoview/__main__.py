@@ -1,9 +1,15 @@
-"""Command line: ``python -m leukoview {train,audit,score,models,sample-data} …`` (``--help`` on each)."""
+"""Command line: ``python -m leukoview COMMAND …`` (``--help`` on each).
+
+Commands: ``train`` (a network or classical model -> bundle), ``reevaluate`` (post-training steps from shipped
+weights), ``audit`` (dataset leakage), ``score`` (a folder -> CSV), ``models`` (list and verify bundles),
+``compare`` (the comparison tables), the audits ``shortcuts``, ``camstats``, ``shift``, ``oodeval``,
+``external`` (a labelled folder from another lab) and ``measure`` (each writes into the bundle), and
+``sample-data`` (the app's sample images). The speed benchmark is ``python -m bench``.
+"""
 from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from pathlib import Path
 
@@ -19,9 +25,9 @@ def _cmd_train(a) -> int:
     if a.no_pretrained:
         overrides["pretrained"] = False
     cfg = TrainConfig.from_file(a.config, **overrides)
-    from . import classical
+    from . import classical, classical_train
 
-    folder = (classical.fit if classical.is_classical(cfg.arch) else fit)(cfg, progress=not a.quiet)
+    folder = (classical_train.fit if classical.is_classical(cfg.arch) else fit)(cfg, progress=not a.quiet)
     from .bundle import load_bundle
 
     b = load_bundle(folder)
@@ -124,14 +130,16 @@ BRIEF_COLUMNS = ["model", "kind", "ImageNet init", "parameters", "size (MB)", "i
 
 def _section_table(section: str, bundles):
     """The comparison page's other tables: shift test, Grad-CAM mass, OOD evaluation."""
-    from . import camstats, oodeval, shift
+    from . import compare
 
     if section == "shift":
-        wide = shift.balanced_accuracy_by_shift(bundles)
+        wide = compare.balanced_accuracy_by_shift(bundles)
         return wide if wide.empty else wide.reset_index()
     if section == "cam":
-        return camstats.table(bundles)
-    return oodeval.ood_table(bundles)
+        return compare.cam_table(bundles)
+    if section == "external":
+        return compare.external_table(bundles)
+    return compare.ood_table(bundles)
 
 
 def _cmd_compare(a) -> int:
@@ -159,7 +167,6 @@ def _cmd_shortcuts(a) -> int:
     from .bundle import load_bundle
 
     root = settings.data_root()
-    worst = "low"
     for folder in a.bundles:
         b = load_bundle(folder)
         r = shortcuts.audit(b, root, progress=not a.quiet)
@@ -172,12 +179,12 @@ def _cmd_shortcuts(a) -> int:
         print(f"  model {b.id}: balanced accuracy {r['model_balanced_accuracy']:.3f}")
         print(("WARNING: " if r["level"] == "high" else "") + r["message"])
         print(f"  -> {path}")
-        worst = "high" if r["level"] == "high" else worst
     return 0
 
 
 def _cmd_camstats(a) -> int:
     from . import camstats, settings
+    from .segment import REGIONS
 
     for folder in a.bundles:
         stats = camstats.bundle_stats(Path(folder), settings.data_root(), max_images=a.max_images,
@@ -186,16 +193,16 @@ def _cmd_camstats(a) -> int:
         print(f"{folder}: {stats['images']} test images, {stats['method']}; share of map mass (share of area)")
         for cls, part in {"all": stats["overall"], **stats["per_class"]}.items():
             print(f"  {cls:<16} " + "  ".join(f"{r} {part[r]['mass']:.3f} ({part[r]['area']:.3f})"
-                                             for r in camstats.REGIONS))
+                                             for r in REGIONS))
     return 0
 
 
 def _cmd_shift(a) -> int:
-    from . import settings, shift
+    from . import bundle, settings, shift
 
     for folder in a.bundles:
         r = shift.shift_eval(Path(folder), settings.data_root(), max_images=a.max_images, progress=not a.quiet)
-        shift.write_into_metrics(Path(folder), "shift", r)
+        bundle.update(Path(folder), metrics={"shift": r})
         print(f"{folder}: {r['images']} test images re-rendered; at threshold {r['threshold']:.4g}")
         for name, m in r["results"].items():
             print(f"  {name:<28} accuracy {m['accuracy']:.4f}  balanced {m['balanced_accuracy']:.4f}  "
@@ -205,11 +212,11 @@ def _cmd_shift(a) -> int:
 
 
 def _cmd_oodeval(a) -> int:
-    from . import oodeval, settings, shift
+    from . import bundle, oodeval, settings
 
     for folder in a.bundles:
         r = oodeval.ood_eval(Path(folder), settings.data_root(), progress=not a.quiet)
-        shift.write_into_metrics(Path(folder), "ood_eval", r)
+        bundle.update(Path(folder), metrics={"ood_eval": r})
         print(f"{folder}: OOD flag (threshold {r['threshold']:.3g})")
         for name, m in r["sets"].items():
             print(f"  {name:<44} {m['flagged']:>4} / {m['images']:<4} flagged ({m['flag_rate']:>6.1%}); "
@@ -217,34 +224,44 @@ def _cmd_oodeval(a) -> int:
     return 0
 
 
-def _cmd_bench(a) -> int:
-    import platform
-    from datetime import UTC, datetime
+def _cmd_external(a) -> int:
+    from tqdm import tqdm
 
-    from . import benchmark, settings
-    from .predict import find_images
+    from . import external
+    from .bundle import load_bundle
 
-    root = settings.data_root()
-    images = find_images(root / a.folder) if (root / a.folder).is_dir() else []
-    if len(images) < a.n:
-        print(f"need {a.n} images under {root / a.folder}, found {len(images)}; set LEUKOVIEW_DATA_ROOT",
-              file=sys.stderr)
-        return 2
-    step = len(images) / a.n
-    images = [images[int(i * step)] for i in range(a.n)]  # spread over every class folder
-    rows = benchmark.run(Path(a.bundle), images, runs=a.runs, cold=not a.no_cold_start, memory=not a.no_memory,
-                         progress=lambda m: print(m, file=sys.stderr, flush=True))
-    head = (f"`python -m leukoview bench` on {datetime.now(UTC):%Y-%m-%d %H:%M} UTC, {os.cpu_count()} CPU cores "
-            f"({platform.processor() or platform.machine()}), 2 threads, bundle {Path(a.bundle).name}")
-    text = head + "\n\n" + benchmark.format_table(rows) + "\n"
-    print(text)
-    if a.out:
-        Path(a.out).write_text(text)
+    mapping = external.parse_mapping(a.map)
+    name = a.name or Path(a.folder).resolve().name
+    for folder in a.bundles:
+        bar = tqdm(total=0, unit="img", desc=f"{Path(folder).name}", disable=a.quiet)
+
+        def progress(done, total, bar=bar):
+            bar.total = total
+            bar.update(done - bar.n)
+
+        r = external.external_eval(Path(folder), Path(a.folder), mapping=mapping,
+                                   positive_folders=tuple(a.positive_folders or ()), progress=progress)
+        bar.close()
+        external.write(Path(folder), name, r)
+        b = load_bundle(folder)
+        print(f"{b.id} on {name} ({r['images']} images, threshold {r['threshold']:.4g}):")
+        print(f"  {'folder':<14} {'n':>4}  {'model class':<16} {'own type':>16}  {'positive':>8}  "
+              f"{'pos. unflagged':>14}  {'OOD':>6}  top prediction")
+        for k, v in r["per_folder"].items():
+            own = (f"{v['own_type']['rate']:.3f} [{v['own_type']['ci95'][0]:.2f}-{v['own_type']['ci95'][1]:.2f}]"
+                   if v["own_type"] else "unseen type")
+            print(f"  {k:<14} {v['images']:>4}  {str(v['mapped_to'] or '—'):<16} {own:>16}  "
+                  f"{v['positive_decision']['rate']:>8.1%}  {v['positive_not_flagged']['rate']:>14.1%}  "
+                  f"{v['ood_flagged']['rate']:>6.1%}  {v['top_prediction']}")
+        n, u = r["positive_decision_among_normal"], r["positive_not_flagged_among_normal"]
+        print(f"  normal cells: {n['rate']:.1%} positive ({n['count']}/{n['of']}), {u['rate']:.1%} positive and "
+              f"not flagged; own type overall {r['own_type_overall']['rate']:.3f}, balanced "
+              f"{r['balanced_own_type']:.3f} -> {folder}/metrics.json[external][{name}]")
     return 0
 
 
 def _cmd_measure(a) -> int:
-    from .compare import measure_latency
+    from .latency import measure_latency
 
     for folder in a.bundles:
         r = measure_latency(Path(folder), runs=a.runs, threads=a.threads)
@@ -323,8 +340,8 @@ def main(argv: list[str] | None = None) -> int:
     c.add_argument("--task", help="only bundles of this task (all4, wbc5, …)")
     c.add_argument("--markdown", action="store_true", help="as a Markdown table (for the README)")
     c.add_argument("--brief", action="store_true", help="the columns the README shows")
-    c.add_argument("--section", choices=["models", "shift", "cam", "ood"], default="models",
-                   help="models (default), or the shift-test, Grad-CAM-mass or OOD-evaluation table")
+    c.add_argument("--section", choices=["models", "shift", "cam", "ood", "external"], default="models",
+                   help="models (default), or the shift-test, Grad-CAM-mass, OOD-evaluation or external-set table")
     c.add_argument("--models-dir", dest="models_dir",
                    help="bundles from this folder instead of the models folder (e.g. reports, for experiments)")
     c.set_defaults(func=_cmd_compare)
@@ -355,15 +372,17 @@ def main(argv: list[str] | None = None) -> int:
     oe.add_argument("--quiet", action="store_true")
     oe.set_defaults(func=_cmd_oodeval)
 
-    bn = sub.add_parser("bench", help="speed benchmark: every fast path against the naive way, as a table")
-    bn.add_argument("--bundle", default="models/all4-efficientnet_lite0")
-    bn.add_argument("--folder", default="all4", help="image folder under the data root (default all4)")
-    bn.add_argument("--n", type=int, default=256, help="images for the throughput comparison")
-    bn.add_argument("--runs", type=int, default=30, help="repetitions for the single-image median")
-    bn.add_argument("--no-cold-start", dest="no_cold_start", action="store_true")
-    bn.add_argument("--no-memory", dest="no_memory", action="store_true", help="skip the 5,000-image run")
-    bn.add_argument("--out", help="also write the table to this Markdown file")
-    bn.set_defaults(func=_cmd_bench)
+    ex = sub.add_parser("external", help="score a labelled folder from another source (another lab) and store "
+                                          "per-class results in the bundle's metrics.json")
+    ex.add_argument("folder", help="FOLDER/<class>/<images>, e.g. ../shared/data/bccd_wbc")
+    ex.add_argument("--bundle", dest="bundles", nargs="+", required=True)
+    ex.add_argument("--map", nargs="+", metavar="FOLDER=CLASS",
+                    help="folder name -> model class (default: case-insensitive name match; no match = unseen type)")
+    ex.add_argument("--positive-folders", dest="positive_folders", nargs="+",
+                    help="unmapped folders that hold clinically positive cells (not counted as normal)")
+    ex.add_argument("--name", help="name of the set in metrics.json (default: the folder's name)")
+    ex.add_argument("--quiet", action="store_true")
+    ex.set_defaults(func=_cmd_external)
 
     me = sub.add_parser("measure", help="measure CPU latency per image and record it in the bundle")
     me.add_argument("bundles", nargs="+")

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import hashlib
 import io
-import os
 import zipfile
 from pathlib import Path, PurePosixPath
 
 import pandas as pd
 
-from .datasets import IMAGE_SUFFIXES, cnmc_patient
+from .datasets import cnmc_patient
+from .images import IMAGE_SUFFIXES, ImageError, find_images, has_image_suffix, load_image
 
 MAX_ZIP_FILES = 20_000
 MAX_ZIP_BYTES = 2 * 1024**3  # after extraction
@@ -41,25 +41,19 @@ def resolve_inside(root: Path, relative: str) -> Path:
 
 def image_folders(roots: list[Path], *, max_depth: int = 4, limit: int = 500) -> list[tuple[int, str, int]]:
     """Folders with images in their subtree, under each root: (root index, path relative to root ('.' for the
-    root itself), number of images under it, recursively).
-
-    Symlinked folders are not followed, so nothing outside the roots is listed or counted.
-    """
+    root itself), number of images under it, recursively), as :func:`leukoview.images.find_images` finds them
+    (so nothing outside the roots is listed or counted)."""
     out = []
     for i, root in enumerate(roots):
         root = Path(root)
         if not root.is_dir():
             continue
         counts: dict[str, int] = {}
-        for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
-            dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-            n = sum(1 for f in filenames if Path(f).suffix.lower() in IMAGE_SUFFIXES)
-            if not n:
-                continue
-            parts = Path(dirpath).relative_to(root).parts
+        for p in find_images(root):
+            parts = p.parent.relative_to(root).parts
             for depth in range(min(len(parts), max_depth) + 1):  # credit every listed ancestor
                 key = Path(*parts[:depth]).as_posix() if depth else "."
-                counts[key] = counts.get(key, 0) + n
+                counts[key] = counts.get(key, 0) + 1
         out += [(i, rel, n) for rel, n in sorted(counts.items())]
     return out[:limit]
 
@@ -92,7 +86,7 @@ def extract_zip(data: bytes, dest: Path, *, max_files: int = MAX_ZIP_FILES, max_
             except BoundaryError:
                 refused.append(f"{name}: would be written outside the extraction folder; refused")
                 continue
-            if Path(name).suffix.lower() not in IMAGE_SUFFIXES:
+            if not has_image_suffix(name):
                 refused.append(f"{name}: not an image file type ({', '.join(IMAGE_SUFFIXES)})")
                 continue
             if m.compress_size and m.file_size / m.compress_size > MAX_ZIP_RATIO and m.file_size > 10 * 2**20:
@@ -147,8 +141,6 @@ def patient_summary(df: pd.DataFrame, *, reference: float = PATIENT_REFERENCE) -
 def thumbnail_uri(path: Path, size: int = 72) -> str:
     """A small JPEG of an image as a data URI (for table thumbnails); empty string if unreadable."""
     import base64
-
-    from .images import ImageError, load_image
 
     try:
         img = load_image(path)

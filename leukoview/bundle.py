@@ -2,8 +2,9 @@
 
 Files: ``model.safetensors`` (fp16 weights), ``card.json`` (what the model is, its classes, input spec,
 threshold, provenance and the sha256 of every other file), ``metrics.json``, ``predictions.csv`` (test split),
-``val_predictions.csv``, ``split.csv``, ``train_log.csv`` and ``ood.safetensors``. :func:`load_bundle` refuses a
-bundle whose files do not match their recorded sha256.
+``val_predictions.csv``, ``split.csv``, ``train_log.csv`` and ``ood.safetensors``; audits add files and
+``metrics.json`` entries through :func:`update`. :func:`load_bundle` refuses a bundle whose files do not match
+their recorded sha256.
 """
 from __future__ import annotations
 
@@ -90,9 +91,20 @@ def finalize(folder: Path, card: dict) -> dict:
     return card
 
 
-def refinalize(b: Bundle) -> dict:
-    """Re-record the sha256 of every file of an already written bundle (after a command added or rewrote one:
-    latency, CAM statistics, shift or OOD metrics); the card's content is otherwise kept."""
+def update(folder: Path | str, *, metrics: dict | None = None, files: dict[str, object] | None = None) -> dict:
+    """The one writer of additions to a written bundle, used by every audit (shift test, OOD evaluation, Grad-CAM
+    statistics, latency): merge ``metrics`` entries into ``metrics.json``, write each of ``files`` (name -> JSON
+    object), then re-record the sha256 of every file in the card. The bundle is verified first, so an audit never
+    re-blesses a file that was changed behind the card's back. Returns the new card."""
+    b = load_bundle(folder)
+    if metrics:
+        merged = json.loads((b.path / METRICS).read_text())
+        merged.update(metrics)
+        write_json(b.path / METRICS, merged)
+    for name, obj in (files or {}).items():
+        if name == CARD or Path(name).name != name:
+            raise BundleError(f"{name!r}: an audit may add plain files next to the card, not the card itself")
+        write_json(b.path / name, obj)
     return finalize(b.path, {k: v for k, v in b.card.items() if k not in ("files", "format")})
 
 

@@ -1,13 +1,13 @@
 """Where do the Grad-CAM maps put their mass: on the stained cells or on the background and the image corners?
 
-A simple colour segmentation splits each image (as the network sees it) into *stained* pixels (saturation above
-its Otsu threshold: nuclei, cytoplasm, red cells), the *nucleus-dark* part of those (below the Otsu threshold of
-brightness among stained pixels), *background* (the rest), and the four *corners* (squares of 15% of the side,
-where scale bars and labels sit). For each region: the share of the map's mass and the share of the image's area;
-a map that looks at the cells puts more mass on them than their area.
+The colour segmentation of :mod:`leukoview.segment` splits each image (as the network sees it) into *stained*
+pixels (nuclei, cytoplasm, red cells), the *nucleus-dark* part of those, *background* (the rest), and the four
+*corners* (where scale bars and labels sit). For each region: the share of the map's mass and the share of the
+image's area; a map that looks at the cells puts more mass on them than their area.
 
 ``python -m leukoview camstats BUNDLE`` computes the per-class means over the test split and writes them into the
-bundle (``cam_stats.json``, recorded in the card).
+bundle (``cam_stats.json``, through :func:`leukoview.bundle.update`); the comparison page shows them
+(:func:`leukoview.compare.cam_table`).
 """
 from __future__ import annotations
 
@@ -17,40 +17,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from . import bundle
+from .images import load_image
+from .segment import REGIONS, regions
+
 CAM_STATS = "cam_stats.json"
-REGIONS = ("stained", "nucleus-dark", "background", "corners")
-
-
-def otsu(values: np.ndarray, bins: int = 128) -> float:
-    """Otsu's threshold of ``values`` (maximises the between-class variance)."""
-    values = np.asarray(values, np.float64).ravel()
-    lo, hi = float(values.min()), float(values.max())
-    if hi <= lo:
-        return lo
-    hist, edges = np.histogram(values, bins=bins, range=(lo, hi))
-    centres = (edges[:-1] + edges[1:]) / 2
-    w0 = np.cumsum(hist)
-    w1 = w0[-1] - w0
-    m0 = np.cumsum(hist * centres)
-    mu0 = m0 / np.maximum(w0, 1)
-    mu1 = (m0[-1] - m0) / np.maximum(w1, 1)
-    between = w0 * w1 * (mu0 - mu1) ** 2
-    return float(centres[int(np.argmax(between))])
-
-
-def regions(image: np.ndarray, *, corner: float = 0.15) -> dict[str, np.ndarray]:
-    """Boolean masks of the regions of an HxWx3 uint8 image."""
-    from PIL import Image
-
-    hsv = np.asarray(Image.fromarray(image).convert("HSV"), np.float32)
-    sat, gray = hsv[..., 1], image.astype(np.float32).mean(2)
-    stained = sat > otsu(sat)
-    nucleus = stained & (gray < otsu(gray[stained])) if stained.sum() > 16 else np.zeros_like(stained)
-    h, w = stained.shape
-    c = max(1, int(round(corner * min(h, w))))
-    corners = np.zeros_like(stained)
-    corners[:c, :c] = corners[:c, -c:] = corners[-c:, :c] = corners[-c:, -c:] = True
-    return {"stained": stained, "nucleus-dark": nucleus, "background": ~stained, "corners": corners}
 
 
 def mass_shares(mask: np.ndarray, parts: dict[str, np.ndarray]) -> dict[str, dict[str, float]]:
@@ -69,8 +40,7 @@ def bundle_stats(bundle_path: Path, root: Path, *, max_images: int = 0, progress
     """Grad-CAM (target: the true class) over the bundle's test split; per-class and overall mean shares."""
     from tqdm import tqdm
 
-    from . import explain
-    from .images import load_image
+    from . import explain  # torch loads here, not when a page imports this module for its read-out
     from .predict import Predictor
     from .transforms import resize_for_display
 
@@ -103,29 +73,12 @@ def bundle_stats(bundle_path: Path, root: Path, *, max_images: int = 0, progress
 
 
 def write(bundle_path: Path, stats: dict) -> None:
-    from . import bundle as B
-
-    b = B.load_bundle(bundle_path)
-    B.write_json(b.path / CAM_STATS, stats)
-    B.refinalize(b)
+    bundle.update(bundle_path, files={CAM_STATS: stats})
 
 
-def load(bundle) -> dict | None:
-    path = Path(bundle.path) / CAM_STATS
-    if CAM_STATS not in bundle.card.get("files", {}) or not path.is_file():
+def load(b) -> dict | None:
+    """The bundle's stored statistics, or None when ``camstats`` was not run on it."""
+    path = Path(b.path) / CAM_STATS
+    if CAM_STATS not in b.card.get("files", {}) or not path.is_file():
         return None
     return json.loads(path.read_text())
-
-
-def table(bundles) -> pd.DataFrame:
-    """One row per bundle and class: CAM mass vs area on stained pixels, background and corners."""
-    rows = []
-    for b in bundles:
-        s = load(b)
-        if not s:
-            continue
-        for cls, part in {"all test images": s["overall"], **s["per_class"]}.items():
-            rows.append({"model": b.id, "class": cls,
-                         **{f"{r} mass": part[r]["mass"] for r in ("stained", "background", "corners")},
-                         **{f"{r} area": part[r]["area"] for r in ("stained", "background", "corners")}})
-    return pd.DataFrame(rows)

@@ -1,19 +1,17 @@
-"""Model comparison from bundle files only: the table, per-class recall and a paired test on shared images."""
+"""The comparison page's tables, from bundle files only (app layer; also printed by ``leukoview compare``): the
+models table, per-class recall, a paired test on shared images, and the audits' tables — shift test, Grad-CAM
+mass, OOD evaluation, shortcut cues — each read from what the audit wrote into the bundle."""
 from __future__ import annotations
-
-import json
-import time
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from . import bundle as B
+from . import bundle, camstats, metrics
+from .latency import latency_of
+from .shift import SHIFTS
 
-LATENCY = "latency.json"
 
-
-def comparison_table(bundles: list[B.Bundle]) -> pd.DataFrame:
+def comparison_table(bundles: list[bundle.Bundle]) -> pd.DataFrame:
     """One row per bundle with the figures the comparison page and ``leukoview compare`` show."""
     rows = []
     for b in bundles:
@@ -42,7 +40,7 @@ def comparison_table(bundles: list[B.Bundle]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def per_class_recall(bundles: list[B.Bundle]) -> pd.DataFrame:
+def per_class_recall(bundles: list[bundle.Bundle]) -> pd.DataFrame:
     rows = []
     for b in bundles:
         for r in b.metrics["per_class"]:
@@ -50,71 +48,21 @@ def per_class_recall(bundles: list[B.Bundle]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def mcnemar(a: B.Bundle, b: B.Bundle) -> dict:
-    """Exact McNemar test on the test images both bundles scored (same split required): do they err on
-    different images more often than chance would give?"""
-    from scipy.stats import binomtest
-
+def mcnemar(a: bundle.Bundle, b: bundle.Bundle) -> dict:
+    """Exact McNemar test (:func:`leukoview.metrics.mcnemar`) on the test images both bundles scored (same split
+    required), with a reading."""
     if a.card.get("split", {}).get("hash") != b.card.get("split", {}).get("hash"):
         raise ValueError(f"{a.id} and {b.id} were evaluated on different splits; a paired test needs the same "
                          "test images")
-    pa, pb = a.predictions(), b.predictions()
     if list(a.classes) != list(b.classes):
         raise ValueError(f"{a.id} and {b.id} predict different classes")
+    pa, pb = a.predictions(), b.predictions()
     m = pa[["file", "label", "predicted"]].merge(pb[["file", "predicted"]], on="file", suffixes=("_a", "_b"))
-    ra, rb = m["predicted_a"] == m["label"], m["predicted_b"] == m["label"]
-    only_a, only_b = int((ra & ~rb).sum()), int((~ra & rb).sum())
-    n = only_a + only_b
-    p = float(binomtest(only_a, n, 0.5).pvalue) if n else 1.0
-    return {"images": int(len(m)), "both_right": int((ra & rb).sum()), "both_wrong": int((~ra & ~rb).sum()),
-            "only_a_right": only_a, "only_b_right": only_b, "p_value": p,
-            "reading": ("no evidence the two differ on these images" if p >= 0.05 else
-                        f"{a.id if only_a > only_b else b.id} is right significantly more often (p={p:.3g})")}
-
-
-def latency_of(b: B.Bundle) -> dict | None:
-    """The measured CPU latency recorded in the bundle (written by :func:`measure_latency`), if any."""
-    path = b.path / LATENCY
-    if LATENCY not in b.card.get("files", {}) or not path.is_file():
-        return None
-    return json.loads(path.read_text())
-
-
-def measure_latency(folder: Path, *, runs: int = 30, threads: int = 2) -> dict:
-    """Median single-image CPU latency (decoded image -> probabilities) with ``threads`` threads; written
-    into the bundle as ``latency.json`` and recorded in its card."""
-    import platform
-
-    import torch
-    from PIL import Image
-
-    from .predict import Predictor
-
-    b = B.load_bundle(folder)
-    previous = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    rng = np.random.default_rng(0)
-    image = Image.fromarray(rng.integers(0, 256, (224, 224, 3), dtype=np.uint8))  # an all4-sized decoded image
-    try:
-        p = Predictor(b)
-        for _ in range(3):
-            p.predict_batch([image])
-        times = []
-        for _ in range(runs):
-            t = time.perf_counter()
-            p.predict_batch([image])
-            times.append((time.perf_counter() - t) * 1000)
-    finally:
-        torch.set_num_threads(previous)
-    runtime = {"onnx": "ONNX Runtime", "torch": f"torch {torch.__version__} eager",
-               "classical": "numpy/scikit-learn features + stored model"}[p.backend]
-    result = {"median_ms": round(float(np.median(times)), 2), "p90_ms": round(float(np.quantile(times, 0.9)), 2),
-              "runs": runs, "threads": threads, "batch_size": 1, "runtime": runtime,
-              "measures": "decoded 224x224 image -> preprocessing/features -> probabilities, suspicion, OOD",
-              "cpu": platform.processor() or platform.machine()}
-    B.write_json(b.path / LATENCY, result)
-    B.refinalize(b)
-    return result
+    r = metrics.mcnemar(m["predicted_a"] == m["label"], m["predicted_b"] == m["label"])
+    p = r["p_value"]
+    return {**r, "reading": ("no evidence the two differ on these images" if p >= 0.05 else
+                             f"{a.id if r['only_a_right'] > r['only_b_right'] else b.id} is right significantly "
+                             f"more often (p={p:.3g})")}
 
 
 def markdown_table(df: pd.DataFrame) -> str:
@@ -136,3 +84,82 @@ def markdown_table(df: pd.DataFrame) -> str:
     lines += ["| " + " | ".join(cell(v, c) for v, c in zip(row, df.columns, strict=True)) + " |"
               for row in df.itertuples(index=False)]
     return "\n".join(lines)
+
+
+def balanced_accuracy_by_shift(bundles) -> pd.DataFrame:
+    """Shifts (rows, in :data:`SHIFTS` order) x models (columns): balanced accuracy — the comparison page's and
+    ``leukoview compare --section shift``'s table."""
+    t = shift_table(bundles)
+    if t.empty:
+        return t
+    wide = t.pivot(index="shift", columns="model", values="balanced_accuracy")
+    return wide.reindex([s for s in SHIFTS if s in wide.index])
+
+
+def shift_table(bundles) -> pd.DataFrame:
+    rows = []
+    for b in bundles:
+        s = b.metrics.get("shift")
+        if not s:
+            continue
+        for name, r in s["results"].items():
+            rows.append({"model": b.id, "shift": name, **{k: r[k] for k in ("accuracy", "balanced_accuracy",
+                                                                             "roc_auc", "sensitivity",
+                                                                             "specificity", "ood_flag_rate")}})
+    return pd.DataFrame(rows)
+
+
+def cam_table(bundles) -> pd.DataFrame:
+    """One row per bundle and class: CAM mass vs area on stained pixels, background and corners."""
+    rows = []
+    for b in bundles:
+        s = camstats.load(b)
+        if not s:
+            continue
+        for cls, part in {"all test images": s["overall"], **s["per_class"]}.items():
+            rows.append({"model": b.id, "class": cls,
+                         **{f"{r} mass": part[r]["mass"] for r in ("stained", "background", "corners")},
+                         **{f"{r} area": part[r]["area"] for r in ("stained", "background", "corners")}})
+    return pd.DataFrame(rows)
+
+
+def ood_table(bundles) -> pd.DataFrame:
+    rows = []
+    for b in bundles:
+        e = b.metrics.get("ood_eval")
+        if not e:
+            continue
+        for name, r in e["sets"].items():
+            row = {"model": b.id, "image set": name, "images": r["images"], "flagged": r["flagged"],
+                   "flag rate": r["flag_rate"]}
+            if "called_positive" in r:  # evaluations from before these fields were added lack them
+                top = max(r["predicted_counts"].items(), key=lambda kv: kv[1], default=("", 0))
+                row.update({"called positive": r["called_positive"],
+                            "called positive, not flagged": r["called_positive_unflagged"],
+                            "top prediction": f"{top[0]} ({top[1]})" if top[0] else ""})
+            rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def shortcut_rows(result: dict) -> pd.DataFrame:
+    """The cue-only classifiers as rows to read next to the models' figures (comparison page, CLI)."""
+    rows = [{"non-cell cues": name, "classifier": g["classifier"], "balanced accuracy": g["balanced_accuracy"],
+             "accuracy": g["accuracy"], "positive-class ROC-AUC": g["positive_roc_auc"]}
+            for name, g in result["groups"].items()]
+    return pd.DataFrame(rows)
+
+
+def external_table(bundles) -> pd.DataFrame:
+    """One row per bundle and external set (``leukoview external``): in-distribution figures next to another lab's."""
+    rows = []
+    for b in bundles:
+        for name, r in b.metrics.get("external", {}).items():
+            per = r["per_folder"]
+            row = {"model": b.id, "external set": name, "own test accuracy": b.metrics["accuracy"],
+                   "own balanced accuracy": b.metrics["balanced_accuracy"], "images": r["images"],
+                   "normal cells called positive": r["positive_decision_among_normal"]["rate"],
+                   "positive, not flagged": r["positive_not_flagged_among_normal"]["rate"],
+                   "own type (balanced)": r["balanced_own_type"], "OOD flagged": r["ood_flag_rate"]}
+            row.update({f"{k} own type": (v["own_type"]["rate"] if v["own_type"] else None) for k, v in per.items()})
+            rows.append(row)
+    return pd.DataFrame(rows)

@@ -2,9 +2,12 @@
 
 A manifest is a ``pandas.DataFrame`` with one row per image:
 ``file`` (POSIX path relative to the dataset's ``root``), ``label`` (class name), ``patient`` (string, empty when
-unknown) and ``source_split`` (the split the publisher shipped, empty when none).
+unknown), ``source_split`` (the split the publisher shipped, empty when none) and ``source`` (the acquisition
+source, e.g. the scanner, empty when the dataset has one).
 
-Known layouts are registered in ``DATASETS``; any class-per-folder directory works through :func:`folder_dataset`.
+Known layouts are the tasks of :data:`leukoview.tasks.TASKS`, each with its loader in :data:`LOADERS`; any
+class-per-folder directory works through :func:`folder_dataset`. Files are found with
+:func:`leukoview.images.find_images` (the project's one discovery rule).
 """
 from __future__ import annotations
 
@@ -19,9 +22,9 @@ import numpy as np
 import pandas as pd
 
 from . import settings
-from .images import UPLOAD_TYPES
+from .images import find_images
+from .tasks import TASKS
 
-IMAGE_SUFFIXES = tuple(f".{t}" for t in UPLOAD_TYPES)
 SPLITS = ("train", "val", "test")
 
 
@@ -46,27 +49,29 @@ class Dataset:
     def has_patients(self) -> bool:
         return bool((self.manifest["patient"] != "").any())
 
-    def path(self, file: str) -> Path:
-        return self.root / file
+    @property
+    def has_sources(self) -> bool:
+        return bool((self.manifest["source"] != "").any())
 
 
-def is_image(path: Path) -> bool:
-    return path.suffix.lower() in IMAGE_SUFFIXES and path.is_file()
+def _registered(name: str, root: Path, rows: list[dict], **extra) -> Dataset:
+    """A registered task's dataset: classes, positive classes, licence and description from its registry entry."""
+    t = TASKS[name]
+    return Dataset(name, t.classes, t.positive, root, _manifest(rows), licence=t.licence, description=t.description,
+                   **extra)
 
 
-def _images_under(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.rglob("*") if is_image(p))
+MANIFEST_COLUMNS = ["file", "label", "patient", "source_split", "source"]
 
 
 def _manifest(rows: Iterable[dict]) -> pd.DataFrame:
-    df = pd.DataFrame(list(rows), columns=["file", "label", "patient", "source_split"])
+    df = pd.DataFrame(list(rows), columns=MANIFEST_COLUMNS)
     return df.fillna("").sort_values("file", kind="stable").reset_index(drop=True)
 
 
 # --------------------------------------------------------------------------------------------- known layouts
 
 ALL4_FOLDERS = {"Benign": "Benign", "Early": "Early Pre-B", "Pre": "Pre-B", "Pro": "Pro-B"}
-WBC5_CLASSES = ("basophil", "erythroblast", "monocyte", "myeloblast", "seg_neutrophil")
 CNMC_PATIENT = re.compile(r"^UID_(H?\d+)_", re.IGNORECASE)
 
 
@@ -81,34 +86,49 @@ def load_all4(root: Path) -> Dataset:
     base = _require_dir(root / "all4", "all4 (Taleqani ALL)")
     rows = []
     for folder, label in ALL4_FOLDERS.items():
-        for p in _images_under(_require_dir(base / folder, f"all4 class {folder}")):
+        for p in find_images(_require_dir(base / folder, f"all4 class {folder}")):
             rows.append({"file": p.relative_to(root).as_posix(), "label": label, "patient": "", "source_split": ""})
-    return Dataset("all4", tuple(ALL4_FOLDERS.values()), ("Early Pre-B", "Pre-B", "Pro-B"), root, _manifest(rows),
-                   licence="Taleqani Hospital ALL set (Aria et al. 2021; Ghaderzadeh et al. 2022); see Kaggle "
-                           "mehradaria/leukemia for terms",
-                   description="B-ALL vs benign and ALL subtype, peripheral-blood smear crops",
-                   # measured: distances up to 10 pair only same-class images; 12 starts pairing across classes
-                   near_bits=8)
+    # measured: distances up to 10 pair only same-class images; 12 starts pairing across classes
+    return _registered("all4", root, rows, near_bits=8)
 
 
 def load_wbc5(root: Path) -> Dataset:
     base = _require_dir(root / "wbc5", "wbc5 (leukocytes, myeloblast)")
     rows = []
     for split_dir in sorted(p for p in base.iterdir() if p.is_dir()):
-        for label in WBC5_CLASSES:
+        for label in TASKS["wbc5"].classes:
             cdir = split_dir / label
             if cdir.is_dir():
-                for p in _images_under(cdir):
+                for p in find_images(cdir):
                     rows.append({"file": p.relative_to(root).as_posix(), "label": label, "patient": "",
                                  "source_split": split_dir.name})
     if not rows:
         raise DatasetError(f"wbc5: no images under {base}/<split>/<class>/")
-    return Dataset("wbc5", WBC5_CLASSES, ("myeloblast",), root, _manifest(rows),
-                   licence="PBC dataset (Acevedo et al. 2020, CC BY 4.0) and AML-Cytomorphology_LMU "
-                           "(Matek et al. 2019, CC BY 3.0)",
-                   description="Five leukocyte types; myeloblast (AML blast) is positive",
-                   # measured: single cells on flat backgrounds collide sooner; 8 bits already pairs 22 across classes
-                   near_bits=4)
+    # measured: single cells on flat backgrounds collide sooner; 8 bits already pairs 22 across classes
+    return _registered("wbc5", root, rows, near_bits=4)
+
+
+LMU_PREFIXES = ("MYO_", "NGS_")  # AML-Cytomorphology_LMU file names in wbc5; every other wbc5 image is PBC
+PBC_EXTRA_FOLDERS = ("eosinophil", "ig", "lymphocyte", "neutrophil", "platelet")
+
+
+def scanner_source(filename: str) -> str:
+    """Which scanner a wbc5 / pbc_extra image comes from, by its file-name prefix: LMU or PBC."""
+    return "LMU" if Path(filename).name.upper().startswith(LMU_PREFIXES) else "PBC"
+
+
+def load_wbc9(root: Path) -> Dataset:
+    """wbc5 and pbc_extra together: nine types from two scanners; wbc5's seg_neutrophil (LMU) and pbc_extra's
+    neutrophil (PBC) are one class. The source of every image is kept for per-source metrics."""
+    wbc5 = load_wbc5(root)
+    base = _require_dir(root / "pbc_extra", "pbc_extra (PBC cell types missing from wbc5)")
+    rows = [{**r, "label": "neutrophil" if r["label"] == "seg_neutrophil" else r["label"],
+             "source": scanner_source(r["file"])} for r in wbc5.manifest.to_dict("records")]
+    for label in PBC_EXTRA_FOLDERS:
+        for p in find_images(_require_dir(base / label, f"pbc_extra class {label}")):
+            rows.append({"file": p.relative_to(root).as_posix(), "label": label, "patient": "", "source_split": "",
+                         "source": "PBC"})
+    return _registered("wbc9", root, rows, near_bits=wbc5.near_bits)
 
 
 def cnmc_patient(filename: str) -> str:
@@ -132,15 +152,13 @@ def load_cnmc(root: Path, folder: Path | None = None) -> Dataset:
     # Kaggle layout: training_data/fold_*/{all,hem}; any folder holding all/ and hem/ works too.
     for label in ("hem", "all"):
         for cdir in sorted(d for d in base.rglob(label) if d.is_dir()):
-            for p in _images_under(cdir):
+            for p in find_images(cdir):
                 fold = next((part for part in p.parts if part.startswith("fold_")), "")
                 rows.append({"file": p.relative_to(root).as_posix(), "label": label,
                              "patient": cnmc_patient(p.name), "source_split": fold})
     if not rows:
         raise DatasetError(f"cnmc: no images in all/ and hem/ folders under {base}")
-    return Dataset("cnmc", ("hem", "all"), ("all",), root, _manifest(rows),
-                   licence="C-NMC 2019 (SBI Lab IIIT Delhi / AIIMS; TCIA, CC BY 3.0; Gupta A., Gupta R. et al.)",
-                   description="Single segmented cells: ALL blast vs normal B-lymphoid (hem), with patient ids")
+    return _registered("cnmc", root, rows)
 
 
 def folder_dataset(folder: Path, positive: Iterable[str], *, root: Path | None = None, name: str = "") -> Dataset:
@@ -148,7 +166,7 @@ def folder_dataset(folder: Path, positive: Iterable[str], *, root: Path | None =
     folder = Path(folder).resolve()
     _require_dir(folder, "folder dataset")
     root = Path(root).resolve() if root else folder
-    classes = tuple(sorted(d.name for d in folder.iterdir() if d.is_dir() and _images_under(d)))
+    classes = tuple(sorted(d.name for d in folder.iterdir() if d.is_dir() and find_images(d)))
     if len(classes) < 2:
         raise DatasetError(f"{folder}: a class-per-folder dataset needs at least two sub-folders with images, "
                            f"found {list(classes)}")
@@ -157,11 +175,12 @@ def folder_dataset(folder: Path, positive: Iterable[str], *, root: Path | None =
     if not positive or unknown:
         raise DatasetError(f"positive classes must be chosen among {list(classes)}; got {list(positive)}")
     rows = [{"file": p.relative_to(root).as_posix(), "label": c, "patient": "", "source_split": ""}
-            for c in classes for p in _images_under(folder / c)]
+            for c in classes for p in find_images(folder / c)]
     return Dataset(name or folder.name, classes, positive, root, _manifest(rows), description=f"folder {folder}")
 
 
-DATASETS: dict[str, Callable[[Path], Dataset]] = {"all4": load_all4, "wbc5": load_wbc5, "cnmc": load_cnmc}
+LOADERS: dict[str, Callable[[Path], Dataset]] = {"all4": load_all4, "wbc5": load_wbc5, "wbc9": load_wbc9,
+                                                 "cnmc": load_cnmc}
 
 
 def load_dataset(name: str, root: Path | None = None, *, positive: Iterable[str] = ()) -> Dataset:
@@ -172,9 +191,9 @@ def load_dataset(name: str, root: Path | None = None, *, positive: Iterable[str]
         path = path if path.is_absolute() else root / path
         inside = path.resolve().is_relative_to(root.resolve())
         return folder_dataset(path, positive, root=root if inside else None, name=name)
-    if name not in DATASETS:
-        raise DatasetError(f"unknown dataset {name!r}; known: {sorted(DATASETS)} or folder:<path>")
-    return DATASETS[name](root)
+    if name not in LOADERS:
+        raise DatasetError(f"unknown dataset {name!r}; known: {sorted(LOADERS)} or folder:<path>")
+    return LOADERS[name](root)
 
 
 # --------------------------------------------------------------------------------------------- duplicates

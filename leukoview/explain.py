@@ -13,7 +13,10 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .predict import Predictor, softmax
+from .archs import get_arch
+from .calibration import softmax
+from .predict import Predictor
+from .transforms import resize_for_display
 
 METHODS = ("Grad-CAM", "Grad-CAM++", "EigenCAM", "XGrad-CAM", "LayerCAM")
 # The app shares one cached network between browser sessions; a CAM hooks into it for the length of a call, so
@@ -137,8 +140,6 @@ def faithfulness(predictor: Predictor, x: torch.Tensor, mask: np.ndarray, target
 def explain(predictor: Predictor, image, *, method: str = "Grad-CAM", target: str | None = None,
             fraction: float = 0.2) -> Explanation:
     """CAM of a PIL image for ``target`` (class name; default the predicted class) with its faithfulness."""
-    from .transforms import resize_for_display
-
     if not predictor.explainable:
         raise ValueError(f"{predictor.bundle.id} is a classical model on image features: class-activation maps "
                          "need a network")
@@ -152,8 +153,6 @@ def explain(predictor: Predictor, image, *, method: str = "Grad-CAM", target: st
         target_index = predictor.classes.index(target)
     layer = predictor.bundle.card.get("cam_layer")
     if not layer:
-        from .archs import get_arch
-
         layer = get_arch(predictor.bundle.card["architecture"]).cam_layer
     mask = cam_mask(predictor.model, layer, x, target_index, method=method, n_classes=len(predictor.classes))
     shown = np.asarray(resize_for_display(image, predictor.spec))

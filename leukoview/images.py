@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import os
 import warnings
 from pathlib import Path
 
@@ -10,10 +11,29 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 UPLOAD_TYPES = ["png", "jpg", "jpeg", "bmp", "tif", "tiff", "gif", "webp"]  # file types the pages accept
+IMAGE_SUFFIXES = tuple(f".{t}" for t in UPLOAD_TYPES)
 MAX_PIXELS = 40_000_000  # a 6000x6000 field of view is fine; decompression bombs are not
 MAX_BYTES = 200 * 1024 * 1024
 MIN_SIDE = 8
 ACCEPTED = "PNG, JPEG, BMP, TIFF, GIF or WebP"
+
+
+def has_image_suffix(name: str | Path) -> bool:
+    return Path(name).suffix.lower() in IMAGE_SUFFIXES
+
+
+def find_images(folder: Path | str) -> list[Path]:
+    """Image files under ``folder``, recursively, sorted: the one discovery rule of datasets, ``score`` and the
+    batch page. Symbolic links (to files or folders) are not followed, so nothing outside the folder is read, and
+    hidden entries (names starting with a dot: ``.ipynb_checkpoints``, macOS ``._`` files) are skipped."""
+    out = []
+    for dirpath, dirnames, filenames in os.walk(folder, followlinks=False):
+        dirnames[:] = [d for d in dirnames if not d.startswith(".")]
+        for f in filenames:
+            p = Path(dirpath) / f
+            if not f.startswith(".") and has_image_suffix(f) and not p.is_symlink() and p.is_file():
+                out.append(p)
+    return sorted(out)
 
 
 class ImageError(ValueError):

@@ -308,3 +308,29 @@ def choose_threshold(y, scores, *, min_specificity: float = 0.98) -> dict:
                      f"{min_specificity:g} (at most {k} of {len(neg)} validation negatives flagged); the threshold "
                      "is the logit midpoint between the lowest threshold that floor allows and the highest one that "
                      "still reaches that sensitivity")}
+
+
+def mcnemar(correct_a, correct_b) -> dict:
+    """Exact McNemar test on paired per-image correctness of two models: do they err on different images more
+    often than chance would give? Returns the four counts and the two-sided p-value (1 when they never
+    disagree)."""
+    from scipy.stats import binomtest
+
+    a, b = np.asarray(correct_a, bool), np.asarray(correct_b, bool)
+    if a.shape != b.shape:
+        raise ValueError(f"paired correctness needs equal lengths, got {a.shape} and {b.shape}")
+    only_a, only_b = int((a & ~b).sum()), int((~a & b).sum())
+    n = only_a + only_b
+    return {"images": int(len(a)), "both_right": int((a & b).sum()), "both_wrong": int((~a & ~b).sum()),
+            "only_a_right": only_a, "only_b_right": only_b,
+            "p_value": float(binomtest(only_a, n, 0.5).pvalue) if n else 1.0}
+
+
+def resampling_groups(df) -> tuple[np.ndarray | None, str]:
+    """The bootstrap unit of a predictions table: patients when every row has one, else duplicate groups (near
+    copies resampled together), else single images. Returns (group labels or None, unit name)."""
+    if "patient" in df and (df["patient"].astype(str) != "").all():
+        return df["patient"].astype(str).to_numpy(), "patient"
+    if "group" in df:
+        return df["group"].to_numpy(), "duplicate group"
+    return None, "image"

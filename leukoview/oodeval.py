@@ -8,7 +8,8 @@ Sets scored with the bundle (every image through :class:`~leukoview.predict.Pred
   the all4 model) and the C-NMC single cells;
 - the bundle's own test split (in distribution): its flag rate is the cost in false flags.
 
-``python -m leukoview oodeval BUNDLE`` stores the result in the bundle's ``metrics.json`` (key ``ood_eval``).
+``python -m leukoview oodeval BUNDLE`` stores the result in the bundle's ``metrics.json`` (key ``ood_eval``)
+through :func:`leukoview.bundle.update`; the comparison page shows it (:func:`leukoview.compare.ood_table`).
 """
 from __future__ import annotations
 
@@ -17,6 +18,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 from PIL import Image, ImageDraw
+from tqdm import tqdm
+
+from .datasets import DatasetError, load_dataset
+from .images import load_image
+from .predict import Predictor
+from .tasks import TASKS
 
 
 def not_cells(n: int = 200, *, size: int = 224, seed: int = 0) -> dict[str, list[Image.Image]]:
@@ -55,15 +62,11 @@ def not_cells(n: int = 200, *, size: int = 224, seed: int = 0) -> dict[str, list
             "drawn shapes and text": drawn}
 
 
-OTHER = {"all4": ["wbc5", "cnmc"], "wbc5": ["all4", "cnmc"], "cnmc": ["all4", "wbc5"]}
-
-
 def other_cells(task: str, root: Path, *, per_set: int = 200, seed: int = 0) -> dict[str, list[Path]]:
-    """Files of the other datasets found under ``root`` (a sample of ``per_set`` each)."""
-    from .datasets import DatasetError, load_dataset
-
+    """Files of the other registered datasets found under ``root`` (a sample of ``per_set`` each): those that
+    share no images with ``task`` (:meth:`leukoview.tasks.Task.others`)."""
     out = {}
-    for name in OTHER.get(task, []):
+    for name in (TASKS[task].others() if task in TASKS else []):
         try:
             ds = load_dataset(name, root)
         except DatasetError:
@@ -76,8 +79,6 @@ def other_cells(task: str, root: Path, *, per_set: int = 200, seed: int = 0) -> 
 def held_out_classes(card: dict, root: Path, *, per_set: int = 200, seed: int = 0) -> dict[str, list[Path]]:
     """Images of each class the bundle's training left out (config ``exclude_classes``), one set per class: cell
     types of the same dataset and scanners that the model never saw."""
-    from .datasets import load_dataset
-
     excluded = card.get("training", {}).get("config", {}).get("exclude_classes") or []
     if not excluded:
         return {}
@@ -95,11 +96,6 @@ def ood_eval(bundle_path: Path, root: Path, *, n_generated: int = 200, per_set: 
     """Per image set: how many images the flag catches, and what the model calls them — the share it calls
     positive (suspicion at or above the shipped threshold) and the most frequent predicted class. For the own
     test split the flag rate is the false-flag cost."""
-    from tqdm import tqdm
-
-    from .images import load_image
-    from .predict import Predictor
-
     p = Predictor(bundle_path)
     b = p.bundle
     test = b.predictions()
@@ -132,21 +128,3 @@ def _set_row(flags: np.ndarray, positive: np.ndarray, predicted: list[str]) -> d
             "called_positive_rate": float(positive.mean()) if n else float("nan"),
             "called_positive_unflagged": int((positive & ~flags).sum()),
             "predicted_counts": {str(k): int(v) for k, v in counts.items()}}
-
-
-def ood_table(bundles) -> pd.DataFrame:
-    rows = []
-    for b in bundles:
-        e = b.metrics.get("ood_eval")
-        if not e:
-            continue
-        for name, r in e["sets"].items():
-            row = {"model": b.id, "image set": name, "images": r["images"], "flagged": r["flagged"],
-                   "flag rate": r["flag_rate"]}
-            if "called_positive" in r:  # evaluations from before these fields were added lack them
-                top = max(r["predicted_counts"].items(), key=lambda kv: kv[1], default=("", 0))
-                row.update({"called positive": r["called_positive"],
-                            "called positive, not flagged": r["called_positive_unflagged"],
-                            "top prediction": f"{top[0]} ({top[1]})" if top[0] else ""})
-            rows.append(row)
-    return pd.DataFrame(rows)

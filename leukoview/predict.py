@@ -7,65 +7,23 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import torch
 
+from . import onnx_backend
+from .archs import get_arch
 from .bundle import Bundle, load_bundle
-from .datasets import IMAGE_SUFFIXES
-from .images import ImageError, load_image
+from .calibration import softmax
+from .classical import ClassicalModel
+from .images import ImageError, find_images, load_image
+from .ood import ood_scores
 from .transforms import normalise_batch, resize_array
 
 ProgressFn = Callable[[int, int], None]
-
-
-# --------------------------------------------------------------------------------------------- OOD
-
-
-def fit_ood(train_features: np.ndarray, train_labels: np.ndarray, val_features: np.ndarray, *,
-            components: int = 64, val_quantile: float = 0.99) -> tuple[dict, float]:
-    """Class-conditional Mahalanobis distance in a PCA space of the penultimate features (Lee et al. 2018).
-
-    The flag threshold is the ``val_quantile`` of the validation scores, so about 1 % of in-distribution images
-    are flagged. Returns the arrays to store and the threshold.
-    """
-    x = np.asarray(train_features, np.float64)
-    mean = x.mean(0)
-    k = int(min(components, x.shape[0] - 1, x.shape[1]))
-    _, _, vt = np.linalg.svd(x - mean, full_matrices=False)
-    comp = vt[:k]
-    z = (x - mean) @ comp.T
-    labels = np.asarray(train_labels)
-    classes = np.unique(labels)
-    class_means = np.stack([z[labels == c].mean(0) for c in classes])
-    centred = z - class_means[np.searchsorted(classes, labels)]
-    cov = centred.T @ centred / len(z) + 1e-6 * np.eye(k)
-    state = {"mean": mean.astype(np.float32), "components": comp.astype(np.float32),
-             "class_means": class_means.astype(np.float32), "precision": np.linalg.inv(cov).astype(np.float32)}
-    threshold = float(np.quantile(ood_scores(state, val_features), val_quantile))
-    return state, threshold
-
-
-def ood_scores(state: dict, features: np.ndarray) -> np.ndarray:
-    """Distance to the nearest class centre (square root of the Mahalanobis form); larger = more unusual."""
-    z = (np.asarray(features, np.float32) - state["mean"]) @ state["components"].T
-    diffs = z[:, None, :] - state["class_means"][None, :, :]
-    d2 = np.einsum("nck,kl,ncl->nc", diffs, state["precision"], diffs)
-    return np.sqrt(np.maximum(d2.min(1), 0))
-
-
-# --------------------------------------------------------------------------------------------- predictor
-
-
-def softmax(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
-    """Row-wise softmax of ``logits / temperature`` (numerically stable)."""
-    z = np.asarray(logits) / temperature
-    z = z - z.max(1, keepdims=True)
-    e = np.exp(z)
-    return e / e.sum(1, keepdims=True)
 
 
 @dataclass
@@ -76,7 +34,6 @@ class Prediction:
     decision: bool  # suspicion >= the bundle's threshold
     ood_score: float
     ood_flag: bool
-    extra: dict = field(default_factory=dict)
 
 
 class Predictor:
@@ -98,17 +55,13 @@ class Predictor:
         self._features: list[torch.Tensor] = []
         self.onnx = None
         if not self.bundle.is_network:
-            from .classical import ClassicalModel
-
             self.model = None
             self.classical = ClassicalModel(self.bundle.path, card)
             self.backend = "classical"
             return
         self.classical = None
         self.model = self.bundle.build_model()
-        classifier_path = card.get("classifier") or _classifier_path(card["architecture"])
-        from . import onnx_backend
-
+        classifier_path = card.get("classifier") or get_arch(card["architecture"]).classifier
         if backend == "onnx" or (backend == "auto" and onnx_backend.available()):
             self.onnx = onnx_backend.OnnxRunner(self.model, classifier_path, int(self.spec["size"]))
         else:  # eager path: capture the classifier's input (under ONNX the graph returns it, and a hook here
@@ -176,12 +129,6 @@ class Predictor:
                           ood_flag=bool(out["ood_flag"][0]))
 
 
-def _classifier_path(arch: str) -> str:
-    from .archs import get_arch
-
-    return get_arch(arch).classifier
-
-
 # --------------------------------------------------------------------------------------------- batch scoring
 
 
@@ -190,16 +137,6 @@ def _classifier_path(arch: str) -> str:
 # network runs slower when it alternates with decoding often). 128 left 1.4 s between progress updates on
 # `python -m bench.load_5000`; 64 keeps the bar moving about twice a second for ~3% less throughput.
 SCORE_CHUNK = 64
-
-
-def find_images(folder: Path) -> list[Path]:
-    """Image files under ``folder`` (recursive, sorted), not following symlinked folders."""
-    folder = Path(folder)
-    out = []
-    for p in sorted(folder.rglob("*")):
-        if p.suffix.lower() in IMAGE_SUFFIXES and not p.is_symlink():
-            out.append(p)
-    return out
 
 
 def _decode(path: Path):

@@ -65,25 +65,32 @@ def make_manifest(splits: dict[str, pd.DataFrame], licences: dict[str, str], per
     return pd.DataFrame(rows, columns=COLUMNS)
 
 
-def write_manifest(*, per_class: int = 3, cnmc_per_class: int = 5, seed: int = 0) -> Path:
-    """Re-pick ``sample_data/manifest.csv``: test-split images of each shipped bundle's task (all4, wbc5) and
-    C-NMC cells from the data root, so the app's samples were never trained on."""
+def write_manifest(*, per_class: int = 3, unshipped_per_class: int = 5, seed: int = 0) -> Path:
+    """Re-pick ``sample_data/manifest.csv`` for every registered task (:data:`leukoview.tasks.TASKS`): the test
+    split of a shipped bundle of that task (``per_class`` per class), else cells from the dataset in the data root
+    split the same leakage-aware way (``unshipped_per_class``), so the app's samples were never trained on. Tasks
+    whose dataset is not in the data root are skipped."""
     from .bundle import list_bundles
     from .datasets import load_dataset, make_split
+    from .tasks import TASKS
 
-    splits, licences = {}, {}
+    shipped = {}
     for b in list_bundles():
-        task = b.card.get("task", "")
-        if task in ("all4", "wbc5") and task not in splits:
-            splits[task] = b.split()
-            licences[task] = b.card["dataset"].get("licence", "")
-    manifest = make_manifest(splits, licences, per_class, seed)
-    try:
-        ds = load_dataset("cnmc")
-        extra = make_manifest({"cnmc": make_split(ds, progress=False)}, {"cnmc": ds.licence}, cnmc_per_class, seed)
-        manifest = pd.concat([manifest, extra], ignore_index=True)
-    except (ValueError, OSError):
-        pass  # no C-NMC folder in the data root
+        shipped.setdefault(b.card.get("task", ""), b)
+    parts = []
+    for task in TASKS:
+        if task in shipped:
+            b = shipped[task]
+            parts.append(make_manifest({task: b.split()}, {task: b.card["dataset"].get("licence", "")}, per_class,
+                                       seed))
+            continue
+        try:
+            ds = load_dataset(task)
+        except (ValueError, OSError):
+            continue  # not in the data root
+        parts.append(make_manifest({task: make_split(ds, progress=False)}, {task: ds.licence}, unshipped_per_class,
+                                   seed))
+    manifest = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=COLUMNS)
     path = settings.sample_dir() / MANIFEST
     path.parent.mkdir(parents=True, exist_ok=True)
     manifest.to_csv(path, index=False)

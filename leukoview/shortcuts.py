@@ -7,7 +7,7 @@ model, the dataset lets a network score by recognising the acquisition, and the 
 the next lab's slides.
 
 ``python -m leukoview shortcuts BUNDLE…`` writes ``shortcut_audit.json`` in the models folder (one entry per
-task); Home and the comparison page read it.
+task); Home and the comparison page read it (:func:`load`, :func:`leukoview.compare.shortcut_rows`).
 """
 from __future__ import annotations
 
@@ -16,6 +16,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
+
+from . import metrics
+from .bundle import write_json
+from .images import load_image
 
 if TYPE_CHECKING:  # Home reads the audit file without pandas
     import pandas as pd
@@ -34,8 +38,6 @@ CUE_GROUPS = {
 def cue_features(path: Path) -> dict[str, float]:
     """The non-cell cues of one image file."""
     from PIL import Image
-
-    from .images import load_image
 
     path = Path(path)
     with Image.open(path) as im:
@@ -75,8 +77,6 @@ def _fit_score(x_train, y_train, x_test, y_test, positive_index: list[int]) -> d
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
-    from . import metrics as M
-
     best = None
     for name, est in (("logistic regression", make_pipeline(StandardScaler(), LogisticRegression(max_iter=3000))),
                       ("gradient-boosted trees", HistGradientBoostingClassifier(max_depth=3, max_iter=100,
@@ -88,8 +88,8 @@ def _fit_score(x_train, y_train, x_test, y_test, positive_index: list[int]) -> d
         pred = full.argmax(1)
         ybin = np.isin(y_test, positive_index).astype(int)
         r = {"classifier": name, "accuracy": float((pred == y_test).mean()),
-             "balanced_accuracy": M.balanced_accuracy(y_test, pred),
-             "positive_roc_auc": M.roc_auc(ybin, full[:, positive_index].sum(1)) if 0 < ybin.sum() < len(ybin)
+             "balanced_accuracy": metrics.balanced_accuracy(y_test, pred),
+             "positive_roc_auc": metrics.roc_auc(ybin, full[:, positive_index].sum(1)) if 0 < ybin.sum() < len(ybin)
              else float("nan")}
         if best is None or r["balanced_accuracy"] > best["balanced_accuracy"]:
             best = r
@@ -146,8 +146,6 @@ def message(overall: dict, strongest: str, strongest_bal: float, level: str, mod
 
 def write(result: dict, models_dir: Path) -> Path:
     """Add or replace the task's entry in ``models_dir/shortcut_audit.json`` (atomic write)."""
-    from .bundle import write_json
-
     path = Path(models_dir) / AUDIT_FILE
     data = json.loads(path.read_text()) if path.is_file() else {}
     data[result["task"]] = result
@@ -162,13 +160,3 @@ def load(models_dir: Path) -> dict:
         return json.loads(path.read_text()) if path.is_file() else {}
     except (ValueError, OSError):
         return {}
-
-
-def comparison_rows(result: dict) -> pd.DataFrame:
-    """The cue-only classifiers as rows to read next to the models' figures (comparison page, CLI)."""
-    import pandas as pd
-
-    rows = [{"non-cell cues": name, "classifier": g["classifier"], "balanced accuracy": g["balanced_accuracy"],
-             "accuracy": g["accuracy"], "positive-class ROC-AUC": g["positive_roc_auc"]}
-            for name, g in result["groups"].items()]
-    return pd.DataFrame(rows)

@@ -1,5 +1,8 @@
 """One training loop for every architecture: ``fit(config)`` trains, calibrates, chooses the operating
-threshold on validation, evaluates on the held-out test split and writes a bundle."""
+threshold on validation, evaluates on the held-out test split and writes a bundle.
+
+:func:`prepare_run` (dataset, split, input spec) and :func:`finish_bundle` (calibration, threshold, OOD detector,
+evaluation, bundle files) are shared with classical training (:mod:`leukoview.classical_train`)."""
 from __future__ import annotations
 
 import copy
@@ -21,14 +24,13 @@ from torch.utils.data import DataLoader
 from torch.utils.data import Dataset as TorchDataset
 from tqdm import tqdm
 
-from . import __version__, settings
-from . import bundle as B
-from . import metrics as M
+from . import __version__, bundle, metrics, settings
 from .archs import count_parameters, get_arch
+from .calibration import CALIBRATION_SMOOTHING, fit_temperature, nll, softmax
 from .datasets import Dataset, load_dataset, make_split, split_hash
 from .evaluate import evaluate, predictions_frame
 from .images import load_image
-from .predict import fit_ood, ood_scores, softmax
+from .ood import fit_ood, ood_scores
 from .transforms import eval_transform, train_transform
 
 
@@ -53,6 +55,10 @@ class TrainConfig:
     colour_jitter: float = 0.1
     acquisition_jitter: bool = False  # stain/background/scale/blur/JPEG/greyscale augmentation (leukoview.shift)
     stain_jitter: float = 0.1  # HED scale/shift strength when acquisition_jitter is on
+    lowres_jitter: float = 0.0  # probability of down/up-sampling (a low-resolution camera) in acquisition_jitter
+    locate_cell: bool = False  # crop the located cell (leukoview.segment.locate_cell) before everything else
+    locate_scale: float = 1.6  # the crop's side as a multiple of the nucleus's larger side
+    crop_jitter: float = 0.15  # training: log-scale and shift jitter of the located cell's box
     patience: int = 3  # epochs without improvement of the calibrated validation NLL before stopping
     seed: int = 0
     split_seed: int = 0
@@ -142,32 +148,6 @@ def infer(model: nn.Module, loader: DataLoader, classifier: str, device: torch.d
     return torch.cat(logits).numpy(), torch.cat(feats).numpy()
 
 
-CALIBRATION_SMOOTHING = 0.005
-
-
-def fit_temperature(logits: np.ndarray, targets: np.ndarray, *, smoothing: float = CALIBRATION_SMOOTHING) -> float:
-    """Temperature scaling (Guo et al. 2017): one scalar minimising validation cross-entropy.
-
-    The targets are smoothed by ``smoothing`` (0.5 %): on an error-free validation split the plain NLL optimum is
-    T -> 0 (every probability 0 or 1, no gradation left for review or threshold teaching); the small smoothing
-    keeps T finite and costs at most about ``smoothing`` in calibration error.
-    """
-    from scipy.optimize import minimize_scalar
-
-    n, c = logits.shape
-    soft = np.full((n, c), smoothing / max(c - 1, 1))
-    soft[np.arange(n), targets] = 1 - smoothing
-
-    def loss(log_t):
-        z = logits / math.exp(log_t)
-        z = z - z.max(1, keepdims=True)
-        logp = z - np.log(np.exp(z).sum(1, keepdims=True))
-        return -(soft * logp).sum(1).mean()
-
-    res = minimize_scalar(loss, bounds=(math.log(0.05), math.log(20)), method="bounded")
-    return float(math.exp(res.x))
-
-
 def _subsample(split: pd.DataFrame, per_class: int, seed: int) -> pd.DataFrame:
     if per_class <= 0:
         return split
@@ -197,7 +177,7 @@ def selected_epoch(log: list[dict]) -> int:
 
 
 @dataclass
-class _Run:
+class Run:
     """What a training or re-evaluation run works on: dataset, split, input spec, device, loaders."""
 
     cfg: TrainConfig
@@ -225,7 +205,8 @@ class _Run:
     def loader(self, part: str, train: bool = False) -> DataLoader:
         sub = self.split[self.split["split"] == part]
         tf = (train_transform(self.spec, colour=self.cfg.colour_jitter, acquisition=self.cfg.acquisition_jitter,
-                              stain=self.cfg.stain_jitter) if train else eval_transform(self.spec))
+                              stain=self.cfg.stain_jitter, lowres=self.cfg.lowres_jitter,
+                              crop_jitter=self.cfg.crop_jitter) if train else eval_transform(self.spec))
         data = ImageTable(self.ds.root, sub["file"].tolist(), self.targets(part).tolist(), tf)
         g = torch.Generator().manual_seed(self.cfg.seed)
         return DataLoader(data, batch_size=self.cfg.batch_size, shuffle=train, num_workers=self.cfg.workers,
@@ -233,8 +214,8 @@ class _Run:
                           pin_memory=self.device.type == "cuda")
 
 
-def _prepare(cfg: TrainConfig, *, progress: bool, split: pd.DataFrame | None = None, spec: dict | None = None
-             ) -> _Run:
+def prepare_run(cfg: TrainConfig, *, progress: bool, split: pd.DataFrame | None = None, spec: dict | None = None
+             ) -> Run:
     seed_everything(cfg.seed)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
@@ -258,10 +239,14 @@ def _prepare(cfg: TrainConfig, *, progress: bool, split: pd.DataFrame | None = N
     spec = spec or get_arch(cfg.arch).input_spec()
     if cfg.input_size:
         spec["size"] = cfg.input_size
-    return _Run(cfg, ds, split, spec, _device(cfg.device))
+    if cfg.locate_cell:
+        spec["locate"] = {"method": "nucleus", "scale": cfg.locate_scale,
+                          "what": "square around the largest stained nucleus (blue minus green above Otsu), "
+                                  f"{cfg.locate_scale:g}x its larger side; the whole image when none is found"}
+    return Run(cfg, ds, split, spec, _device(cfg.device))
 
 
-def _train(run: _Run, *, progress: bool) -> tuple[nn.Module, str | None, list[dict]]:
+def _train(run: Run, *, progress: bool) -> tuple[nn.Module, str | None, list[dict]]:
     cfg, device, classes, positive = run.cfg, run.device, run.classes, run.positive
     target = {c: i for i, c in enumerate(classes)}
     train_loader, val_loader = run.loader("train", train=True), run.loader("val")
@@ -306,18 +291,18 @@ def _train(run: _Run, *, progress: bool) -> tuple[nn.Module, str | None, list[di
             bar.set_postfix(loss=f"{loss_sum / seen:.4f}")
         logits, _ = infer(model, val_loader, run.arch.classifier, device)
         probs = softmax(logits)
-        val_nll = float(-np.log(np.clip(probs[np.arange(len(probs)), val_targets], 1e-12, 1)).mean())
+        val_nll = nll(probs, val_targets)
         # Selection criterion: NLL after temperature scaling. Label smoothing keeps raw probabilities below 1,
         # so raw NLL rises as the model sharpens even while it gets more accurate; the temperature undoes that.
         t = fit_temperature(logits, val_targets)
         tprobs = softmax(logits, t)
-        val_nll_cal = float(-np.log(np.clip(tprobs[np.arange(len(tprobs)), val_targets], 1e-12, 1)).mean())
+        val_nll_cal = nll(tprobs, val_targets)
         ybin = np.isin(val_targets, [target[c] for c in positive]).astype(int)
         row = {"epoch": epoch, "train_loss": loss_sum / max(seen, 1), "val_nll": val_nll,
                "val_nll_calibrated": val_nll_cal, "val_temperature": t,
                "val_accuracy": float((probs.argmax(1) == val_targets).mean()),
-               "val_balanced_accuracy": M.balanced_accuracy(val_targets, probs.argmax(1)),
-               "val_roc_auc": M.roc_auc(ybin, probs[:, [target[c] for c in positive]].sum(1))
+               "val_balanced_accuracy": metrics.balanced_accuracy(val_targets, probs.argmax(1)),
+               "val_roc_auc": metrics.roc_auc(ybin, probs[:, [target[c] for c in positive]].sum(1))
                if 0 < ybin.sum() < len(ybin) else float("nan"),
                "lr": optimiser.param_groups[0]["lr"], "seconds": time.time() - t0,
                "images_per_s": seen / max(time.time() - t0, 1e-9)}
@@ -341,7 +326,7 @@ def _train(run: _Run, *, progress: bool) -> tuple[nn.Module, str | None, list[di
 def fit(cfg: TrainConfig, *, progress: bool = True) -> Path:
     """Train ``cfg.arch`` on ``cfg.dataset`` and write a verified bundle; returns its folder."""
     t_start = time.time()
-    run = _prepare(cfg, progress=progress)
+    run = prepare_run(cfg, progress=progress)
     model, pretrained_source, log = _train(run, progress=progress)
     return write_bundle(run, model, log=log, train_seconds=time.time() - t_start,
                         pretrained_source=pretrained_source, progress=progress)
@@ -351,7 +336,7 @@ def reevaluate(folder: Path, *, progress: bool = True, **overrides) -> Path:
     """Re-run the post-training steps (calibration, threshold, OOD, test metrics, predictions) of a bundle with
     its own shipped weights and saved split; the training log and time are kept. ``overrides`` change
     post-training settings such as ``min_specificity`` and are recorded in the card's config."""
-    b = B.load_bundle(folder)
+    b = bundle.load_bundle(folder)
     if b.card.get("kind") == "classical":
         raise ValueError(f"{folder}: a classical model; re-fit it with `python -m leukoview train` instead")
     fields = {f.name for f in dataclasses.fields(TrainConfig)}
@@ -362,15 +347,15 @@ def reevaluate(folder: Path, *, progress: bool = True, **overrides) -> Path:
         if v is not None:
             setattr(cfg, k, v)
     cfg.out = str(folder)
-    run = _prepare(cfg, progress=progress, split=b.split())
+    run = prepare_run(cfg, progress=progress, split=b.split())
     model = b.build_model().to(run.device).to(memory_format=torch.channels_last)
-    log = pd.read_csv(Path(folder) / B.LOG).to_dict("records")
+    log = pd.read_csv(Path(folder) / bundle.LOG).to_dict("records")
     source = b.card.get("pretrained_source") if b.card.get("imagenet_initialised") else None
     return write_bundle(run, model, log=log, train_seconds=b.card["training"]["wall_time_s"],
                         pretrained_source=source, progress=progress)
 
 
-def write_bundle(run: _Run, model: nn.Module, *, log: list[dict], train_seconds: float,
+def write_bundle(run: Run, model: nn.Module, *, log: list[dict], train_seconds: float,
                  pretrained_source: str | None, progress: bool) -> Path:
     """Score the network's shipped (fp16) weights on every split, then :func:`finish_bundle`."""
     device, arch = run.device, run.arch
@@ -386,11 +371,11 @@ def write_bundle(run: _Run, model: nn.Module, *, log: list[dict], train_seconds:
             "pretrained_source": pretrained_source or "none: trained from scratch (random initialisation)",
             "parameters": count_parameters(model), "weights_dtype": "float16"}
     return finish_bundle(run, out, log=log, train_seconds=train_seconds,
-                         save_weights=lambda folder: B.save_weights(model, folder / B.WEIGHTS), card_extra=card,
-                         progress=progress)
+                         save_weights=lambda folder: bundle.save_weights(model, folder / bundle.WEIGHTS),
+                         card_extra=card, progress=progress)
 
 
-def finish_bundle(run: _Run, out: dict[str, tuple[np.ndarray, np.ndarray]], *, log: list[dict],
+def finish_bundle(run: Run, out: dict[str, tuple[np.ndarray, np.ndarray]], *, log: list[dict],
                   train_seconds: float, save_weights, card_extra: dict, bundle_suffix: str = "",
                   progress: bool) -> Path:
     """From logits and penultimate features of every split: calibrate, choose the threshold and fit the OOD
@@ -410,15 +395,22 @@ def finish_bundle(run: _Run, out: dict[str, tuple[np.ndarray, np.ndarray]], *, l
         logits, feats = out[part]
         frames[part] = predictions_frame(sub["file"], sub["label"], softmax(logits, temperature), classes, positive,
                                          patients=sub["patient"].astype(str) if ds.has_patients else None,
-                                         groups=sub["group"], ood=ood_scores(ood_state, feats))
+                                         groups=sub["group"], ood=ood_scores(ood_state, feats),
+                                         sources=sub["source"] if ds.has_sources else None)
     val_pred = frames["val"]
-    chosen = M.choose_threshold(val_pred["positive"].to_numpy(), val_pred["suspicion"].to_numpy(),
+    chosen = metrics.choose_threshold(val_pred["positive"].to_numpy(), val_pred["suspicion"].to_numpy(),
                                 min_specificity=cfg.min_specificity)
-    metrics = evaluate(frames["test"], classes, positive, chosen["threshold"], n_boot=cfg.n_boot, seed=cfg.seed)
-    metrics["validation"] = {k: v for k, v in evaluate(val_pred, classes, positive, chosen["threshold"], n_boot=0
+    test_metrics = evaluate(frames["test"], classes, positive, chosen["threshold"], n_boot=cfg.n_boot,
+                            seed=cfg.seed)
+    test_metrics["validation"] = {k: v for k, v in evaluate(val_pred, classes, positive, chosen["threshold"], n_boot=0
                                                        ).items() if not k.endswith("ci95") and k != "bootstrap"}
-    metrics["uncalibrated_test_ece"] = M.top_label_ece(run.targets("test"), softmax(out["test"][0]))
-    metrics["ood_flag_rate_test"] = float(np.mean(frames["test"]["ood_score"] > ood_threshold))
+    test_metrics["uncalibrated_test_ece"] = metrics.top_label_ece(run.targets("test"), softmax(out["test"][0]))
+    test_metrics["ood_flag_rate_test"] = float(np.mean(frames["test"]["ood_score"] > ood_threshold))
+    if ds.has_sources:  # the same test split, per acquisition source (scanner)
+        test_metrics["per_source"] = {
+            src: {k: v for k, v in evaluate(g, classes, positive, chosen["threshold"], n_boot=cfg.n_boot,
+                                            seed=cfg.seed).items() if k != "bootstrap"}
+            for src, g in frames["test"].groupby("source")}
 
     bundle_id = (f"{cfg.dataset.replace('folder:', '').replace('/', '_')}-{cfg.arch}{bundle_suffix}"
                  + (f"-{cfg.variant}" if cfg.variant else ""))
@@ -430,12 +422,13 @@ def finish_bundle(run: _Run, out: dict[str, tuple[np.ndarray, np.ndarray]], *, l
     save_weights(folder)
     from safetensors.numpy import save_file
 
-    save_file({k: np.ascontiguousarray(v) for k, v in ood_state.items()}, str(folder / B.OOD))
-    frames["test"].to_csv(folder / B.PREDICTIONS, index=False)
-    frames["val"].to_csv(folder / B.VAL_PREDICTIONS, index=False)
-    split[["file", "label", "patient", "group", "split"]].to_csv(folder / B.SPLIT, index=False)
-    pd.DataFrame(log).to_csv(folder / B.LOG, index=False)
-    B.write_json(folder / B.METRICS, metrics)
+    save_file({k: np.ascontiguousarray(v) for k, v in ood_state.items()}, str(folder / bundle.OOD))
+    frames["test"].to_csv(folder / bundle.PREDICTIONS, index=False)
+    frames["val"].to_csv(folder / bundle.VAL_PREDICTIONS, index=False)
+    split[["file", "label", "patient", "group", "split", *(["source"] if ds.has_sources else [])]].to_csv(
+        folder / bundle.SPLIT, index=False)
+    pd.DataFrame(log).to_csv(folder / bundle.LOG, index=False)
+    bundle.write_json(folder / bundle.METRICS, test_metrics)
     card = {
         "id": bundle_id,
         "task": cfg.dataset,
@@ -455,7 +448,7 @@ def finish_bundle(run: _Run, out: dict[str, tuple[np.ndarray, np.ndarray]], *, l
         "ood": {"method": f"Mahalanobis distance to the nearest class mean in a {ood_state['components'].shape[0]}"
                           "-component PCA of the penultimate features (fitted on train)",
                 "threshold": ood_threshold, "threshold_rule": "99th percentile of validation scores",
-                "file": B.OOD},
+                "file": bundle.OOD},
         "imagenet_initialised": card_extra.get("imagenet_initialised", False),
         "pretrained_source": card_extra.get("pretrained_source",
                                             "none: trained from scratch (random initialisation)"),
@@ -463,7 +456,7 @@ def finish_bundle(run: _Run, out: dict[str, tuple[np.ndarray, np.ndarray]], *, l
                     "images": int(len(split)), "counts": split.groupby("split")["label"].value_counts()
                     .unstack(fill_value=0).to_dict(orient="index"),
                     "subsampled_per_class": cfg.max_per_class or None},
-        "split": {"file": B.SPLIT, "hash": split_hash(split), "seed": cfg.split_seed, "fractions": cfg.fractions,
+        "split": {"file": bundle.SPLIT, "hash": split_hash(split), "seed": cfg.split_seed, "fractions": cfg.fractions,
                   "grouping": "patient" if ds.has_patients else
                   f"exact duplicates (sha256) and near duplicates (perceptual hash <= {ds.near_bits} bits)"},
         "parameters": card_extra["parameters"],
@@ -475,7 +468,7 @@ def finish_bundle(run: _Run, out: dict[str, tuple[np.ndarray, np.ndarray]], *, l
         "versions": versions(),
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
     }
-    B.finalize(folder, card)
+    bundle.finalize(folder, card)
     if progress:
         tqdm.write(f"bundle written to {folder}")
     return folder

@@ -1,5 +1,9 @@
 """The one place preprocessing and augmentation are built, always from an input spec (a card's or a registry
-entry's), so training, evaluation, the CLI and the app cannot drift apart."""
+entry's), so training, evaluation, the CLI and the app cannot drift apart.
+
+An input spec is ``{"size", "mean", "std"}`` and, for models that look at one cell, ``"locate": {"method":
+"nucleus", "scale": 1.6}``: the cell-locating step of :func:`leukoview.segment.locate_cell` runs first, so the
+cell fills the input the same way whatever the camera. Bundles without ``locate`` are resized whole, as before."""
 from __future__ import annotations
 
 import numpy as np
@@ -7,6 +11,47 @@ import torch
 from PIL import Image
 from torchvision import transforms as T
 from torchvision.transforms import functional as F
+
+from .augment import AcquisitionJitter
+from .segment import CellCrop, crop_cell, locate_cell
+
+
+def locate(img: Image.Image, spec: dict) -> CellCrop | None:
+    """Where the spec's locating step puts the cell in ``img`` (None when the spec has no locating step)."""
+    how = spec.get("locate")
+    if not how:
+        return None
+    if how.get("method", "nucleus") != "nucleus":
+        raise ValueError(f"unknown cell-locating method {how.get('method')!r}; this leukoview knows 'nucleus'")
+    return locate_cell(img, scale=float(how.get("scale", 1.6)))
+
+
+def network_view(img: Image.Image, spec: dict) -> Image.Image:
+    """The part of ``img`` the network sees: the located cell's square, or the whole image."""
+    crop = locate(img, spec)
+    return img if crop is None else crop_cell(img, crop)
+
+
+class LocateCell:
+    """The locating step as a transform; in training, the box is jittered in scale and position (``jitter``), so
+    the model does not depend on the exact framing the locator gives."""
+
+    def __init__(self, spec: dict, *, jitter: float = 0.0):
+        self.spec, self.jitter = spec, jitter
+
+    def __call__(self, img):
+        crop = locate(img, self.spec)
+        if crop is None:
+            return img
+        if self.jitter:
+            left, top, right, _ = crop.box
+            side = (right - left) * float(np.exp(np.random.uniform(-self.jitter, self.jitter)))
+            cx = (left + right) / 2 + np.random.uniform(-self.jitter, self.jitter) * side / 2
+            cy = (top + crop.box[3]) / 2 + np.random.uniform(-self.jitter, self.jitter) * side / 2
+            s = max(8, int(round(side)))
+            x0, y0 = int(round(cx - s / 2)), int(round(cy - s / 2))
+            crop = CellCrop((x0, y0, x0 + s, y0 + s), crop.found, crop.note)
+        return crop_cell(img, crop)
 
 
 class RandomRot90:
@@ -20,7 +65,8 @@ class RandomRot90:
 def eval_transform(spec: dict):
     """PIL RGB image -> normalised float tensor CxHxW."""
     size = int(spec["size"])
-    return T.Compose([T.Resize((size, size), interpolation=T.InterpolationMode.BILINEAR, antialias=True),
+    first = [LocateCell(spec)] if spec.get("locate") else []
+    return T.Compose([*first, T.Resize((size, size), interpolation=T.InterpolationMode.BILINEAR, antialias=True),
                       T.ToTensor(), T.Normalize(spec["mean"], spec["std"])])
 
 
@@ -30,6 +76,7 @@ def resize_array(img: Image.Image, spec: dict) -> np.ndarray:
     Safe to call from threads (PIL releases the GIL while resizing); :func:`normalise_batch` finishes the job
     for a whole batch at once, which is ~5x cheaper per image than ``ToTensor`` + ``Normalize`` one by one."""
     size = int(spec["size"])
+    img = network_view(img, spec)
     if img.size != (size, size):
         img = img.resize((size, size), Image.BILINEAR)
     return np.asarray(img, dtype=np.uint8)
@@ -49,18 +96,17 @@ def normalise_batch(arrays: list[np.ndarray], spec: dict) -> np.ndarray:
     return out
 
 
-def train_transform(spec: dict, *, colour: float = 0.1, acquisition: bool = False, stain: float = 0.1):
+def train_transform(spec: dict, *, colour: float = 0.1, acquisition: bool = False, stain: float = 0.1,
+                    lowres: float = 0.0, crop_jitter: float = 0.15):
     """Augmentation suited to smears: mild crop-rescale, flips, 90-degree rotations, mild colour jitter; with
     ``acquisition`` first stain (HED) jitter, background recolouring, rescale, blur, JPEG re-compression and
-    greyscale (:class:`leukoview.shift.AcquisitionJitter`), so the model cannot lean on how images were taken."""
+    greyscale (:class:`leukoview.augment.AcquisitionJitter`), so the model cannot lean on how images were taken."""
     size = int(spec["size"])
-    first = []
+    first = [LocateCell(spec, jitter=crop_jitter)] if spec.get("locate") else []
     if acquisition:
-        from .shift import AcquisitionJitter
-
         # work at about the crop's scale: the colour operations cost per pixel (wbc5 images are 400 px)
-        first = [T.Resize(int(size * 1.15), interpolation=T.InterpolationMode.BILINEAR, antialias=True),
-                 AcquisitionJitter(stain=stain)]
+        first += [T.Resize(int(size * 1.15), interpolation=T.InterpolationMode.BILINEAR, antialias=True),
+                  AcquisitionJitter(stain=stain, p_lowres=lowres)]
     return T.Compose([*first,
         T.RandomResizedCrop(size, scale=(0.8, 1.0), ratio=(0.9, 1.1), antialias=True),
         T.RandomHorizontalFlip(), T.RandomVerticalFlip(), RandomRot90(),
@@ -69,14 +115,8 @@ def train_transform(spec: dict, *, colour: float = 0.1, acquisition: bool = Fals
     ])
 
 
-def denormalise(tensor: torch.Tensor, spec: dict) -> torch.Tensor:
-    """Inverse of the normalisation: CxHxW tensor back to [0, 1]."""
-    mean = torch.tensor(spec["mean"]).view(3, 1, 1)
-    std = torch.tensor(spec["std"]).view(3, 1, 1)
-    return (tensor * std + mean).clamp(0, 1)
-
-
 def resize_for_display(img, spec: dict):
-    """The image exactly as the network sees it (before normalisation), as PIL, for overlays."""
+    """The image exactly as the network sees it (located cell, resized; before normalisation), as PIL."""
     size = int(spec["size"])
-    return F.resize(img, [size, size], interpolation=T.InterpolationMode.BILINEAR, antialias=True)
+    return F.resize(network_view(img, spec), [size, size], interpolation=T.InterpolationMode.BILINEAR,
+                    antialias=True)

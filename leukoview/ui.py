@@ -8,16 +8,16 @@ from pathlib import Path
 
 import streamlit as st
 
-from . import settings
+from . import settings, tasks
 from .bundle import Bundle, BundleError, bundle_problems, list_bundles, load_bundle
 
 MODEL_KEY = "leukoview_model"  # plain session key: survives page switches (widget keys do not)
 REVIEWER_KEY = "leukoview_reviewer"
+NO_MODELS = ("No model bundles in `{folder}`, so there is nothing to score or show yet. Set LEUKOVIEW_MODELS_DIR "
+             "to a folder of bundles, or train one: `python -m leukoview train --config "
+             "configs/all4_efficientnet_lite0.yaml` (README, 'Training').")
 DISCLAIMER = ("Research and education tool, **not a medical device**. Scores must not be used for diagnosis or "
               "treatment decisions.")
-TASK_NAMES = {"all4": "ALL vs benign and ALL subtype (Taleqani)", "wbc5": "Myeloblast among leukocytes",
-              "cnmc": "C-NMC single-cell ALL vs HEM"}
-POSITIVE_NAMES = {"all4": "B-ALL", "wbc5": "myeloblast (AML blast)", "cnmc": "ALL blast"}
 
 
 @st.cache_data(show_spinner=False)
@@ -55,16 +55,12 @@ def predictor(b: Bundle):
 
 @st.cache_resource(show_spinner=False)
 def _analysis(path: str):
+    from .metrics import resampling_groups
     from .threshold import ThresholdAnalysis
 
     b = load_bundle(path, verify=True)
     pred = b.predictions()
-    if "patient" in pred and (pred["patient"].astype(str) != "").all():
-        groups, unit = pred["patient"], "patient"
-    elif "group" in pred:
-        groups, unit = pred["group"], "duplicate group"
-    else:
-        groups, unit = None, "image"
+    groups, unit = resampling_groups(pred)
     return ThresholdAnalysis(pred["positive"].to_numpy(), pred["suspicion"].to_numpy(), groups=groups, unit=unit)
 
 
@@ -85,13 +81,13 @@ def page(title: str, icon: str = "🔬") -> Bundle | None:
     """Page config, title and the sidebar (model picker, data roots, disclaimer). Returns the chosen bundle."""
     st.set_page_config(page_title=f"{title} · leukoview", page_icon=icon, layout="wide")
     st.title(title)
-    from .home import picker_order
+    from .landing import picker_order
 
     found = picker_order(bundles())
     with st.sidebar:
         st.markdown("### Model")
         if not found:
-            st.warning(f"No model bundles in `{settings.models_dir()}`. See the README to train one.")
+            st.warning(f"No model bundles in `{settings.models_dir()}`.")
             chosen = None
         else:
             ids = [b.id for b in found]
@@ -103,13 +99,15 @@ def page(title: str, icon: str = "🔬") -> Bundle | None:
             st.session_state[MODEL_KEY] = picked
             chosen = found[ids.index(picked)]
             c = chosen.card
-            st.caption(f"**{TASK_NAMES.get(c.get('task'), c.get('task'))}** · "
+            st.caption(f"**{tasks.task_title(c.get('task', ''))}** · "
                        f"{c['architecture']} · {len(c['classes'])} classes · threshold {c['threshold']:.3g} · "
                        f"{'ImageNet-initialised' if c.get('imagenet_initialised') else 'trained from scratch'}")
         for name, why in _problems(str(settings.models_dir())).items():
             st.error(f"Bundle `{name}` is not usable: {why}")
         st.markdown("---")
         st.caption(DISCLAIMER)
+    if chosen is None:
+        st.info(NO_MODELS.format(folder=settings.models_dir()))
     return chosen
 
 
@@ -121,7 +119,11 @@ def reviewer_name() -> str:
 
 
 def positive_name(b: Bundle) -> str:
-    return POSITIVE_NAMES.get(b.card.get("task", ""), " / ".join(b.positive))
+    return tasks.positive_name(b.card.get("task", ""), b.positive)
+
+
+def task_title(b: Bundle) -> str:
+    return tasks.task_title(b.card.get("task", ""))
 
 
 def batch_columns() -> dict:

@@ -1,14 +1,14 @@
 """Model comparison: every bundle of the selected task, from bundle files only."""
 import streamlit as st
 
-from leukoview import camstats, charts, compare, oodeval, shift, shortcuts, ui
+from leukoview import charts, compare, ui
 
 bundle = ui.page("Model comparison", "⚖️")
 if bundle is None:
     st.stop()
 task = bundle.card.get("task", "")
 same_task = [b for b in ui.bundles() if b.card.get("task", "") == task]
-st.markdown(f"Task **{ui.TASK_NAMES.get(task, task)}**: {len(same_task)} bundle(s). Figures come from each "
+st.markdown(f"Task **{ui.task_title(bundle)}**: {len(same_task)} bundle(s). Figures come from each "
             "bundle's metrics.json and stored test predictions.")
 table = compare.comparison_table(same_task)
 st.dataframe(table.drop(columns=["task", "split"]), hide_index=True, width="stretch",
@@ -22,7 +22,7 @@ audit = ui.shortcut_audits().get(task)
 if audit:
     (st.warning if audit["level"] == "high" else st.info)(f"**Shortcut audit:** {audit['message']}")
     with st.expander("Non-cell cues alone, next to the models (trivial classifiers, same train/test split)"):
-        st.dataframe(shortcuts.comparison_rows(audit), hide_index=True, width="stretch",
+        st.dataframe(compare.shortcut_rows(audit), hide_index=True, width="stretch",
                      column_config={k: st.column_config.NumberColumn(k, format="%.3f") for k in
                                     ("balanced accuracy", "accuracy", "positive-class ROC-AUC")})
         st.caption("Cues: image size, JPEG quantisation tables, border, corner and bright-background colour. "
@@ -47,7 +47,7 @@ c.plotly_chart(charts.pr_figure(pr), width="stretch")
 if chosen:
     st.plotly_chart(charts.per_class_recall_figure(compare.per_class_recall(chosen)), width="stretch")
 
-cam_table = camstats.table(same_task)
+cam_table = compare.cam_table(same_task)
 if len(cam_table):
     st.subheader("Where the Grad-CAM maps look (test split)")
     st.dataframe(cam_table, hide_index=True, width="stretch",
@@ -57,7 +57,7 @@ if len(cam_table):
                "share of the image's area: a map that looks at the cells puts more mass on them than their area. "
                "`python -m leukoview camstats BUNDLE` computes it.")
 
-wide = shift.balanced_accuracy_by_shift(same_task)
+wide = compare.balanced_accuracy_by_shift(same_task)
 if len(wide):
     st.subheader("Shift test: the test split re-rendered")
     st.dataframe(wide, width="stretch", column_config={c: st.column_config.NumberColumn(c, format="%.3f")
@@ -65,7 +65,7 @@ if len(wide):
     st.caption("Balanced accuracy on the same test images under each shift (stain jitter in HED space, background "
                "recoloured to another class's, zoom, blur, JPEG). `python -m leukoview shift BUNDLE` computes it; "
                "sensitivity, specificity and AUC per shift are in each bundle's metrics.json.")
-ood_table = oodeval.ood_table(same_task)
+ood_table = compare.ood_table(same_task)
 if len(ood_table):
     st.subheader("Out-of-distribution flag: what it catches and what it costs")
     st.dataframe(ood_table, hide_index=True, width="stretch",

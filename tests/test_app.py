@@ -134,12 +134,27 @@ def test_comparison_shows_both_models_and_mcnemar(app_env):
     assert any("McNemar p" in m.value for m in at.markdown)
 
 
+PAGES = ("Home.py", "pages/1_Single_Image.py", "pages/2_Batch_Review.py", "pages/3_Threshold_Explorer.py",
+         "pages/4_Model_Comparison.py")
+
+
 def test_pages_say_what_to_do_without_models(tmp_path, monkeypatch):
     monkeypatch.setenv("LEUKOVIEW_MODELS_DIR", str(tmp_path / "empty"))
     st.cache_data.clear()
-    for page in ("Home.py", "pages/1_Single_Image.py", "pages/3_Threshold_Explorer.py"):
+    for page in PAGES:
         at = run_page(page)
         no_exceptions(at)
+        said = " ".join(m.value for m in [*at.info, *at.warning])
+        assert "python -m leukoview train" in said and "LEUKOVIEW_MODELS_DIR" in said, page
+
+
+def test_pages_with_nothing_chosen_say_what_to_do(app_env):
+    expected = {"pages/1_Single_Image.py": "Upload, paste or photograph an image",
+                "pages/2_Batch_Review.py": "press Score"}
+    for page, text in expected.items():
+        at = run_page(page)
+        no_exceptions(at)
+        assert any(text in m.value for m in at.info), page
 
 
 def test_pages_only_compose_widgets():

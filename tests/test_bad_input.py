@@ -52,7 +52,8 @@ def test_batch_goes_on_past_every_bad_file(tmp_path, predictor):
     folder.mkdir()
     for name, data, _ in CORPUS.values():
         (folder / name).write_bytes(data)
-    (folder / "looks_like.png").mkdir()  # a directory named like an image
+    (folder / "looks_like.png").mkdir()  # a directory named like an image: a folder, searched like any other
+    (folder / "looks_like.png" / "inner.png").write_bytes(CORPUS["exif_rotated"][1])
     os.symlink(folder, folder / "loop")  # a symlink loop back to the folder
     df = score_folder(folder, predictor)
     by_file = df.set_index("file")
@@ -61,7 +62,7 @@ def test_batch_goes_on_past_every_bad_file(tmp_path, predictor):
             assert by_file.at[name, "error"] == "" and 0 <= by_file.at[name, "suspicion"] <= 1, name
         else:
             assert re.search(expect, by_file.at[name, "error"]), (name, by_file.at[name, "error"])
-    assert "is a folder" in by_file.at["looks_like.png", "error"]
+    assert "looks_like.png" not in by_file.index and by_file.at["looks_like.png/inner.png", "error"] == ""
     assert not any(f.startswith("loop/") for f in df["file"])  # the loop is not followed
 
 

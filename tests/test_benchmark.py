@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import numpy as np
 
-from leukoview import benchmark
+from bench import benchmark
 from tests.conftest import make_class_folders
 
 
 def test_fast_scoring_gives_the_naive_loops_scores(tiny_bundle, tmp_path):
-    from leukoview.predict import find_images
+    from leukoview.images import find_images
 
     make_class_folders(tmp_path / "imgs", {"normal": 0, "blast": 3}, 5, seed=21, suffix=".jpg")
     paths = find_images(tmp_path / "imgs")

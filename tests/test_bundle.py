@@ -131,3 +131,18 @@ def test_edited_card_is_refused(bundle_copy):
     (bundle_copy / B.CARD).write_text(json.dumps(card))
     with pytest.raises(B.BundleError, match="card was edited"):
         B.load_bundle(bundle_copy)
+
+
+def test_update_adds_metrics_and_files_and_the_bundle_still_verifies(bundle_copy):
+    B.update(bundle_copy, metrics={"shift": {"images": 3}}, files={"extra.json": {"a": 1}})
+    b = B.load_bundle(bundle_copy)
+    assert b.metrics["shift"] == {"images": 3} and "accuracy" in b.metrics  # merged, not replaced
+    assert "extra.json" in b.card["files"]
+    with pytest.raises(B.BundleError, match="not the card itself"):
+        B.update(bundle_copy, files={"card.json": {}})
+
+
+def test_update_refuses_a_bundle_changed_behind_its_card(bundle_copy):
+    (bundle_copy / B.PREDICTIONS).write_text("file,label\n")
+    with pytest.raises(B.BundleError, match="does not match the sha256"):
+        B.update(bundle_copy, metrics={"shift": {}})

@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from leukoview import classical
+from leukoview import classical, classical_train
 from tests.conftest import make_class_folders
 
 
@@ -25,7 +25,7 @@ def test_linear_decisions_match_scikit_learn(kind, n_classes):
     from sklearn.linear_model import RidgeClassifier, RidgeClassifierCV
 
     x, y = _blobs(n_classes)
-    arrays, _, _ = classical.fit_model(kind, x, y, x[:10], y[:10])
+    arrays, _, _ = classical_train.fit_model(kind, x, y, x[:10], y[:10])
     ref = {"lda": LinearDiscriminantAnalysis(solver="lsqr", shrinkage="auto"), "ridge": RidgeClassifier(alpha=1.0),
            "ridge_cv": RidgeClassifierCV(alphas=np.logspace(-1, 5, 13))}[kind].fit(x, y)
     ours = classical.decision(kind, arrays, x, n_classes=n_classes)
@@ -42,11 +42,11 @@ def test_rbf_svc_from_stored_support_vectors_matches_scikit_learn(n_classes):
     from sklearn.svm import SVC
 
     x, y = _blobs(n_classes, seed=1)
-    arrays, details, _ = classical.fit_model("svc", x, y, x[:10], y[:10], sv_dtype=np.float32)
+    arrays, details, _ = classical_train.fit_model("svc", x, y, x[:10], y[:10], sv_dtype=np.float32)
     ours = classical.decision("svc", arrays, x, n_classes=n_classes)
     assert details["distinct_support_vectors"] <= sum(details["support_vectors"])
     # as shipped (float16 support vectors) the decisions move by far less than they separate classes
-    half, _, _ = classical.fit_model("svc", x, y, x[:10], y[:10])
+    half, _, _ = classical_train.fit_model("svc", x, y, x[:10], y[:10])
     assert half["sv"].dtype == np.float16
     shipped = classical.decision("svc", half, x, n_classes=n_classes)
     assert np.abs(shipped - ours).max() < 0.01 * np.abs(ours).max()
@@ -61,13 +61,13 @@ def test_rbf_svc_from_stored_support_vectors_matches_scikit_learn(n_classes):
 def test_xgboost_json_model_gives_the_fitted_margins(n_classes):
     xgb = pytest.importorskip("xgboost")
     x, y = _blobs(n_classes, seed=2)
-    _, details, text = classical.fit_model("xgboost", x, y, x, y)
+    _, details, text = classical_train.fit_model("xgboost", x, y, x, y)
     ours = classical.decision("xgboost", {}, x, xgb_json=text, n_classes=n_classes)
     booster = xgb.Booster()
     booster.load_model(bytearray(text.encode()))
     probs = booster.predict(xgb.DMatrix(x))
     expected = probs if n_classes > 2 else np.stack([1 - probs, probs], 1)
-    from leukoview.predict import softmax
+    from leukoview.calibration import softmax
 
     np.testing.assert_allclose(softmax(ours), expected, atol=1e-5)
     assert details["rounds"] >= 1 and details["tree_nodes"] > 0
@@ -86,7 +86,7 @@ def test_pixel_histogram_features_are_fixed_length_and_bounded():
 def test_unknown_model_and_feature_set_are_refused():
     x, y = _blobs(2)
     with pytest.raises(ValueError, match="known"):
-        classical.fit_model("knn", x, y, x, y)
+        classical_train.fit_model("knn", x, y, x, y)
     with pytest.raises(ValueError, match="known"):
         classical.features([], "sift")
 
@@ -100,7 +100,7 @@ def ridge_bundle(tmp_path_factory):
     out = tmp_path_factory.mktemp("cmodels") / "ridge"
     cfg = TrainConfig(dataset="folder:cells", positive=["blast"], arch="ridge", data_root=str(root), out=str(out),
                       n_boot=50, ood_components=8)
-    return classical.fit(cfg, progress=False), root
+    return classical_train.fit(cfg, progress=False), root
 
 
 def test_classical_bundle_has_the_network_bundle_files_and_reproduces_its_predictions(ridge_bundle):

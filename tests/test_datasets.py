@@ -54,7 +54,7 @@ def test_folder_dataset_requires_known_positive_classes(tmp_path):
 
 
 def test_unknown_dataset_lists_known_ones(tmp_path):
-    with pytest.raises(D.DatasetError, match="known: \\['all4', 'cnmc', 'wbc5'\\]"):
+    with pytest.raises(D.DatasetError, match="known: \\['all4', 'cnmc', 'wbc5', 'wbc9'\\]"):
         D.load_dataset("nope", tmp_path)
 
 

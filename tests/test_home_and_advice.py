@@ -1,6 +1,6 @@
 import pytest
 
-from leukoview import advice, compare, home
+from leukoview import advice, compare, landing, latency
 from leukoview.bundle import load_bundle
 
 
@@ -19,9 +19,9 @@ def test_reading_warns_when_out_of_distribution():
 
 def test_home_tables_come_from_the_card_and_metrics(tiny_bundle):
     b = load_bundle(tiny_bundle)
-    t = home.models_table([b])
+    t = landing.models_table([b])
     assert t.loc[0, "model"] == b.id and t.loc[0, "accuracy"].startswith(f"{b.metrics['accuracy']:.4f}")
-    assert "scratch" in home.model_summary(b) and b.card["split"]["hash"] in home.split_summary(b)
+    assert "scratch" in landing.model_summary(b) and b.card["split"]["hash"] in landing.split_summary(b)
 
 
 def test_comparison_table_and_mcnemar(tiny_bundle):
@@ -47,16 +47,16 @@ def test_measure_latency_is_recorded_in_the_card(tiny_bundle, tmp_path):
 
     dst = tmp_path / "b"
     shutil.copytree(tiny_bundle, dst)
-    result = compare.measure_latency(dst, runs=3)
+    result = latency.measure_latency(dst, runs=3)
     b = load_bundle(dst)  # still verifies, now including latency.json
-    assert compare.latency_of(b)["median_ms"] == result["median_ms"] > 0
+    assert latency.latency_of(b)["median_ms"] == result["median_ms"] > 0
 
 
 def test_recommended_models_come_first_in_the_picker():
     from pathlib import Path
 
     from leukoview.bundle import Bundle
-    from leukoview.home import is_recommended, picker_order
+    from leukoview.landing import is_recommended, picker_order
 
     def b(i, task):
         return Bundle(Path(i), {"id": i, "task": task})

@@ -63,3 +63,19 @@ def test_folder_is_refused(tmp_path):
     (tmp_path / "fake.png").mkdir()
     with pytest.raises(ImageError, match="is a folder"):
         load_image(tmp_path / "fake.png")
+
+
+def test_find_images_one_rule_no_links_no_hidden(tmp_path):
+    from leukoview.images import find_images
+
+    (tmp_path / "a" / "b").mkdir(parents=True)
+    (tmp_path / ".hidden").mkdir()
+    outside = tmp_path.parent / f"{tmp_path.name}_outside"
+    outside.mkdir()
+    for p in (tmp_path / "a" / "x.PNG", tmp_path / "a" / "b" / "y.jpg", tmp_path / ".hidden" / "z.png",
+              tmp_path / "a" / "._x.png", tmp_path / "a" / "notes.txt", outside / "secret.png"):
+        p.write_bytes(b"x")
+    (tmp_path / "a" / "link.png").symlink_to(outside / "secret.png")
+    (tmp_path / "linked_dir").symlink_to(outside, target_is_directory=True)
+    found = [p.relative_to(tmp_path).as_posix() for p in find_images(tmp_path)]
+    assert found == ["a/b/y.jpg", "a/x.PNG"]

@@ -6,7 +6,8 @@ import pytest
 
 from leukoview import metrics as M
 from leukoview.__main__ import main
-from leukoview.predict import Predictor, fit_ood, ood_scores, score_folder
+from leukoview.ood import fit_ood, ood_scores
+from leukoview.predict import Predictor, score_folder
 from tests.conftest import cell_image, make_class_folders
 
 

@@ -1,6 +1,6 @@
 """Speed benchmark: each fast path against the naive way, in the same run (ratios; these machines are noisy).
 
-``python -m leukoview bench`` prints one table:
+``python -m bench`` prints one table:
 
 - batch scoring throughput on real images: the library's path (:func:`~leukoview.predict.score_files`: ONNX
   Runtime when installed, decoding in threads, micro-batches) against the naive loop (open one file, transform,
@@ -80,10 +80,10 @@ def naive_scorer(bundle_path: Path) -> Callable[[list[Path]], np.ndarray]:
     """The naive loop, model loaded: for each file, open, transform, forward batch 1 through the eager network."""
     import torch
 
-    from .bundle import load_bundle
-    from .images import load_image
-    from .predict import softmax
-    from .transforms import eval_transform
+    from leukoview.bundle import load_bundle
+    from leukoview.images import load_image
+    from leukoview.predict import softmax
+    from leukoview.transforms import eval_transform
 
     b = load_bundle(bundle_path)
     model = b.build_model()
@@ -104,7 +104,7 @@ def naive_scorer(bundle_path: Path) -> Callable[[list[Path]], np.ndarray]:
 def bench_scoring(bundle_path: Path, paths: list[Path], *, backend: str = "auto", rounds: int = 3) -> tuple[Row, dict]:
     """Both ways with their model already loaded and warmed up on 8 images; ``rounds`` alternating runs of each
     over the same images, median throughput of each (a burst of background load then hits both alike)."""
-    from .predict import SCORE_CHUNK, Predictor, score_files
+    from leukoview.predict import SCORE_CHUNK, Predictor, score_files
 
     naive = naive_scorer(bundle_path)
     predictor = Predictor(bundle_path, backend=backend)
@@ -129,7 +129,7 @@ def bench_network_only(bundle_path: Path, images: list, *, rounds: int = 3) -> R
     the library's micro-batches against eager batch 1. No decoding, no file access, no OOD or table work."""
     import torch
 
-    from .predict import Predictor
+    from leukoview.predict import Predictor
 
     fast = Predictor(bundle_path, backend="auto")
     eager = fast.bundle.build_model()  # a plain copy of the network: no feature hook, no second verification
@@ -157,8 +157,8 @@ def bench_network_only(bundle_path: Path, images: list, *, rounds: int = 3) -> R
 
 
 def bench_single_image(bundle_path: Path, image, *, runs: int = 30) -> list[Row]:
-    from . import explain
-    from .predict import Predictor
+    from leukoview import explain
+    from leukoview.predict import Predictor
 
     fast = Predictor(bundle_path)
     eager = Predictor(bundle_path, backend="torch")
@@ -188,7 +188,7 @@ def bench_single_image(bundle_path: Path, image, *, runs: int = 30) -> list[Row]
 def bench_threshold(n: int = 100_000, *, moves: int = 200, seed: int = 0) -> list[Row]:
     from sklearn.metrics import confusion_matrix, precision_recall_curve, roc_auc_score, roc_curve
 
-    from .threshold import GRID_STEP, ThresholdAnalysis
+    from leukoview.threshold import GRID_STEP, ThresholdAnalysis
 
     rng = np.random.default_rng(seed)
     y = rng.integers(0, 2, n)
@@ -310,7 +310,7 @@ def run(bundle_path: Path, image_paths: list[Path], *, runs: int = 30, threshold
     """Every measurement, in order; ``progress`` is told what runs next."""
     import torch
 
-    from .images import load_image
+    from leukoview.images import load_image
 
     torch.set_num_threads(2)
     rows = []

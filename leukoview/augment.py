@@ -1,0 +1,105 @@
+"""Acquisition augmentation: image operations that change how a smear was taken but not the cell (PIL RGB in, PIL
+RGB out), and :class:`AcquisitionJitter`, the training augmentation built from them. The shift test
+(:mod:`leukoview.shift`) re-renders test images with the same operations at fixed strengths.
+
+- :func:`hed_jitter`: stain variation in haematoxylin-eosin-DAB optical-density space (Ruifrok & Johnston 2001
+  colour deconvolution; Tellez et al. 2018 style scale and shift per stain);
+- :func:`recolour_background`: the unstained background (:func:`leukoview.segment.background_mask`) recoloured,
+  keeping its texture (what a different scanner or illumination does);
+- :func:`rescale`: zoom in (centre crop) or out (shrink and pad with the background colour);
+- :func:`blur`, :func:`lowres` (down- and up-sampling: a low-resolution camera) and :func:`jpeg` re-compression.
+"""
+from __future__ import annotations
+
+import io
+import random
+
+import numpy as np
+from PIL import Image, ImageFilter
+
+from .segment import background_colour, background_mask
+
+# Ruifrok & Johnston stain vectors (rows: haematoxylin, eosin, DAB), optical density per RGB channel
+_HED = np.array([[0.65, 0.70, 0.29], [0.07, 0.99, 0.11], [0.27, 0.57, 0.78]], np.float64)
+_HED /= np.linalg.norm(_HED, axis=1, keepdims=True)
+_HED_INV = np.linalg.inv(_HED).astype(np.float32)
+_HED = _HED.astype(np.float32)
+
+
+def hed_jitter(img: Image.Image, sigma: float, rng: np.random.Generator) -> Image.Image:
+    """Scale each stain's concentration by U(1-sigma, 1+sigma) and shift it by U(-sigma, sigma)."""
+    rgb = np.asarray(img, np.float32)
+    od = -np.log((rgb + 1) / 256)
+    conc = od.reshape(-1, 3) @ _HED_INV
+    alpha = rng.uniform(1 - sigma, 1 + sigma, 3).astype(np.float32)
+    beta = rng.uniform(-sigma, sigma, 3).astype(np.float32)
+    conc = conc * alpha + beta
+    out = 256 * np.exp(-(conc @ _HED)) - 1
+    return Image.fromarray(np.clip(out.reshape(rgb.shape), 0, 255).astype(np.uint8))
+
+
+def recolour_background(img: Image.Image, colour) -> Image.Image:
+    """Move the background's colour to ``colour`` (RGB), keeping its texture; stained pixels are untouched."""
+    arr = np.asarray(img, np.float64).copy()
+    mask = background_mask(img)
+    if mask.any():
+        arr[mask] += np.asarray(colour, np.float64) - np.median(arr[mask], 0)
+    return Image.fromarray(np.clip(arr, 0, 255).astype(np.uint8))
+
+
+def rescale(img: Image.Image, factor: float) -> Image.Image:
+    """``factor`` > 1 zooms in (centre crop), < 1 zooms out (shrink, pad with the background colour)."""
+    w, h = img.size
+    if factor >= 1:
+        cw, ch = int(round(w / factor)), int(round(h / factor))
+        left, top = (w - cw) // 2, (h - ch) // 2
+        return img.crop((left, top, left + cw, top + ch)).resize((w, h), Image.Resampling.BILINEAR)
+    small = img.resize((max(1, int(round(w * factor))), max(1, int(round(h * factor)))), Image.Resampling.BILINEAR)
+    canvas = Image.new("RGB", (w, h), tuple(int(v) for v in background_colour(img)))
+    canvas.paste(small, ((w - small.width) // 2, (h - small.height) // 2))
+    return canvas
+
+
+def blur(img: Image.Image, sigma: float) -> Image.Image:
+    return img.filter(ImageFilter.GaussianBlur(sigma))
+
+
+def lowres(img: Image.Image, factor: float) -> Image.Image:
+    """Down-sample to ``factor`` of the size and back up (bilinear): what a low-resolution camera leaves."""
+    w, h = img.size
+    small = img.resize((max(1, round(w * factor)), max(1, round(h * factor))), Image.Resampling.BILINEAR)
+    return small.resize((w, h), Image.Resampling.BILINEAR)
+
+
+def jpeg(img: Image.Image, quality: int) -> Image.Image:
+    buf = io.BytesIO()
+    img.save(buf, format="JPEG", quality=int(quality))
+    buf.seek(0)
+    return Image.open(buf).convert("RGB")
+
+
+class AcquisitionJitter:
+    """Training augmentation: each operation applied with its probability, with random strength."""
+
+    def __init__(self, *, stain: float = 0.1, p_grey: float = 0.1, p_background: float = 0.5,
+                 p_rescale: float = 0.3, p_blur: float = 0.3, p_jpeg: float = 0.3, p_lowres: float = 0.0):
+        self.stain, self.p_grey, self.p_background = stain, p_grey, p_background
+        self.p_rescale, self.p_blur, self.p_jpeg, self.p_lowres = p_rescale, p_blur, p_jpeg, p_lowres
+
+    def __call__(self, img: Image.Image) -> Image.Image:
+        rng = np.random.default_rng(random.getrandbits(32))
+        if self.stain:
+            img = hed_jitter(img, self.stain, rng)
+        if rng.random() < self.p_background:  # a pale background of random tint (any scanner's)
+            img = recolour_background(img, rng.uniform([170, 170, 170], [250, 250, 250]))
+        if rng.random() < self.p_rescale:
+            img = rescale(img, float(rng.uniform(0.7, 1.4)))
+        if rng.random() < self.p_blur:
+            img = blur(img, float(rng.uniform(0.3, 1.5)))
+        if self.p_lowres and rng.random() < self.p_lowres:
+            img = lowres(img, float(rng.uniform(0.25, 0.6)))
+        if rng.random() < self.p_jpeg:
+            img = jpeg(img, int(rng.integers(30, 90)))
+        if rng.random() < self.p_grey:
+            img = img.convert("L").convert("RGB")
+        return img

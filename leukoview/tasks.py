@@ -1,0 +1,58 @@
+"""The task registry: every registered dataset's name, display title, classes, what is clinically positive, its
+licence, and which other registered datasets share images with it. Plain data with no heavy imports, so Home and
+the sidebar read it without loading pandas; :mod:`leukoview.datasets` pairs each entry with its folder loader (a
+test checks the two agree).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Task:
+    name: str
+    title: str  # what the pages call the task
+    positive_name: str  # what the pages call the positive class(es)
+    classes: tuple[str, ...]
+    positive: tuple[str, ...]
+    description: str
+    licence: str
+    shares_images_with: tuple[str, ...] = ()  # registered datasets holding some of the same images
+
+    def others(self) -> list[str]:
+        """Registered tasks whose images this task's model never saw (the OOD evaluation's "other cells")."""
+        return [n for n in TASKS if n != self.name and n not in self.shares_images_with]
+
+
+TASKS: dict[str, Task] = {t.name: t for t in (
+    Task("all4", "ALL vs benign and ALL subtype (Taleqani)", "B-ALL",
+         ("Benign", "Early Pre-B", "Pre-B", "Pro-B"), ("Early Pre-B", "Pre-B", "Pro-B"),
+         "B-ALL vs benign and ALL subtype, peripheral-blood smear crops",
+         "Taleqani Hospital ALL set (Aria et al. 2021; Ghaderzadeh et al. 2022); see Kaggle mehradaria/leukemia "
+         "for terms"),
+    Task("wbc5", "Myeloblast among leukocytes (5 types, 2 scanners)", "myeloblast (AML blast)",
+         ("basophil", "erythroblast", "monocyte", "myeloblast", "seg_neutrophil"), ("myeloblast",),
+         "Five leukocyte types; myeloblast (AML blast) is positive",
+         "PBC dataset (Acevedo et al. 2020, CC BY 4.0) and AML-Cytomorphology_LMU (Matek et al. 2019, CC BY 3.0)",
+         shares_images_with=("wbc9",)),
+    Task("wbc9", "Leukocyte differential with myeloblast (9 types, 2 scanners)", "myeloblast (AML blast)",
+         ("basophil", "eosinophil", "erythroblast", "ig", "lymphocyte", "monocyte", "myeloblast", "neutrophil",
+          "platelet"), ("myeloblast",),
+         "Nine peripheral-blood cell types from two scanners (wbc5 + pbc_extra; PBC and LMU neutrophils merged); "
+         "myeloblast (AML blast) is positive",
+         "PBC dataset (Acevedo et al. 2020, CC BY 4.0) and AML-Cytomorphology_LMU (Matek et al. 2019, CC BY 3.0)",
+         shares_images_with=("wbc5",)),
+    Task("cnmc", "C-NMC single-cell ALL vs HEM", "ALL blast", ("hem", "all"), ("all",),
+         "Single segmented cells: ALL blast vs normal B-lymphoid (hem), with patient ids",
+         "C-NMC 2019 (SBI Lab IIIT Delhi / AIIMS; TCIA, CC BY 3.0; Gupta A., Gupta R. et al.)"),
+)}
+
+
+def task_title(name: str) -> str:
+    """Display title of a task; an unregistered one (``folder:…``) is shown by its name."""
+    return TASKS[name].title if name in TASKS else name
+
+
+def positive_name(name: str, positive: list[str]) -> str:
+    """What to call the positive class(es) of a task; unregistered tasks list their positive classes."""
+    return TASKS[name].positive_name if name in TASKS else " / ".join(positive)

@@ -1,0 +1,105 @@
+"""The library's floors: every module imports only from its own floor or below (imports inside functions count),
+the module graph has no cycle, Streamlit stays in the app layer and no browser or server code is in the library.
+"""
+from __future__ import annotations
+
+import ast
+
+from tests.conftest import REPO
+
+LIB = REPO / "leukoview"
+
+# floor -> modules; the README's "Layout" section describes the same floors
+FLOORS = {
+    0: {"__init__", "settings", "images", "metrics", "calibration", "ood", "segment", "augment", "tasks"},
+    1: {"datasets", "archs", "bundle", "transforms", "classical", "onnx_backend"},
+    2: {"train", "classical_train", "predict", "explain", "evaluate"},
+    3: {"shift", "oodeval", "camstats", "shortcuts", "latency", "external"},
+    4: {"ui", "landing", "compare", "batch", "review", "charts", "advice", "threshold", "samples"},
+    5: {"__main__"},
+}
+FLOOR_OF = {m: f for f, mods in FLOORS.items() for m in mods}
+# imports that run back up a floor, with the reason they stay (at most 2 allowed); none today
+ALLOWED_UPWARD: set[tuple[str, str]] = set()
+
+
+def _imports(path) -> list[tuple[str, str]]:
+    """(imported leukoview module, top-level package of every import) of one file, imports in functions too."""
+    tree = ast.parse(path.read_text())
+    internal, external = [], []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom):
+            if node.level == 1 or (node.module or "").startswith("leukoview"):
+                base = (node.module or "").removeprefix("leukoview").lstrip(".")
+                if base:
+                    internal.append(base.split(".")[0])
+                else:  # from . import a, b
+                    internal += [a.name for a in node.names]
+            elif node.module:
+                external.append(node.module.split(".")[0])
+        elif isinstance(node, ast.Import):
+            for a in node.names:
+                if a.name.startswith("leukoview."):
+                    internal.append(a.name.split(".")[1])
+                else:
+                    external.append(a.name.split(".")[0])
+    return [(m, "internal") for m in internal] + [(m, "external") for m in external]
+
+
+def _graph() -> dict[str, set[str]]:
+    graph = {}
+    for path in sorted(LIB.glob("*.py")):
+        graph[path.stem] = {m for m, kind in _imports(path) if kind == "internal" and m != "__version__"}
+    return graph
+
+
+def test_every_module_has_a_floor():
+    assert set(_graph()) == set(FLOOR_OF), "add the new module to FLOORS (and the README's layout section)"
+
+
+def test_imports_run_down_the_floors():
+    upward = {(m, dep) for m, deps in _graph().items() for dep in deps if FLOOR_OF[dep] > FLOOR_OF[m]}
+    assert upward <= ALLOWED_UPWARD, sorted(upward - ALLOWED_UPWARD)
+    assert len(ALLOWED_UPWARD) <= 2
+
+
+def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
+    """One import cycle of ``graph`` as a path that ends where it starts, or None."""
+    state: dict[str, int] = {}
+
+    def visit(m, trail):
+        state[m] = 1
+        for dep in sorted(graph.get(m, ())):
+            if state.get(dep) == 1:
+                return [*trail[trail.index(dep):], dep]
+            if dep not in state and (found := visit(dep, [*trail, dep])):
+                return found
+        state[m] = 2
+        return None
+
+    for m in sorted(graph):
+        if m not in state and (found := visit(m, [m])):
+            return found
+    return None
+
+
+def test_no_import_cycle():
+    assert find_cycle(_graph()) is None
+
+
+def test_the_cycle_check_finds_a_cycle():
+    assert find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == ["a", "b", "c", "a"]
+    assert find_cycle({"a": {"b"}, "b": set(), "c": {"a", "b"}}) is None
+
+
+def test_streamlit_only_in_the_ui_module_and_no_browser_or_server_in_the_library():
+    for path in sorted(LIB.glob("*.py")):
+        external = {m for m, kind in _imports(path) if kind == "external"}
+        if path.stem != "ui":
+            assert "streamlit" not in external, path.name
+        assert not external & {"playwright", "subprocess", "socket", "urllib"}, path.name
+
+
+def test_the_benchmark_lives_in_bench():
+    assert not (LIB / "benchmark.py").exists()
+    assert (REPO / "bench" / "__main__.py").is_file()
