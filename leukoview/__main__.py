@@ -107,6 +107,18 @@ def _cmd_score(a) -> int:
     print(f"{len(df)} files scored with {predictor.bundle.id} (threshold {predictor.threshold:.4g}): "
           f"{flagged} above threshold, {int((df['ood_flag'] == True).sum())} out-of-distribution, "  # noqa: E712
           f"{bad} unreadable -> {out}")
+    if len(predictor.classes) > 2:  # a differential count means something for a multi-type model
+        from .batch import differential
+
+        table, summary = differential(df, predictor.classes, predictor.bundle.positive)
+        path = out.with_name(out.stem + "_differential.csv")
+        table.assign(percent=table["percent"].round(2)).to_csv(path, index=False)
+        typed = table.iloc[:-1]  # the last row is the unidentified cells
+        print(f"differential ({summary['classed']} classed cells, {summary['unidentified']} unidentified and left "
+              "out of the %): " + ", ".join(f"{r.type} {r.percent:.1f}%" for r in typed.itertuples() if r.count))
+        print(f"{' + '.join(summary['positive_types'])}: {summary['positive_percent']:.1f}% of classed cells "
+              f"({'at or above' if summary['at_or_above_reference'] else 'below'} the "
+              f"{summary['reference_percent']:.0f}% line) -> {path}")
     return 0
 
 

@@ -16,6 +16,8 @@ MAX_ZIP_FILES = 20_000
 MAX_ZIP_BYTES = 2 * 1024**3  # after extraction
 MAX_ZIP_RATIO = 200  # uncompressed / compressed per member: beyond this it is a zip bomb
 PATIENT_REFERENCE = 0.20  # share of suspicious cells per patient drawn as the reference line
+BLAST_REFERENCE = 0.20  # the WHO blast threshold for acute leukaemia (>= 20 % blasts), drawn on the differential
+UNIDENTIFIED = "unidentified (out of distribution)"
 
 
 class BoundaryError(ValueError):
@@ -119,6 +121,31 @@ def filter_scores(df: pd.DataFrame, *, score_range=(0.0, 1.0), classes=None, fla
     if include_errors:
         keep |= ~ok
     return df[keep]
+
+
+def differential(df: pd.DataFrame, classes: list[str], positive: list[str]) -> tuple[pd.DataFrame, dict]:
+    """The differential count of a scored folder: cells per predicted type, and their percentages among the
+    classed cells. Cells the model flags as out of distribution are *unidentified* and, as in clinical
+    cell-review software, left out of the percentages; unreadable files are not cells. Returns the table (one row
+    per type, then the unidentified row) and a summary: classed cells, blast (positive-type) count and %, and
+    whether it reaches :data:`BLAST_REFERENCE`."""
+    ok = df[df["error"] == ""]
+    flagged = (ok["ood_flag"] == True).to_numpy()  # noqa: E712 (object column)
+    classed = ok[~flagged]
+    counts = classed["predicted"].value_counts()
+    n = int(len(classed))
+    rows = [{"type": c, "count": int(counts.get(c, 0)),
+             "percent": 100 * counts.get(c, 0) / n if n else float("nan"), "positive": c in positive}
+            for c in classes]
+    rows.append({"type": UNIDENTIFIED, "count": int(flagged.sum()), "percent": float("nan"), "positive": False})
+    blasts = int(sum(counts.get(c, 0) for c in positive))
+    share = blasts / n if n else float("nan")
+    summary = {"cells": int(len(ok)), "classed": n, "unidentified": int(flagged.sum()),
+               "unreadable": int((df["error"] != "").sum()), "positive_types": list(positive),
+               "positive_count": blasts, "positive_percent": 100 * share if n else float("nan"),
+               "reference_percent": 100 * BLAST_REFERENCE,
+               "at_or_above_reference": bool(n and share >= BLAST_REFERENCE)}
+    return pd.DataFrame(rows), summary
 
 
 def patient_summary(df: pd.DataFrame, *, reference: float = PATIENT_REFERENCE) -> pd.DataFrame:

@@ -140,3 +140,17 @@ def tta_figure(scores: np.ndarray, threshold: float) -> go.Figure:
     fig.add_vline(x=threshold, line=dict(color="black", dash="dash"), annotation_text="threshold")
     fig.update_xaxes(range=[0, 1], title="suspicion score")
     return _layout(fig, "Test-time augmentation: score under flips and rotations", height=230)
+
+
+def differential_figure(table: pd.DataFrame, reference_percent: float) -> go.Figure:
+    """The differential count as bars (% of classed cells; positive types red), with the blast reference line."""
+    typed = table[table["percent"].notna()]
+    colours = [POS_COLOUR if p else NEG_COLOUR for p in typed["positive"]]
+    fig = go.Figure(go.Bar(x=typed["type"], y=typed["percent"], marker_color=colours,
+                           text=[f"{c} ({p:.1f}%)" for c, p in zip(typed["count"], typed["percent"], strict=True)],
+                           textposition="auto"))
+    fig.add_hline(y=reference_percent, line=dict(color="black", dash="dash"),
+                  annotation_text=f"{reference_percent:.0f}% blast line", annotation_position="top left")
+    fig.update_yaxes(title="% of classed cells", rangemode="tozero")
+    fig.update_xaxes(type="category")
+    return _layout(fig, "Differential count (pre-classified by the model)")

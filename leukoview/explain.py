@@ -16,6 +16,7 @@ import torch
 from .archs import get_arch
 from .calibration import softmax
 from .predict import Predictor
+from .segment import CellCrop, crop_cell
 from .transforms import resize_for_display
 
 METHODS = ("Grad-CAM", "Grad-CAM++", "EigenCAM", "XGrad-CAM", "LayerCAM")
@@ -98,8 +99,37 @@ class Explanation:
     method: str
     target: str
     mask: np.ndarray  # HxW in [0, 1], at the network's input size
-    image: np.ndarray  # HxWx3 uint8: the input as the network saw it (resized)
+    image: np.ndarray  # HxWx3 uint8: the input as the network saw it (located cell, resized)
     faithfulness: dict
+    crop: CellCrop | None = None  # where the cell-locating step cropped the original (None: the whole image)
+
+
+def mask_on_original(ex: Explanation, size: tuple[int, int]) -> np.ndarray:
+    """The map placed back onto the original image of ``size`` (width, height): resized to the crop's box and
+    pasted where the crop came from (zero elsewhere); the whole image when the model does not locate a cell."""
+    from PIL import Image
+
+    w, h = size
+    left, top, right, bottom = ex.crop.box if ex.crop is not None else (0, 0, w, h)
+    resized = np.asarray(Image.fromarray(ex.mask.astype(np.float32), mode="F").resize(
+        (max(1, right - left), max(1, bottom - top)), Image.Resampling.BILINEAR))
+    out = np.zeros((h, w), np.float32)
+    x0, y0, x1, y1 = max(left, 0), max(top, 0), min(right, w), min(bottom, h)
+    if x1 > x0 and y1 > y0:
+        out[y0:y1, x0:x1] = resized[y0 - top:y1 - top, x0 - left:x1 - left]
+    return np.clip(out, 0.0, 1.0)
+
+
+def draw_box(image, crop: CellCrop | None, *, colour=(0, 200, 0)):
+    """A copy of a PIL image with the crop's box drawn (the image itself when there is no crop)."""
+    from PIL import ImageDraw
+
+    if crop is None or not crop.found:
+        return image
+    out = image.copy()
+    width = max(2, round(max(image.size) / 150))
+    ImageDraw.Draw(out).rectangle(crop.box, outline=colour, width=width)
+    return out
 
 
 @torch.inference_mode()
@@ -143,7 +173,9 @@ def explain(predictor: Predictor, image, *, method: str = "Grad-CAM", target: st
     if not predictor.explainable:
         raise ValueError(f"{predictor.bundle.id} is a classical model on image features: class-activation maps "
                          "need a network")
-    x = predictor.preprocess([image])
+    crop = predictor.locate(image)  # once: the map, the input shown and the box all come from this crop
+    view = image if crop is None else crop_cell(image, crop)
+    x = predictor.preprocess([view], located=True)
     if target is None:
         logits, _ = predictor.forward(x)
         target_index = int(logits.argmax(1)[0])
@@ -155,9 +187,10 @@ def explain(predictor: Predictor, image, *, method: str = "Grad-CAM", target: st
     if not layer:
         layer = get_arch(predictor.bundle.card["architecture"]).cam_layer
     mask = cam_mask(predictor.model, layer, x, target_index, method=method, n_classes=len(predictor.classes))
-    shown = np.asarray(resize_for_display(image, predictor.spec))
+    shown = np.asarray(resize_for_display(view, predictor.spec, located=True))
     return Explanation(method=method, target=predictor.classes[target_index], mask=mask, image=shown,
-                       faithfulness=faithfulness(predictor, x, mask, target_index, fraction=fraction))
+                       faithfulness=faithfulness(predictor, x, mask, target_index, fraction=fraction),
+                       crop=crop)
 
 
 def tta_suspicion(predictor: Predictor, image) -> np.ndarray:

@@ -120,13 +120,3 @@ def write(bundle_path: Path, name: str, result: dict) -> None:
     current = dict(bundle.load_bundle(bundle_path).metrics.get("external", {}))
     current[name] = result
     bundle.update(bundle_path, metrics={"external": current})
-
-
-def summary_line(result: dict, name: str, positive_name: str) -> str:
-    """One line for the model card: how the model did on another lab's images."""
-    n = result["positive_decision_among_normal"]
-    own = result["own_type_overall"]
-    return (f"On another lab's images ({name}, {result['images']} cells): {n['rate']:.0%} of normal cells called "
-            f"{positive_name} ({n['count']}/{n['of']}), {own['rate']:.0%} called their own type"
-            + (f"; types it was not trained on: {', '.join(result['unseen_types'])}" if result["unseen_types"]
-               else "") + ".")

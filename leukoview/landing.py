@@ -104,11 +104,24 @@ def model_summary(b: Bundle) -> str:
         f"- **Architecture:** {c['architecture']} — {c.get('architecture_description', '')}",
         f"- **Initialisation:** {c.get('pretrained_source', 'unknown')}",
         f"- **Classes:** {', '.join(b.classes)} (positive: {', '.join(b.positive)})",
-        f"- **Input:** {c['input']['size']} px, mean {c['input']['mean']}, std {c['input']['std']}",
+        f"- **Input:** {c['input']['size']} px, mean {c['input']['mean']}, std {c['input']['std']}"
+        + (f"; cell located first: {c['input']['locate'].get('what', '')}" if c["input"].get("locate") else
+           "; the whole image"),
         f"- **Operating threshold:** {b.threshold:.4g} — {c.get('threshold_rule', '')}",
         f"- **Trained:** {tr.get('epochs_run', '?')} epochs (best {tr.get('best_epoch', '?')}), "
         f"{tr.get('wall_time_s', 0) / 60:.1f} min on {tr.get('device', '?')}",
+        *[f"- **Another lab:** {external_line(r, name, ', '.join(b.positive))}"
+          for name, r in b.metrics.get("external", {}).items()],
     ])
+
+
+def external_line(result: dict, name: str, positive_name: str) -> str:
+    """One line on how a model did on an external set (``leukoview external``)."""
+    n, own = result["positive_decision_among_normal"], result["own_type_overall"]
+    unseen = result.get("unseen_types") or []
+    return (f"on {name} ({result['images']} cells of another lab), {n['rate']:.0%} of normal cells were called "
+            f"{positive_name} ({n['count']}/{n['of']}) and {own['rate']:.0%} their own type"
+            + (f" (types it was not trained on: {', '.join(unseen)})" if unseen else "") + ".")
 
 
 def split_summary(b: Bundle) -> str:

@@ -21,7 +21,8 @@ from .calibration import softmax
 from .classical import ClassicalModel
 from .images import ImageError, find_images, load_image
 from .ood import ood_scores
-from .transforms import normalise_batch, resize_array
+from .segment import CellCrop
+from .transforms import locate, normalise_batch, resize_array
 
 ProgressFn = Callable[[int, int], None]
 
@@ -70,14 +71,20 @@ class Predictor:
                 lambda _m, inputs: self._features.append(inputs[0].detach()))
         self.backend = "onnx" if self.onnx is not None else "torch"
 
-    def prepare(self, image):
-        """The per-image part of preprocessing (resize to the input size, as uint8): thread-safe, so batch
-        scoring runs it in worker threads next to the network. Classical models take the image as it is."""
-        return image if self.classical is not None else resize_array(image, self.spec)
+    def locate(self, image) -> CellCrop | None:
+        """Where this model's cell-locating step puts the cell (None: the model reads the whole image)."""
+        return None if self.classical is not None else locate(image, self.spec)
 
-    def preprocess(self, images: Iterable) -> torch.Tensor:
-        """Images -> the normalised NCHW batch the network takes (equal to ``transforms.eval_transform``)."""
-        return torch.from_numpy(normalise_batch([self.prepare(im) for im in images], self.spec))
+    def prepare(self, image, *, located: bool = False):
+        """The per-image part of preprocessing (the cell-locating step when the card has one, then resize to the
+        input size, as uint8): thread-safe, so batch scoring runs it in worker threads next to the network.
+        Classical models take the image as it is."""
+        return image if self.classical is not None else resize_array(image, self.spec, located=located)
+
+    def preprocess(self, images: Iterable, *, located: bool = False) -> torch.Tensor:
+        """Images -> the normalised NCHW batch the network takes (equal to ``transforms.eval_transform``);
+        ``located``: the images are already the located cells."""
+        return torch.from_numpy(normalise_batch([self.prepare(im, located=located) for im in images], self.spec))
 
     @torch.inference_mode()
     def forward(self, batch: torch.Tensor | np.ndarray) -> tuple[np.ndarray, np.ndarray]:

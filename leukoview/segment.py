@@ -90,10 +90,11 @@ def nucleus_mask(image: np.ndarray) -> np.ndarray:
     tint, so blue-over-green separates them across scanners. Empty when the image has no such contrast."""
     arr = image.astype(np.float32)
     score = arr[..., 2] - arr[..., 1]
-    t = otsu(score)
-    if t < 15 or float(np.quantile(score, 0.99)) < 40:  # no violet-blue object stands out
+    fg = score > otsu(score)
+    if not fg.any() or fg.all() or float(score[fg].mean() - score[~fg].mean()) < 30 \
+            or float(np.quantile(score, 0.99)) < 40:  # no violet-blue object stands out
         return np.zeros(score.shape, bool)
-    return score > t
+    return fg
 
 
 def locate_cell(img: Image.Image, *, scale: float = 1.6, min_area: float = 0.002) -> CellCrop:

@@ -70,13 +70,14 @@ def eval_transform(spec: dict):
                       T.ToTensor(), T.Normalize(spec["mean"], spec["std"])])
 
 
-def resize_array(img: Image.Image, spec: dict) -> np.ndarray:
-    """The PIL half of :func:`eval_transform` (same bilinear, antialiased resize) as a uint8 HxWx3 array.
+def resize_array(img: Image.Image, spec: dict, *, located: bool = False) -> np.ndarray:
+    """The PIL half of :func:`eval_transform` (the locating step unless ``located``: ``img`` is already the
+    located cell; then the same bilinear, antialiased resize) as a uint8 HxWx3 array.
 
     Safe to call from threads (PIL releases the GIL while resizing); :func:`normalise_batch` finishes the job
     for a whole batch at once, which is ~5x cheaper per image than ``ToTensor`` + ``Normalize`` one by one."""
     size = int(spec["size"])
-    img = network_view(img, spec)
+    img = img if located else network_view(img, spec)
     if img.size != (size, size):
         img = img.resize((size, size), Image.BILINEAR)
     return np.asarray(img, dtype=np.uint8)
@@ -115,8 +116,9 @@ def train_transform(spec: dict, *, colour: float = 0.1, acquisition: bool = Fals
     ])
 
 
-def resize_for_display(img, spec: dict):
-    """The image exactly as the network sees it (located cell, resized; before normalisation), as PIL."""
+def resize_for_display(img, spec: dict, *, located: bool = False):
+    """The image exactly as the network sees it (located cell, resized; before normalisation), as PIL;
+    ``located``: ``img`` is already the located cell."""
     size = int(spec["size"])
-    return F.resize(network_view(img, spec), [size, size], interpolation=T.InterpolationMode.BILINEAR,
-                    antialias=True)
+    return F.resize(img if located else network_view(img, spec), [size, size],
+                    interpolation=T.InterpolationMode.BILINEAR, antialias=True)

@@ -64,6 +64,12 @@ pred = model.predict(img)
 reading = advice.read_prediction(pred.suspicion, model.threshold, pred.predicted, bundle.positive,
                                  ood=pred.ood_flag, task_positive_name=ui.positive_name(bundle))
 
+crop = model.locate(img)
+if crop is not None and not crop.found:
+    st.warning("No cell found in this image (no stained nucleus stands out): the model scored the whole image, "
+               "which it was not trained to read. Crop the image around one white cell and try again.")
+elif crop is not None:
+    st.caption(f"Cell located: {crop.note}. The model reads only the boxed square (drawn on the maps below).")
 if pred.ood_flag:
     st.warning(f"⚠️ Out-of-distribution: this image is unlike the training data (score {pred.ood_score:.1f} > "
                f"{model.ood_threshold:.1f}). The prediction may be meaningless.")
@@ -95,7 +101,13 @@ else:
         st.error(f"The map could not be computed: {e}")
         st.stop()
 
-    i1, i2 = st.columns(2)
+    if ex.crop is None:
+        i1, i2 = st.columns(2)
+    else:
+        i0, i1, i2 = st.columns(3)
+        original = np.asarray(explain.draw_box(img, ex.crop))
+        i0.image(explain.overlay(original, explain.mask_on_original(ex, img.size), opacity=opacity),
+                 caption=f"{ex.method} on the original, with the located cell's box", width="stretch")
     i1.image(ex.image, caption=f"Input as the network sees it ({ex.image.shape[1]} px)", width="stretch")
     i2.image(explain.overlay(ex.image, ex.mask, opacity=opacity), caption=f"{ex.method} for class '{ex.target}'",
              width="stretch")

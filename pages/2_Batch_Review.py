@@ -74,6 +74,20 @@ ood_share = float(ood.mean()) if len(ok) else 0.0
 if ood_share > 0.5:
     st.warning(f"{ood_share:.0%} of these images are unlike {bundle.id}'s training data (out-of-distribution): "
                "its scores are probably meaningless here. Is this the right model for these images?")
+if len(bundle.classes) > 2 and len(ok):
+    table, diff = batch.differential(df, bundle.classes, bundle.positive)
+    st.subheader("Differential count")
+    d1, d2 = st.columns([2, 1])
+    d1.plotly_chart(charts.differential_figure(table, diff["reference_percent"]), width="stretch")
+    d2.metric(f"{ui.positive_name(bundle)} of classed cells", f"{diff['positive_percent']:.1f}%",
+              delta=f"{'at or above' if diff['at_or_above_reference'] else 'below'} the "
+                    f"{diff['reference_percent']:.0f}% line", delta_color="inverse" if diff["at_or_above_reference"]
+              else "off")
+    d2.caption(f"{diff['classed']} cells classed by the model; {diff['unidentified']} unidentified "
+               "(out of distribution) are left out of the percentages, as in clinical cell-review software. "
+               "Pre-classification only: every cell needs a reviewer's confirmation.")
+    d2.dataframe(table.drop(columns=["positive"]), hide_index=True, width="stretch",
+                 column_config={"percent": st.column_config.NumberColumn("%", format="%.1f")})
 if len(errors):
     with st.expander(f"{len(errors)} files could not be read"):
         st.dataframe(errors[["file", "error"]], hide_index=True, width="stretch")

@@ -74,6 +74,18 @@ if len(ood_table):
                "cells. *Called positive, not flagged*: images from outside the model's world that it calls "
                "suspicious without a warning — the case to watch. `python -m leukoview oodeval BUNDLE` computes it.")
 
+ext_table = compare.external_table(same_task)
+if len(ext_table):
+    st.subheader("Another lab's images: external evaluation")
+    st.dataframe(ext_table, hide_index=True, width="stretch",
+                 column_config={k: st.column_config.NumberColumn(k, format="%.3f") for k in ext_table.columns
+                                if k not in ("model", "external set", "images")})
+    st.caption("Each bundle scored on a labelled folder from another source (never trained or tuned on). "
+               "*Normal cells called positive*: false alarms at the shipped threshold; *positive, not flagged*: "
+               "false alarms with no out-of-distribution warning; *own type*: share of each folder's cells called "
+               "their own type (empty: a type the model was not trained on). `python -m leukoview external FOLDER "
+               "--bundle B` computes it; intervals per class are in each bundle's metrics.json.")
+
 st.subheader("Paired test on the same test images (McNemar)")
 ids = [b.id for b in same_task]
 if len(ids) < 2:

@@ -1,3 +1,4 @@
+import numpy as np
 import pytest
 import torch
 
@@ -57,3 +58,22 @@ def test_transforms_follow_the_input_spec():
     x = eval_transform(spec)(img)
     assert x.shape == (3, 48, 48) and -1.0001 <= float(x.min()) and float(x.max()) <= 1.0001
     assert train_transform(spec)(img).shape == (3, 48, 48)
+
+
+def test_located_eval_transform_equals_the_predictor_path():
+    from PIL import Image
+
+    from leukoview.transforms import eval_transform, normalise_batch, resize_array
+
+    spec = {"size": 48, "mean": [0.5] * 3, "std": [0.5] * 3, "locate": {"method": "nucleus", "scale": 1.6}}
+    yy, xx = np.mgrid[:120, :120]
+    arr = np.full((120, 120, 3), (230, 190, 200), np.uint8)
+    arr[(yy - 40) ** 2 + (xx - 70) ** 2 < 15 ** 2] = (110, 60, 180)
+    img = Image.fromarray(arr)
+    a = eval_transform(spec)(img).numpy()
+    b = normalise_batch([resize_array(img, spec)], spec)[0]
+    np.testing.assert_allclose(a, b, atol=2e-2)  # uint8 rounding of the resize
+    whole = normalise_batch([resize_array(img, {**spec, "locate": None})], spec)[0]
+    assert np.abs(whole - b).mean() > 0.1  # the located view is not the whole image
+    with pytest.raises(ValueError, match="unknown cell-locating method"):
+        resize_array(img, {**spec, "locate": {"method": "magic"}})

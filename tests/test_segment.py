@@ -30,3 +30,37 @@ def test_regions_find_the_cell_nucleus_and_corners():
 def test_background_colour_is_the_pale_background_not_the_cell():
     colour = segment.background_colour(Image.fromarray(_smear()))
     np.testing.assert_allclose(colour, (235, 215, 220), atol=1)
+
+
+def _cell(size=96, centre=(40, 56), radius=12):
+    yy, xx = np.mgrid[:size, :size]
+    img = np.full((size, size, 3), (230, 190, 200), np.uint8)  # pink-pale background
+    img[(yy - centre[0]) ** 2 + (xx - centre[1]) ** 2 < radius ** 2] = (110, 60, 180)  # a violet nucleus
+    return Image.fromarray(img)
+
+
+def test_locate_cell_boxes_the_nucleus_scaled_to_its_size():
+    crop = segment.locate_cell(_cell(), scale=1.6)
+    assert crop.found and "cell found" in crop.note
+    left, top, right, bottom = crop.box
+    assert right - left == bottom - top  # a square
+    assert abs((left + right) / 2 - 56) <= 2 and abs((top + bottom) / 2 - 40) <= 2  # centred on the nucleus
+    assert abs(crop.side - 1.6 * 24) <= 4  # 1.6 x the nucleus's diameter
+    bigger = segment.locate_cell(_cell(radius=20), scale=1.6)
+    assert bigger.side > crop.side * 1.4  # the box follows the cell's size, not the image's
+
+
+def test_locate_cell_falls_back_to_the_whole_image_and_says_so():
+    blank = Image.new("RGB", (80, 60), (235, 220, 215))
+    crop = segment.locate_cell(blank)
+    assert not crop.found and crop.box == (0, 0, 80, 60) and "no cell found" in crop.note
+    assert segment.crop_cell(blank, crop) is blank
+
+
+def test_crop_past_the_edge_is_padded_with_the_background():
+    img = _cell(centre=(8, 8), radius=7)
+    crop = segment.locate_cell(img, scale=3.0)
+    assert crop.box[0] < 0 and crop.box[1] < 0
+    out = np.asarray(segment.crop_cell(img, crop))
+    assert out.shape[:2] == (crop.side, crop.side)
+    np.testing.assert_allclose(out[0, 0], (230, 190, 200), atol=1)  # the padded corner: background colour

@@ -1,0 +1,71 @@
+"""External evaluation on a labelled folder from another source, and the differential count."""
+from __future__ import annotations
+
+import shutil
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from leukoview import batch, bundle, compare, external, landing
+from leukoview.predict import Predictor, score_folder
+from tests.conftest import make_class_folders
+
+
+@pytest.fixture
+def labelled(tmp_path):
+    # the tiny bundle's classes are normal (kind 0) and blast (kind 3); "Other" is a type it never saw
+    return make_class_folders(tmp_path / "otherlab", {"Normal": 0, "blast": 3, "Other": 1}, 6, seed=5)
+
+
+def test_mapping_is_parsed_and_checked():
+    assert external.parse_mapping(["Neutrophil=neutrophil", " A = b "]) == {"Neutrophil": "neutrophil", "A": "b"}
+    with pytest.raises(ValueError, match="FOLDER=CLASS"):
+        external.parse_mapping(["Neutrophil"])
+    assert external.resolve_mapping(["Normal", "X"], ["normal", "blast"], {}) == {"Normal": "normal", "X": None}
+    with pytest.raises(ValueError, match="not classes of this model"):
+        external.resolve_mapping(["X"], ["normal", "blast"], {"X": "platelet"})
+
+
+def test_external_eval_counts_what_the_predictor_says(tiny_bundle, labelled, tmp_path):
+    folder = tmp_path / "b"
+    shutil.copytree(tiny_bundle, folder)
+    r = external.external_eval(folder, labelled)
+    direct = score_folder(labelled, Predictor(folder))
+    direct["folder"] = [f.split("/")[0] for f in direct["file"]]
+    assert r["images"] == 18 and r["unseen_types"] == ["Other"] and r["mapping"]["Normal"] == "normal"
+    normal = direct[direct["folder"] != "blast"]  # Normal and the unseen Other are normal cells
+    assert r["normal_cells"] == len(normal) == 12
+    assert r["positive_decision_among_normal"]["count"] == int((normal["decision"] == "positive").sum())
+    own = direct[direct["folder"] == "Normal"]
+    assert r["per_folder"]["Normal"]["own_type"]["count"] == int((own["predicted"] == "normal").sum())
+    assert r["per_folder"]["Other"]["own_type"] is None
+    assert sum(r["confusion"]["counts"]["blast"].values()) == 6
+    lo, hi = r["per_folder"]["Normal"]["own_type"]["ci95"]
+    assert lo <= r["per_folder"]["Normal"]["own_type"]["rate"] <= hi and hi - lo > 0.2  # 6 cells: a wide interval
+    external.write(folder, "otherlab", r)
+    external.write(folder, "second", r)
+    b = bundle.load_bundle(folder)  # still verifies
+    assert set(b.metrics["external"]) == {"otherlab", "second"}
+    t = compare.external_table([b])
+    assert list(t["external set"]) == ["otherlab", "second"] and t["Other own type"].isna().all()
+    assert "of normal cells were called blast" in landing.model_summary(b)
+
+
+def test_positive_folders_are_not_counted_as_normal(tiny_bundle, labelled):
+    r = external.external_eval(tiny_bundle, labelled, positive_folders=("Other",))
+    assert r["normal_cells"] == 6 and r["per_folder"]["Other"]["clinically_positive"]
+
+
+def test_differential_leaves_unidentified_cells_out_of_the_percentages():
+    df = pd.DataFrame({"predicted": ["a", "a", "b", "blast", "blast", "a", ""],
+                       "ood_flag": [False, False, False, False, True, True, ""],
+                       "error": ["", "", "", "", "", "", "unreadable"]})
+    table, s = batch.differential(df, ["a", "b", "blast"], ["blast"])
+    assert s["classed"] == 4 and s["unidentified"] == 2 and s["unreadable"] == 1
+    assert table.set_index("type").loc[["a", "b", "blast"], "count"].tolist() == [2, 1, 1]
+    assert table.set_index("type").at["blast", "percent"] == pytest.approx(25.0)
+    assert np.nansum(table["percent"]) == pytest.approx(100.0)
+    assert s["positive_percent"] == pytest.approx(25.0) and s["at_or_above_reference"]
+    _, low = batch.differential(df.assign(predicted=["a"] * 7), ["a", "b", "blast"], ["blast"])
+    assert low["positive_percent"] == 0 and not low["at_or_above_reference"]
