@@ -3,8 +3,8 @@
 Commands: ``train`` (a network or classical model -> bundle), ``reevaluate`` (post-training steps from shipped
 weights), ``audit`` (dataset leakage), ``score`` (a folder -> CSV), ``models`` (list and verify bundles),
 ``compare`` (the comparison tables), the audits ``shortcuts``, ``camstats``, ``shift``, ``oodeval``,
-``external`` (a labelled folder from another lab) and ``measure`` (each writes into the bundle), and
-``sample-data`` (the app's sample images). The speed benchmark is ``python -m bench``.
+``external`` (a labelled folder from another lab), ``seen`` (training-set membership) and ``measure`` (each
+writes into the bundle), and ``sample-data`` (the app's sample images). The speed benchmark is ``python -m bench``.
 """
 from __future__ import annotations
 
@@ -272,6 +272,20 @@ def _cmd_external(a) -> int:
     return 0
 
 
+def _cmd_seen(a) -> int:
+    from . import bundle, settings
+    from .datasets import image_hashes, load_dataset
+    from .seen import SEEN, seen_table
+
+    for folder in a.bundles:
+        b = bundle.load_bundle(folder)
+        ds = load_dataset(b.card["task"], settings.data_root())
+        table = seen_table(b.split(), image_hashes(ds, progress=not a.quiet), 0 if ds.has_patients else ds.near_bits)
+        bundle.update(folder, files={SEEN: table})
+        print(f"{b.id}: {len(table['split'])} train and validation images recorded -> {folder}/{SEEN}")
+    return 0
+
+
 def _cmd_measure(a) -> int:
     from .latency import measure_latency
 
@@ -395,6 +409,12 @@ def main(argv: list[str] | None = None) -> int:
     ex.add_argument("--name", help="name of the set in metrics.json (default: the folder's name)")
     ex.add_argument("--quiet", action="store_true")
     ex.set_defaults(func=_cmd_external)
+
+    se = sub.add_parser("seen", help="record the hashes of a bundle's train and validation images (training-set "
+                                      "membership for score, the batch page and the single-image page)")
+    se.add_argument("bundles", nargs="+")
+    se.add_argument("--quiet", action="store_true")
+    se.set_defaults(func=_cmd_seen)
 
     me = sub.add_parser("measure", help="measure CPU latency per image and record it in the bundle")
     me.add_argument("bundles", nargs="+")

@@ -239,7 +239,9 @@ def with_decisions(df: pd.DataFrame, decisions: pd.DataFrame | None) -> pd.DataF
 
 def table_for_page(df: pd.DataFrame, folder: Path, *, thumbnails: int = 300) -> pd.DataFrame:
     """The columns the batch table shows; thumbnails for the first ``thumbnails`` rows (cost grows with rows)."""
-    out = df[["file", "suspicion", "predicted", "decision", "ood_flag", "ood_score", "review"]].copy()
+    cols = ["file", "suspicion", "predicted", "decision", "ood_flag", "ood_score",
+            *(["cell_found"] if "cell_found" in df else []), "review"]
+    out = df[cols].copy()
     out.insert(0, "thumbnail", [thumbnail_uri(Path(folder) / f) if k < thumbnails else ""
                                 for k, f in enumerate(out["file"])])
     out["ood_flag"] = out["ood_flag"].astype(bool)

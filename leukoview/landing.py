@@ -4,6 +4,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from .bundle import Bundle
+from .tasks import TASKS
 
 if TYPE_CHECKING:  # Home renders without pandas (cold start); models_table imports it on use
     import pandas as pd
@@ -46,8 +47,12 @@ RECOMMENDED_ARCH = "efficientnet_lite0"
 
 
 def is_recommended(b: Bundle) -> bool:
-    """The model a task ships for reviewers (the others are the zoo, baselines and comparison runs)."""
-    return b.id == f"{b.card.get('task', '')}-{RECOMMENDED_ARCH}"
+    """The model a task ships for reviewers (the others are the zoo, baselines and comparison runs). A task
+    superseded by another (wbc5 by the multi-source wbc9 differential) keeps its bundles for comparison only."""
+    task = b.card.get("task", "")
+    if task in TASKS and TASKS[task].superseded_by:
+        return False
+    return b.id == f"{task}-{RECOMMENDED_ARCH}"
 
 
 def picker_order(bundles: list[Bundle]) -> list[Bundle]:

@@ -21,7 +21,8 @@ from .calibration import softmax
 from .classical import ClassicalModel
 from .images import ImageError, find_images, load_image
 from .ood import ood_scores
-from .segment import CellCrop
+from .seen import SeenIndex
+from .segment import CellCrop, crop_cell
 from .transforms import locate, normalise_batch, resize_array
 
 ProgressFn = Callable[[int, int], None]
@@ -53,6 +54,7 @@ class Predictor:
         self.spec = card["input"]
         self.ood = self.bundle.ood_state()
         self.ood_threshold = float(card.get("ood", {}).get("threshold", np.inf))
+        self.seen = SeenIndex.of(self.bundle)  # None: the bundle records no training-set membership
         self._features: list[torch.Tensor] = []
         self.onnx = None
         if not self.bundle.is_network:
@@ -70,6 +72,11 @@ class Predictor:
             self.model.get_submodule(classifier_path).register_forward_pre_hook(
                 lambda _m, inputs: self._features.append(inputs[0].detach()))
         self.backend = "onnx" if self.onnx is not None else "torch"
+
+    @property
+    def locates(self) -> bool:
+        """Whether this model crops the located cell first (its card's input spec has a ``locate`` step)."""
+        return self.classical is None and bool(self.spec.get("locate"))
 
     def locate(self, image) -> CellCrop | None:
         """Where this model's cell-locating step puts the cell (None: the model reads the whole image)."""
@@ -155,16 +162,32 @@ def _decode(path: Path):
         return None, f"{path.name}: cannot read the file ({e.strerror or e})"
 
 
+def in_training(predictor: Predictor, data: bytes, image) -> str:
+    """``"train"`` / ``"val"`` when the image (or a near copy) is in the model's training or validation split,
+    ``""`` when not, ``"unknown"`` when the bundle records no membership (``python -m leukoview seen`` adds it)."""
+    return "unknown" if predictor.seen is None else predictor.seen.lookup(data, image)
+
+
 def score_files(paths: list[Path], predictor: Predictor, *, base: Path, batch_size: int = SCORE_CHUNK,
                 progress: ProgressFn | None = None, workers: int = 2) -> pd.DataFrame:
     """Score ``paths``; one row each, ``file`` relative to ``base``. Files that cannot be read get an ``error``
-    and empty scores; the rest of the batch goes on.
+    and empty scores; the rest of the batch goes on. For a model that locates the cell first, ``cell_found`` says
+    whether a cell was found (False: the whole image was scored); ``in_training`` whether the image is in the
+    model's train or validation split (:func:`in_training`).
 
     ``workers`` threads decode and resize the next chunk while the network scores the current one (PIL and ONNX
     Runtime both release the GIL), so at most two chunks of images are held at a time."""
+    locating = predictor.locates
+
     def load(path: Path):
         img, err = _decode(path)
-        return (None, err) if img is None else (predictor.prepare(img), "")
+        if img is None:
+            return None, err, None, ""
+        seen = in_training(predictor, path.read_bytes(), img)
+        if not locating:
+            return predictor.prepare(img), "", None, seen
+        crop = predictor.locate(img)  # once per image: the crop that is scored is the one reported
+        return predictor.prepare(crop_cell(img, crop), located=True), "", crop.found, seen
 
     rows: list[dict] = []
     chunks = [paths[i:i + batch_size] for i in range(0, len(paths), batch_size)]
@@ -173,15 +196,15 @@ def score_files(paths: list[Path], predictor: Predictor, *, base: Path, batch_si
         for n, chunk in enumerate(chunks):
             loaded = [f.result() for f in upcoming]
             upcoming = [pool.submit(load, p) for p in chunks[n + 1]] if n + 1 < len(chunks) else []
-            good = [item for item, _ in loaded if item is not None]
+            good = [item for item, *_ in loaded if item is not None]
             out = predictor.predict_prepared(good) if good else None
             k = 0
-            for p, (item, err) in zip(chunk, loaded, strict=True):
+            for p, (item, err, found, seen) in zip(chunk, loaded, strict=True):
                 row = {"file": p.relative_to(base).as_posix() if p.is_relative_to(base) else str(p)}
                 if item is None:
                     row.update({c: np.nan for c in predictor.classes})
                     row.update(predicted="", suspicion=np.nan, decision="", ood_score=np.nan, ood_flag="",
-                               error=err)
+                               in_training="", cell_found="", error=err)
                 else:
                     probs = out["probs"][k]
                     row.update(dict(zip(predictor.classes, probs.round(6), strict=False)))
@@ -189,12 +212,13 @@ def score_files(paths: list[Path], predictor: Predictor, *, base: Path, batch_si
                                suspicion=round(float(out["suspicion"][k]), 6),
                                decision="positive" if out["decision"][k] else "negative",
                                ood_score=round(float(out["ood_score"][k]), 4), ood_flag=bool(out["ood_flag"][k]),
-                               error="")
+                               in_training=seen, cell_found=found, error="")
                     k += 1
                 rows.append(row)
             if progress:
                 progress(min((n + 1) * batch_size, len(paths)), len(paths))
-    columns = ["file", *predictor.classes, "predicted", "suspicion", "decision", "ood_score", "ood_flag", "error"]
+    columns = ["file", *predictor.classes, "predicted", "suspicion", "decision", "ood_score", "ood_flag",
+               "in_training", *(["cell_found"] if locating else []), "error"]
     return pd.DataFrame(rows, columns=columns)
 
 

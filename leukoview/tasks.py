@@ -18,6 +18,7 @@ class Task:
     description: str
     licence: str
     shares_images_with: tuple[str, ...] = ()  # registered datasets holding some of the same images
+    superseded_by: str = ""  # a task whose model replaces this one's for reviewers (this one kept for comparison)
 
     def others(self) -> list[str]:
         """Registered tasks whose images this task's model never saw (the OOD evaluation's "other cells")."""
@@ -34,7 +35,7 @@ TASKS: dict[str, Task] = {t.name: t for t in (
          ("basophil", "erythroblast", "monocyte", "myeloblast", "seg_neutrophil"), ("myeloblast",),
          "Five leukocyte types; myeloblast (AML blast) is positive",
          "PBC dataset (Acevedo et al. 2020, CC BY 4.0) and AML-Cytomorphology_LMU (Matek et al. 2019, CC BY 3.0)",
-         shares_images_with=("wbc9",)),
+         shares_images_with=("wbc9",), superseded_by="wbc9"),
     Task("wbc9", "Leukocyte differential with myeloblast (9 types, 2 scanners)", "myeloblast (AML blast)",
          ("basophil", "eosinophil", "erythroblast", "ig", "lymphocyte", "monocyte", "myeloblast", "neutrophil",
           "platelet"), ("myeloblast",),

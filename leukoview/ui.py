@@ -131,6 +131,8 @@ def batch_columns() -> dict:
             "suspicion": st.column_config.ProgressColumn("suspicion", min_value=0.0, max_value=1.0, format="%.3f"),
             "ood_flag": st.column_config.CheckboxColumn("out of distribution"),
             "ood_score": st.column_config.NumberColumn("OOD score", format="%.1f"),
+            "cell_found": st.column_config.CheckboxColumn("cell found", help="False: no cell was located, the "
+                                                                            "whole image was scored"),
             "review": st.column_config.TextColumn("review decision")}
 
 

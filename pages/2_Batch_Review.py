@@ -70,6 +70,11 @@ m2.metric("Above threshold", int((ok["decision"] == "positive").sum()))
 ood = ok["ood_flag"] == True  # noqa: E712 (object column: True, False or "" for errors)
 m3.metric("Out-of-distribution", int(ood.sum()))
 m4.metric("Unreadable", len(errors))
+if "cell_found" in ok:
+    lost = int((ok["cell_found"] == False).sum())  # noqa: E712 (object column)
+    if lost:
+        st.warning(f"No cell found in {lost} image(s): the model scored the whole image there, which it was not "
+                   "trained to read (column 'cell found').")
 ood_share = float(ood.mean()) if len(ok) else 0.0
 if ood_share > 0.5:
     st.warning(f"{ood_share:.0%} of these images are unlike {bundle.id}'s training data (out-of-distribution): "

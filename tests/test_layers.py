@@ -12,7 +12,7 @@ LIB = REPO / "leukoview"
 # floor -> modules; the README's "Layout" section describes the same floors
 FLOORS = {
     0: {"__init__", "settings", "images", "metrics", "calibration", "ood", "segment", "augment", "tasks"},
-    1: {"datasets", "archs", "bundle", "transforms", "classical", "onnx_backend"},
+    1: {"datasets", "archs", "bundle", "transforms", "classical", "onnx_backend", "seen"},
     2: {"train", "classical_train", "predict", "explain", "evaluate"},
     3: {"shift", "oodeval", "camstats", "shortcuts", "latency", "external"},
     4: {"ui", "landing", "compare", "batch", "review", "charts", "advice", "threshold", "samples"},
