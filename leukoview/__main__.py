@@ -103,10 +103,12 @@ def _cmd_score(a) -> int:
     out.parent.mkdir(parents=True, exist_ok=True)
     df.to_csv(out, index=False)
     bad = int((df["error"] != "").sum())
-    flagged = int((df["decision"] == "positive").sum())
+    counts = df["decision"].value_counts()
+    seen = int(df["in_training"].isin(["train", "val"]).sum())
     print(f"{len(df)} files scored with {predictor.bundle.id} (threshold {predictor.threshold:.4g}): "
-          f"{flagged} above threshold, {int((df['ood_flag'] == True).sum())} out-of-distribution, "  # noqa: E712
-          f"{bad} unreadable -> {out}")
+          f"{counts.get('positive', 0)} positive, {counts.get('negative', 0)} negative, "
+          f"{counts.get('cannot assess', 0)} cannot assess (out of distribution), {bad} unreadable"
+          + (f"; {seen} seen in training (not evidence of performance)" if seen else "") + f" -> {out}")
     if len(predictor.classes) > 2:  # a differential count means something for a multi-type model
         from .batch import differential
 

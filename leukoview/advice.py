@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True)
 class Reading:
-    band: str  # "low", "borderline", "high"
+    band: str  # "low", "borderline", "high", or "cannot assess" (out of distribution: no verdict)
     headline: str
     next_steps: list[str]
     limitations: list[str]
@@ -19,8 +19,25 @@ def risk_band(score: float, threshold: float) -> str:
     return "high" if score >= max(0.9, threshold) else "borderline"
 
 
+CANNOT_ASSESS = "cannot assess"
+
+
 def read_prediction(score: float, threshold: float, predicted: str, positive: list[str], *, ood: bool,
                     task_positive_name: str = "the positive class") -> Reading:
+    """The page's reading of one prediction. An out-of-distribution image gets no verdict at all — neither
+    reassurance nor alarm — because the score says nothing about an image unlike the training data."""
+    limitations = ["Research and education tool, not a medical device: it must not be used for diagnosis.",
+                   "Trained on public datasets from few sites and scanners; performance on other labs' slides "
+                   "is unknown."]
+    if ood:
+        return Reading(CANNOT_ASSESS,
+                       f"Cannot assess: this image is unlike the images the model was trained on "
+                       f"(out-of-distribution flag), so its {task_positive_name} score means nothing here.",
+                       ["Do not read the score below as low or high risk: review the image yourself.",
+                        "Check that it shows stained blood cells of the kind this model reads (stain, "
+                        "magnification, one cell or a field), or choose the model whose task fits."],
+                       ["This image is unlike the training data (out-of-distribution flag): the score "
+                        "may be meaningless.", *limitations])
     band = risk_band(score, threshold)
     flagged = score >= threshold
     if band == "low":
@@ -39,10 +56,4 @@ def read_prediction(score: float, threshold: float, predicted: str, positive: li
                  "Check the Grad-CAM: is the highlight on the cell?"]
     if predicted in positive and not flagged:
         steps.append(f"The most likely single class is {predicted} although the summed score is below threshold.")
-    limitations = ["Research and education tool, not a medical device: it must not be used for diagnosis.",
-                   "Trained on public datasets from few sites and scanners; performance on other labs' slides "
-                   "is unknown."]
-    if ood:
-        limitations.insert(0, "This image is unlike the training data (out-of-distribution flag): the score "
-                              "may be meaningless. Check stain, magnification and that it shows a blood cell.")
     return Reading(band, headline, steps, limitations)

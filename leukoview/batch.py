@@ -109,15 +109,22 @@ def extract_zip(data: bytes, dest: Path, *, max_files: int = MAX_ZIP_FILES, max_
     return extracted, refused
 
 
+SEEN_FILTERS = ("all images", "only images new to the model", "only images seen in training")
+
+
 def filter_scores(df: pd.DataFrame, *, score_range=(0.0, 1.0), classes=None, flagged_only: bool = False,
-                  include_errors: bool = False) -> pd.DataFrame:
-    """Rows of a scored table within a suspicion range, predicted class set and OOD filter."""
+                  include_errors: bool = False, seen: str = SEEN_FILTERS[0]) -> pd.DataFrame:
+    """Rows of a scored table within a suspicion range, predicted class set, OOD filter and training-set
+    membership filter (:data:`SEEN_FILTERS`; "seen" = in the model's train or validation split)."""
     ok = df["error"] == ""
     keep = ok & df["suspicion"].between(score_range[0], score_range[1])
     if classes:
         keep &= df["predicted"].isin(list(classes))
     if flagged_only:
         keep &= df["ood_flag"] == True  # noqa: E712 (object column of bools)
+    if seen != SEEN_FILTERS[0] and "in_training" in df:
+        was_seen = df["in_training"].isin(["train", "val"])
+        keep &= was_seen if seen == SEEN_FILTERS[2] else ~was_seen
     if include_errors:
         keep |= ~ok
     return df[keep]
@@ -240,7 +247,7 @@ def with_decisions(df: pd.DataFrame, decisions: pd.DataFrame | None) -> pd.DataF
 def table_for_page(df: pd.DataFrame, folder: Path, *, thumbnails: int = 300) -> pd.DataFrame:
     """The columns the batch table shows; thumbnails for the first ``thumbnails`` rows (cost grows with rows)."""
     cols = ["file", "suspicion", "predicted", "decision", "ood_flag", "ood_score",
-            *(["cell_found"] if "cell_found" in df else []), "review"]
+            *(c for c in ("in_training", "cell_found") if c in df), "review"]
     out = df[cols].copy()
     out.insert(0, "thumbnail", [thumbnail_uri(Path(folder) / f) if k < thumbnails else ""
                                 for k, f in enumerate(out["file"])])

@@ -80,7 +80,7 @@ def external_eval(bundle_path: Path, folder: Path, *, mapping: dict[str, str] | 
         is_positive = target in positive_classes or name in positive_folders
         if not is_positive:
             normal |= (ok["folder"] == name).to_numpy()
-        decision = (g["decision"] == "positive").to_numpy()
+        decision = (g["suspicion"] >= p.threshold).to_numpy()  # the score's call, flagged or not
         flag = (g["ood_flag"] == True).to_numpy()  # noqa: E712 (object column)
         counts = g["predicted"].value_counts()
         confusion[name] = {c: int(counts.get(c, 0)) for c in p.classes}
@@ -92,7 +92,7 @@ def external_eval(bundle_path: Path, folder: Path, *, mapping: dict[str, str] | 
             "ood_flagged": _rate(int(flag.sum()), len(g)),
             "top_prediction": counts.index[0] if len(counts) else "",
         }
-    d = (ok["decision"] == "positive").to_numpy()
+    d = (ok["suspicion"] >= p.threshold).to_numpy()
     f = (ok["ood_flag"] == True).to_numpy()  # noqa: E712
     seen = [n for n in sets if mapped[n]]
     own = ok[ok["folder"].isin(seen)]

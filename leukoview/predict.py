@@ -26,6 +26,7 @@ from .segment import CellCrop, crop_cell
 from .transforms import locate, normalise_batch, resize_array
 
 ProgressFn = Callable[[int, int], None]
+CANNOT_ASSESS = "cannot assess"  # the decision of an out-of-distribution image: no verdict, either way
 
 
 @dataclass
@@ -72,6 +73,14 @@ class Predictor:
             self.model.get_submodule(classifier_path).register_forward_pre_hook(
                 lambda _m, inputs: self._features.append(inputs[0].detach()))
         self.backend = "onnx" if self.onnx is not None else "torch"
+
+    def seen_split(self, source) -> str:
+        """"train" / "val" when ``source`` (a path or the file's bytes) or a near copy of it is in this model's
+        train or validation split, "" when not or when the bundle records no membership."""
+        if self.seen is None:
+            return ""
+        data = Path(source).read_bytes() if isinstance(source, (str, Path)) else bytes(source)
+        return self.seen.lookup(data, load_image(data))
 
     @property
     def locates(self) -> bool:
@@ -173,7 +182,8 @@ def score_files(paths: list[Path], predictor: Predictor, *, base: Path, batch_si
     """Score ``paths``; one row each, ``file`` relative to ``base``. Files that cannot be read get an ``error``
     and empty scores; the rest of the batch goes on. For a model that locates the cell first, ``cell_found`` says
     whether a cell was found (False: the whole image was scored); ``in_training`` whether the image is in the
-    model's train or validation split (:func:`in_training`).
+    model's train or validation split (:func:`in_training`). ``decision`` is "positive" / "negative" at the
+    threshold, or "cannot assess" for an image the OOD flag marks (its score is kept, but it is no verdict).
 
     ``workers`` threads decode and resize the next chunk while the network scores the current one (PIL and ONNX
     Runtime both release the GIL), so at most two chunks of images are held at a time."""
@@ -210,7 +220,8 @@ def score_files(paths: list[Path], predictor: Predictor, *, base: Path, batch_si
                     row.update(dict(zip(predictor.classes, probs.round(6), strict=False)))
                     row.update(predicted=predictor.classes[int(probs.argmax())],
                                suspicion=round(float(out["suspicion"][k]), 6),
-                               decision="positive" if out["decision"][k] else "negative",
+                               decision=CANNOT_ASSESS if out["ood_flag"][k] else
+                               "positive" if out["decision"][k] else "negative",
                                ood_score=round(float(out["ood_score"][k]), 4), ood_flag=bool(out["ood_flag"][k]),
                                in_training=seen, cell_found=found, error="")
                     k += 1

@@ -16,16 +16,18 @@ import numpy as np
 from .datasets import perceptual_hash
 
 SEEN = "seen.json"
+SHA_CHARS = 16  # 64 bits of the sha256: collisions are negligible at these sizes and the file stays small
 NOTE = "seen in training: this score is not evidence of performance"
 
 
 def seen_table(split, hashes, near_bits: int) -> dict:
     """The ``seen.json`` content from a bundle's split and the dataset's hashes (columns file, sha256, phash)."""
     m = split[split["split"].isin(["train", "val"])].merge(hashes, on="file", how="inner")
-    return {"near_bits": int(near_bits), "split": m["split"].tolist(), "sha256": m["sha256"].tolist(),
-            "phash": [str(int(h)) for h in m["phash"]],
-            "what": "sha256 and 64-bit DCT perceptual hash of every train and validation image; an image matches "
-                    f"when its sha256 is equal or its perceptual hash is within {near_bits} bits"}
+    return {"near_bits": int(near_bits), "split": m["split"].tolist(),
+            "sha256": [s[:SHA_CHARS] for s in m["sha256"]], "phash": [f"{int(h):016x}" for h in m["phash"]],
+            "what": f"the first {SHA_CHARS} hex digits of the sha256 and the 64-bit DCT perceptual hash (hex) of "
+                    "every train and validation image; an image matches when its sha256 starts the same or its "
+                    f"perceptual hash is within {near_bits} bits"}
 
 
 class SeenIndex:
@@ -34,8 +36,8 @@ class SeenIndex:
     def __init__(self, table: dict):
         self.near_bits = int(table["near_bits"])
         self.split = np.asarray(table["split"], dtype=object)
-        self.sha = {s: i for i, s in enumerate(table["sha256"])}
-        h = np.asarray([int(x) for x in table["phash"]], dtype=np.uint64)
+        self.sha = {s[:SHA_CHARS]: i for i, s in enumerate(table["sha256"])}
+        h = np.asarray([int(x, 16) for x in table["phash"]], dtype=np.uint64)
         self.bits = np.unpackbits(h.view(np.uint8).reshape(-1, 8), axis=1).astype(bool) if len(h) else \
             np.zeros((0, 64), bool)
 
@@ -50,7 +52,7 @@ class SeenIndex:
 
     def lookup(self, data: bytes, image) -> str:
         """``"train"`` / ``"val"`` when the file's bytes or the image's perceptual hash match a seen image."""
-        i = self.sha.get(hashlib.sha256(data).hexdigest())
+        i = self.sha.get(hashlib.sha256(data).hexdigest()[:SHA_CHARS])
         if i is not None:
             return str(self.split[i])
         if not len(self.bits):

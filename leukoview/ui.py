@@ -111,6 +111,21 @@ def page(title: str, icon: str = "🔬") -> Bundle | None:
     return chosen
 
 
+def models_that_fit(image, current: Bundle) -> list[Bundle]:
+    """Recommended models of other tasks that read ``image`` without an out-of-distribution flag (for a page
+    that has to tell the reviewer this model's task does not fit the image)."""
+    from .landing import is_recommended
+
+    out = []
+    for b in bundles():
+        if b.id == current.id or b.card.get("task") == current.card.get("task") or not is_recommended(b):
+            continue
+        p = predictor(b)
+        if p is not None and not p.predict(image).ood_flag:
+            out.append(b)
+    return out
+
+
 def reviewer_name() -> str:
     name = st.sidebar.text_input("Reviewer name (recorded with decisions)",
                                  value=st.session_state.get(REVIEWER_KEY, ""), key="reviewer_input")
@@ -131,6 +146,8 @@ def batch_columns() -> dict:
             "suspicion": st.column_config.ProgressColumn("suspicion", min_value=0.0, max_value=1.0, format="%.3f"),
             "ood_flag": st.column_config.CheckboxColumn("out of distribution"),
             "ood_score": st.column_config.NumberColumn("OOD score", format="%.1f"),
+            "in_training": st.column_config.TextColumn("in training", help="train / val: the image (or a near "
+                                                       "copy) is in the model's split; its score is not evidence"),
             "cell_found": st.column_config.CheckboxColumn("cell found", help="False: no cell was located, the "
                                                                             "whole image was scored"),
             "review": st.column_config.TextColumn("review decision")}

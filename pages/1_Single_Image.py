@@ -61,6 +61,10 @@ model = ui.predictor(bundle)
 if model is None:
     st.stop()
 pred = model.predict(img)
+seen = model.seen_split(source)
+if seen:
+    st.warning(f"**Seen in training** ({seen} split of {bundle.id}, this file or a near copy): this score is not "
+               "evidence of performance.")
 reading = advice.read_prediction(pred.suspicion, model.threshold, pred.predicted, bundle.positive,
                                  ood=pred.ood_flag, task_positive_name=ui.positive_name(bundle))
 
@@ -70,13 +74,21 @@ if crop is not None and not crop.found:
                "which it was not trained to read. Crop the image around one white cell and try again.")
 elif crop is not None:
     st.caption(f"Cell located: {crop.note}. The model reads only the boxed square (drawn on the maps below).")
-if pred.ood_flag:
-    st.warning(f"⚠️ Out-of-distribution: this image is unlike the training data (score {pred.ood_score:.1f} > "
-               f"{model.ood_threshold:.1f}). The prediction may be meaningless.")
-box = {"low": st.success, "borderline": st.warning, "high": st.error}[reading.band]
+BOXES = {"low": st.success, "borderline": st.warning, "high": st.error, advice.CANNOT_ASSESS: st.warning}
+box = BOXES[reading.band]
 box(f"**{reading.band.upper()}** — {reading.headline}")
+if pred.ood_flag:
+    st.caption(f"Out-of-distribution score {pred.ood_score:.1f} > flag threshold {model.ood_threshold:.1f}.")
+    fits = ui.models_that_fit(img, bundle)
+    if fits:
+        st.info("A model whose task fits this image (it does not flag it): "
+                + ", ".join(f"**{b.id}** ({ui.task_title(b)})" for b in fits) + ". Choose it in the sidebar.")
+    else:
+        st.info("None of the recommended models reads this image without a flag: it may not be a stained "
+                "blood-cell image of a kind leukoview knows.")
 
-c1, c2 = st.columns([1, 1])
+charts_box = st.expander("Model outputs (not interpretable for this image)") if pred.ood_flag else st.container()
+c1, c2 = charts_box.columns([1, 1])
 c1.plotly_chart(charts.suspicion_gauge(pred.suspicion, model.threshold), width="stretch")
 c2.plotly_chart(charts.probability_bars(pred.probabilities, bundle.positive), width="stretch")
 n1, n2 = st.columns(2)

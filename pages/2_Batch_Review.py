@@ -64,12 +64,19 @@ for note in state["notes"]:
     st.warning(f"Skipped: {note}")
 errors = df[df["error"] != ""]
 ok = df[df["error"] == ""]
-m1, m2, m3, m4 = st.columns(4)
+m1, m2, m3, m4, m5 = st.columns(5)
 m1.metric("Images scored", len(ok))
 m2.metric("Above threshold", int((ok["decision"] == "positive").sum()))
 ood = ok["ood_flag"] == True  # noqa: E712 (object column: True, False or "" for errors)
 m3.metric("Out-of-distribution", int(ood.sum()))
-m4.metric("Unreadable", len(errors))
+seen_n = int(ok["in_training"].isin(["train", "val"]).sum()) if "in_training" in ok else 0
+m4.metric("Seen in training", seen_n, help="In the model's train or validation split (same file or a near copy)")
+m5.metric("Unreadable", len(errors))
+if seen_n:
+    st.warning(f"{seen_n} of these images are in {bundle.id}'s training or validation split (column 'in "
+               "training'): seen in training, their scores are not evidence of performance. Filter them out below.")
+elif "in_training" in ok and (ok["in_training"] == "unknown").any():
+    st.caption(f"{bundle.id} records no training-set membership: `python -m leukoview seen {bundle.path}` adds it.")
 if "cell_found" in ok:
     lost = int((ok["cell_found"] == False).sum())  # noqa: E712 (object column)
     if lost:
@@ -106,12 +113,14 @@ except review.ReviewStoreError as e:
     decisions = None
 
 st.subheader("Filter and sort")
-f1, f2, f3, f4 = st.columns([2, 2, 1, 1])
+f1, f2, f3, f4, f5 = st.columns([2, 2, 1, 1, 1])
 lo, hi = f1.slider("Suspicion score range", 0.0, 1.0, (0.0, 1.0), 0.01, key="batch_range")
 cls = f2.multiselect("Predicted class", bundle.classes, key="batch_classes")
 flagged = f3.checkbox("OOD only", key="batch_ood", help="Only images flagged as out-of-distribution")
 sort = f4.selectbox("Sort by", ["suspicion ↓", "suspicion ↑", "file", "ood_score ↓"], key="batch_sort")
-view = batch.filter_scores(ok, score_range=(lo, hi), classes=cls, flagged_only=flagged)
+seen_filter = f5.selectbox("Training set", batch.SEEN_FILTERS, key="batch_seen",
+                           help="Images in the model's train or validation split say nothing about its performance")
+view = batch.filter_scores(ok, score_range=(lo, hi), classes=cls, flagged_only=flagged, seen=seen_filter)
 view = batch.sort_scores(view, sort)
 view = batch.with_decisions(view, decisions)
 shown = batch.table_for_page(view, folder)

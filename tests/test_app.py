@@ -50,9 +50,9 @@ def no_exceptions(at: AppTest):
     assert not at.exception, [e.value for e in at.exception]
 
 
-def png_bytes(kind: int = 3) -> bytes:
+def png_bytes(kind: int = 3, size: int = 96) -> bytes:
     buf = io.BytesIO()
-    cell_image(kind, np.random.default_rng(0), size=96).save(buf, format="PNG")
+    cell_image(kind, np.random.default_rng(0), size=size).save(buf, format="PNG")
     return buf.getvalue()
 
 
@@ -67,13 +67,27 @@ def test_home_lists_models_from_cards(app_env):
 def test_single_image_upload_shows_decision_and_gradcam(app_env):
     at = run_page("pages/1_Single_Image.py")
     no_exceptions(at)
-    at.file_uploader(key="single_upload").set_value(("cell.png", png_bytes(), "image/png"))
+    at.file_uploader(key="single_upload").set_value(("cell.png", png_bytes(size=64), "image/png"))
     at.run()
     no_exceptions(at)
     assert len(at.image) >= 1  # input and Grad-CAM overlay (the image list may group both)
     assert any("Faithfulness" in m.value for m in at.markdown)
     banners = [e.value for e in (*at.success, *at.warning, *at.error)]
     assert any(k in " ".join(banners) for k in ("LOW", "BORDERLINE", "HIGH"))
+
+
+def test_a_flagged_image_gets_no_reassuring_verdict(app_env):
+    from leukoview.oodeval import not_cells
+
+    buf = io.BytesIO()
+    not_cells(4, seed=3)["photographs (crops)"][0].save(buf, format="PNG")
+    at = run_page("pages/1_Single_Image.py")
+    at.file_uploader(key="single_upload").set_value(("photo.png", buf.getvalue(), "image/png"))
+    at.run()
+    no_exceptions(at)
+    assert not at.success  # no green box
+    banners = " ".join(e.value for e in (*at.warning, *at.error))
+    assert "CANNOT ASSESS" in banners and "LOW" not in banners and "HIGH" not in banners
 
 
 def test_single_image_refuses_a_non_image_with_a_message(app_env):

@@ -36,7 +36,8 @@ def test_external_eval_counts_what_the_predictor_says(tiny_bundle, labelled, tmp
     assert r["images"] == 18 and r["unseen_types"] == ["Other"] and r["mapping"]["Normal"] == "normal"
     normal = direct[direct["folder"] != "blast"]  # Normal and the unseen Other are normal cells
     assert r["normal_cells"] == len(normal) == 12
-    assert r["positive_decision_among_normal"]["count"] == int((normal["decision"] == "positive").sum())
+    threshold = Predictor(folder).threshold
+    assert r["positive_decision_among_normal"]["count"] == int((normal["suspicion"] >= threshold).sum())
     own = direct[direct["folder"] == "Normal"]
     assert r["per_folder"]["Normal"]["own_type"]["count"] == int((own["predicted"] == "normal").sum())
     assert r["per_folder"]["Other"]["own_type"] is None

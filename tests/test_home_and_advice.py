@@ -11,10 +11,13 @@ def test_risk_bands():
     assert advice.risk_band(0.95, 0.97) == "low"
 
 
-def test_reading_warns_when_out_of_distribution():
-    r = advice.read_prediction(0.95, 0.3, "blast", ["blast"], ood=True)
-    assert r.band == "high" and "out-of-distribution" in r.limitations[0]
-    assert "not a medical device" in " ".join(r.limitations)
+def test_out_of_distribution_gets_no_verdict_either_way():
+    for score in (0.01, 0.5, 0.95):  # low, borderline, high: none of them is read out
+        r = advice.read_prediction(score, 0.3, "blast", ["blast"], ood=True, task_positive_name="B-ALL")
+        assert r.band == "cannot assess" and r.headline.startswith("Cannot assess")
+        assert "out-of-distribution" in r.limitations[0] and "not a medical device" in " ".join(r.limitations)
+        assert not any("Routine review" in s for s in r.next_steps)
+    assert advice.read_prediction(0.01, 0.3, "normal", ["blast"], ood=False).band == "low"
 
 
 def test_home_tables_come_from_the_card_and_metrics(tiny_bundle):

@@ -47,7 +47,22 @@ def test_score_folder_goes_on_past_bad_files(tmp_path, predictor):
     assert set(bad["file"]) == {"x/broken.png", "empty.jpg"}
     assert bad["error"].str.contains("not a readable image|empty").all()
     good = df[df["error"] == ""]
-    assert good["suspicion"].between(0, 1).all() and set(good["decision"]) <= {"positive", "negative"}
+    p = predictor
+    expected = np.where(good["ood_flag"].astype(bool), "cannot assess",
+                        np.where(good["suspicion"] >= p.threshold, "positive", "negative"))
+    assert (good["decision"] == expected).all()  # a flagged image gets no verdict, the rest the threshold's
+
+
+def test_flagged_images_get_cannot_assess_in_the_csv(tiny_bundle, tmp_path):
+    from leukoview.oodeval import not_cells
+
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for i, im in enumerate(not_cells(8, seed=1)["coloured noise"] + not_cells(8, seed=1)["drawn shapes and text"]):
+        im.save(folder / f"x{i}.png")
+    df = score_folder(folder, Predictor(tiny_bundle))
+    assert df["ood_flag"].astype(bool).all()  # far from the synthetic cells the tiny model was trained on
+    assert set(df["decision"]) == {"cannot assess"}
 
 
 def test_cli_score_writes_csv(tmp_path, tiny_bundle, capsys):
@@ -134,3 +149,27 @@ def test_scores_do_not_depend_on_the_chunk_size(tmp_path, predictor):
     runs = [score_folder(tmp_path / "b", predictor, batch_size=bs, workers=w) for bs, w in [(1, 1), (3, 2), (128, 2)]]
     for df in runs[1:]:
         pd.testing.assert_frame_equal(df, runs[0], check_exact=False, atol=2e-4)  # float32 batch rounding
+
+
+def test_score_says_which_images_the_model_was_trained_on(tiny_bundle, tmp_path):
+    """A folder mixing the bundle's own train, validation and test images: in_training matches the split."""
+    import json
+    import shutil
+
+    from leukoview.bundle import load_bundle
+
+    b = load_bundle(tiny_bundle)
+    root = Path(json.loads((tiny_bundle / "card.json").read_text())["training"]["config"]["data_root"])
+    split = b.split()
+    mixed = tmp_path / "mixed"
+    picks = split.groupby("split").head(3)
+    for f in picks["file"]:
+        (mixed / f).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(root / f, mixed / f)
+    df = score_folder(mixed, Predictor(b)).set_index("file")
+    for f, part in zip(picks["file"], picks["split"], strict=True):
+        assert df.at[f, "in_training"] == ("" if part == "test" else part), (f, part)
+    p = Predictor(b)
+    train_file = picks.loc[picks["split"] == "train", "file"].iloc[0]
+    assert p.seen_split(root / train_file) == "train"
+    assert p.seen_split(root / picks.loc[picks["split"] == "test", "file"].iloc[0]) == ""
