@@ -19,6 +19,8 @@ class Task:
     licence: str
     shares_images_with: tuple[str, ...] = ()  # registered datasets holding some of the same images
     superseded_by: str = ""  # a task whose model replaces this one's for reviewers (this one kept for comparison)
+    per_patient: bool = False  # its models score single cells of patients: a per-patient share of positives means
+    # something (C-NMC style file names carry the patient id)
 
     def others(self) -> list[str]:
         """Registered tasks whose images this task's model never saw (the OOD evaluation's "other cells")."""
@@ -45,13 +47,18 @@ TASKS: dict[str, Task] = {t.name: t for t in (
          shares_images_with=("wbc5",)),
     Task("cnmc", "C-NMC single-cell ALL vs HEM", "ALL blast", ("hem", "all"), ("all",),
          "Single segmented cells: ALL blast vs normal B-lymphoid (hem), with patient ids",
-         "C-NMC 2019 (SBI Lab IIIT Delhi / AIIMS; TCIA, CC BY 3.0; Gupta A., Gupta R. et al.)"),
+         "C-NMC 2019 (SBI Lab IIIT Delhi / AIIMS; TCIA, CC BY 3.0; Gupta A., Gupta R. et al.)", per_patient=True),
 )}
 
 
 def task_title(name: str) -> str:
     """Display title of a task; an unregistered one (``folder:…``) is shown by its name."""
     return TASKS[name].title if name in TASKS else name
+
+
+def per_patient(name: str) -> bool:
+    """Whether a per-patient share of positive cells fits this task's models."""
+    return name in TASKS and TASKS[name].per_patient
 
 
 def positive_name(name: str, positive: list[str]) -> str:

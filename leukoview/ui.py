@@ -141,6 +141,10 @@ def task_title(b: Bundle) -> str:
     return tasks.task_title(b.card.get("task", ""))
 
 
+def per_patient(b: Bundle) -> bool:
+    return tasks.per_patient(b.card.get("task", ""))
+
+
 def batch_columns() -> dict:
     return {"thumbnail": st.column_config.ImageColumn("image", width="small"),
             "suspicion": st.column_config.ProgressColumn("suspicion", min_value=0.0, max_value=1.0, format="%.3f"),

@@ -173,7 +173,11 @@ if rows:
                     st.error(f"Not saved: {e}")
 
 summary = batch.patient_summary(ok)
-if not summary.empty:
+if not summary.empty and not ui.per_patient(bundle):
+    st.info(f"File names carry patient ids, but {bundle.id} ({ui.task_title(bundle)}) does not score single cells "
+            "of these patients' kind: a per-patient share of its calls would not mean what a chart suggests, so "
+            "none is drawn. Choose a single-cell ALL model for the per-patient view.")
+elif not summary.empty:
     st.subheader("Per patient")
     st.plotly_chart(charts.patient_figure(summary, batch.PATIENT_REFERENCE), width="stretch")
     st.dataframe(summary, hide_index=True, width="stretch")

@@ -199,3 +199,18 @@ def test_shortcut_audit_is_shown_on_home_and_comparison(app_env):
     at = run_page("pages/4_Model_Comparison.py")
     no_exceptions(at)
     assert any("Shortcut audit" in w.value for w in at.warning)
+
+
+def test_batch_draws_no_patient_chart_under_a_model_whose_task_does_not_fit(app_env):
+    rng = np.random.default_rng(2)
+    folder = app_env / "data" / "patients"
+    folder.mkdir(parents=True)
+    for p in range(3):
+        cell_image(0, rng).save(folder / f"UID_H{p}_1_1_hem.png")  # healthy patients' cells
+    at = run_page("pages/2_Batch_Review.py")
+    options = at.selectbox(key="batch_folder").options
+    at.selectbox(key="batch_folder").set_value(next(i for i, o in enumerate(options) if "patients" in o)).run()
+    at.button(key="batch_score").click().run()
+    no_exceptions(at)
+    assert any("none is drawn" in m.value for m in at.info)
+    assert not any("Per patient" in h.value for h in at.subheader)
