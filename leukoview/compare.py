@@ -40,6 +40,15 @@ def comparison_table(bundles: list[bundle.Bundle]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+KEY_METRICS = ("model", "accuracy", "balanced accuracy", "ROC-AUC", "sensitivity", "specificity", "ECE")
+
+
+def key_metrics_first(df: pd.DataFrame) -> pd.DataFrame:
+    """The comparison table with the model and the figures a reader compares first, then the rest."""
+    first = [c for c in KEY_METRICS if c in df.columns]
+    return df[first + [c for c in df.columns if c not in first]]
+
+
 def per_class_recall(bundles: list[bundle.Bundle]) -> pd.DataFrame:
     rows = []
     for b in bundles:

@@ -142,9 +142,23 @@ class ReviewStore:
         return pd.DataFrame(rows, columns=columns)
 
 
-def export_table(scores: pd.DataFrame, decisions: pd.DataFrame) -> pd.DataFrame:
-    """Scores joined with the current decision of each file (files without a decision keep empty columns)."""
+def export_table(scores: pd.DataFrame, decisions: pd.DataFrame, *, model: str = "", threshold: float | None = None,
+                 folder: str = "") -> pd.DataFrame:
+    """Scores joined with the current decision of each file (files without a decision keep empty columns), with
+    the model, its threshold and the folder on every row so an exported file says where it came from."""
     keep = decisions[["file", "action", "label", "comment", "reviewer", "created_at"]].rename(
         columns={"action": "review_action", "label": "review_label", "comment": "review_comment",
                  "reviewer": "reviewed_by", "created_at": "reviewed_at"})
-    return scores.merge(keep, on="file", how="left").fillna({c: "" for c in keep.columns if c != "file"})
+    out = scores.merge(keep, on="file", how="left").fillna({c: "" for c in keep.columns if c != "file"})
+    out.insert(0, "folder", folder)
+    out.insert(1, "model", model)
+    out.insert(2, "threshold", threshold if threshold is not None else float("nan"))
+    return out
+
+
+def export_name(folder: str, when: datetime | None = None) -> str:
+    """``leukoview_<folder name>_<YYYY-MM-DD>.csv``: an export named after what was reviewed and when."""
+    import re
+
+    stem = re.sub(r"[^A-Za-z0-9._-]+", "_", Path(str(folder).rstrip("/")).name or "batch").strip("_") or "batch"
+    return f"leukoview_{stem}_{(when or datetime.now(UTC)):%Y-%m-%d}.csv"

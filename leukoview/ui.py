@@ -91,12 +91,15 @@ def page(title: str, icon: str = "🔬") -> Bundle | None:
             chosen = None
         else:
             ids = [b.id for b in found]
-            current = st.session_state.get(MODEL_KEY)
+            # the URL keeps the choice across reloads and bookmarks (?model=<id>); the session across pages
+            current = st.session_state.get(MODEL_KEY) or st.query_params.get("model")
             index = ids.index(current) if current in ids else 0
             picked = st.selectbox("Model used on every page", ids, index=index, key="model_picker",
                                   help="Recommended models first; the rest are the model zoo, classical baselines "
                                        "and comparison runs (Model Comparison page)")
             st.session_state[MODEL_KEY] = picked
+            if st.query_params.get("model") != picked:
+                st.query_params["model"] = picked
             chosen = found[ids.index(picked)]
             c = chosen.card
             st.caption(f"**{tasks.task_title(c.get('task', ''))}** · "
@@ -155,6 +158,11 @@ def batch_columns() -> dict:
             "cell_found": st.column_config.CheckboxColumn("cell found", help="False: no cell was located, the "
                                                                             "whole image was scored"),
             "review": st.column_config.TextColumn("review decision")}
+
+
+def table_height(rows: int) -> int:
+    """Pixels for a dataframe showing every one of ``rows`` rows (35 px a row, plus the header)."""
+    return 38 + 35 * max(rows, 1)
 
 
 def comparison_columns() -> dict:

@@ -50,7 +50,8 @@ if job is not None and st.button(f"Score with {bundle.id}", type="primary", key=
         df = score_files(paths, model, base=folder,
                          progress=lambda d, t: bar.progress(d / max(t, 1), text=f"Scored {d} of {t}"))
         bar.empty()
-        state = {"batch": bid, "folder": str(folder), "model": bundle.id, "scores": df, "notes": notes}
+        state = {"batch": bid, "folder": str(folder), "model": bundle.id, "threshold": bundle.threshold,
+                 "scores": df, "notes": notes}
         st.session_state["batch_result"] = state
 
 if not state:
@@ -183,6 +184,7 @@ elif not summary.empty:
     st.dataframe(summary, hide_index=True, width="stretch")
 
 if decisions is not None:  # read above; a save reruns the page, so it is current
-    export = review.export_table(df, decisions)
+    export = review.export_table(df, decisions, model=state["model"], threshold=state.get("threshold"),
+                                 folder=str(folder))
     st.download_button("Download scores and decisions (CSV)", export.to_csv(index=False).encode(),
-                       file_name="leukoview_batch.csv", mime="text/csv", key="batch_export")
+                       file_name=review.export_name(str(folder)), mime="text/csv", key="batch_export")

@@ -11,7 +11,8 @@ same_task = [b for b in ui.bundles() if b.card.get("task", "") == task]
 st.markdown(f"Task **{ui.task_title(bundle)}**: {len(same_task)} bundle(s). Figures come from each "
             "bundle's metrics.json and stored test predictions.")
 table = compare.comparison_table(same_task)
-st.dataframe(table.drop(columns=["task", "split"]), hide_index=True, width="stretch",
+shown_table = compare.key_metrics_first(table.drop(columns=["task", "split"]))
+st.dataframe(shown_table, hide_index=True, width="stretch", height=ui.table_height(len(shown_table)),
              column_config=ui.comparison_columns())
 splits = table["split"].nunique()
 if splits > 1:
@@ -30,7 +31,7 @@ if audit:
 
 ranked = table.sort_values(["ROC-AUC", "balanced accuracy"], ascending=False)["model"].tolist()
 default = list(dict.fromkeys([bundle.id, *ranked]))[:6]
-shown = st.multiselect("Curves and per-class recall for", ranked, default=default, key="cmp_shown",
+shown = st.multiselect("Curves and per-class recall for", ranked, default=default, key=f"cmp_shown_{task}",
                        help="Default: the model chosen in the sidebar and the best by ROC-AUC (six at most)")
 chosen = [b for b in same_task if b.id in shown]
 roc, pr = [], []
@@ -92,8 +93,8 @@ if len(ids) < 2:
     st.info("Only one bundle for this task: train another architecture to compare (README, 'Training').")
 else:
     x, y = st.columns(2)
-    first = x.selectbox("Model A", ids, index=0, key="cmp_a")
-    second = y.selectbox("Model B", ids, index=1, key="cmp_b")
+    first = x.selectbox("Model A", ids, index=0, key=f"cmp_a_{task}")
+    second = y.selectbox("Model B", ids, index=1, key=f"cmp_b_{task}")
     if first == second:
         st.info("Pick two different models.")
     else:

@@ -144,7 +144,7 @@ def test_comparison_shows_both_models_and_mcnemar(app_env):
     no_exceptions(at)
     table = at.dataframe[0].value
     assert set(table["model"]) == {"cells-cnn32", "tiny2"}
-    at.selectbox(key="cmp_b").set_value("tiny2").run()
+    at.selectbox(key="cmp_b_folder:cells").set_value("tiny2").run()
     assert any("McNemar p" in m.value for m in at.markdown)
 
 
@@ -214,3 +214,19 @@ def test_batch_draws_no_patient_chart_under_a_model_whose_task_does_not_fit(app_
     no_exceptions(at)
     assert any("none is drawn" in m.value for m in at.info)
     assert not any("Per patient" in h.value for h in at.subheader)
+
+
+def test_model_choice_is_kept_in_the_url(app_env):
+    at = AppTest.from_file(str(REPO / "Home.py"), default_timeout=TIMEOUT)
+    at.query_params["model"] = "tiny2"
+    at.run()
+    no_exceptions(at)
+    assert at.selectbox(key="model_picker").value == "tiny2"
+    at.selectbox(key="model_picker").set_value("cells-cnn32").run()
+    assert at.query_params["model"] == ["cells-cnn32"] or at.query_params["model"] == "cells-cnn32"
+
+
+def test_comparison_table_puts_key_metrics_first(app_env):
+    at = run_page("pages/4_Model_Comparison.py")
+    cols = list(at.dataframe[0].value.columns)
+    assert cols[:7] == ["model", "accuracy", "balanced accuracy", "ROC-AUC", "sensitivity", "specificity", "ECE"]

@@ -101,3 +101,16 @@ def test_export_joins_current_decisions():
                                "created_at": "2026-01-01T00:00:00+00:00", "supersedes": None}])
     out = export_table(scores, decisions)
     assert out["review_action"].tolist() == ["confirm", ""] and out["reviewed_by"].tolist() == ["ann", ""]
+
+
+def test_export_says_which_model_threshold_and_folder_and_is_named_after_them():
+    from datetime import UTC, datetime
+
+    from leukoview.review import export_name
+
+    scores = pd.DataFrame({"file": ["a.png"], "suspicion": [0.9]})
+    empty = pd.DataFrame(columns=["file", "action", "label", "comment", "reviewer", "created_at"])
+    out = export_table(scores, empty, model="wbc9-efficientnet_lite0", threshold=0.25, folder="/data/slide 7")
+    assert out.loc[0, ["folder", "model", "threshold"]].tolist() == ["/data/slide 7", "wbc9-efficientnet_lite0", 0.25]
+    assert export_name("/data/slide 7/", datetime(2026, 12, 1, tzinfo=UTC)) == "leukoview_slide_7_2026-12-01.csv"
+    assert export_name("", datetime(2026, 12, 1, tzinfo=UTC)) == "leukoview_batch_2026-12-01.csv"
