@@ -18,6 +18,14 @@ MIN_SIDE = 8
 ACCEPTED = "PNG, JPEG, BMP, TIFF, GIF or WebP"
 
 
+def digest(source) -> str:
+    """sha256 of an image source (path or bytes): a key for caching what was computed from it."""
+    import hashlib
+
+    data = Path(source).read_bytes() if isinstance(source, (str, Path)) else bytes(source)
+    return hashlib.sha256(data).hexdigest()
+
+
 def has_image_suffix(name: str | Path) -> bool:
     return Path(name).suffix.lower() in IMAGE_SUFFIXES
 

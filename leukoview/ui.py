@@ -114,6 +114,24 @@ def page(title: str, icon: str = "🔬") -> Bundle | None:
     return chosen
 
 
+CAM_CACHE_KEY = "leukoview_cam_cache"
+CAM_CACHE_SIZE = 12
+
+
+def explanation(model, b: Bundle, image, image_key: str, method: str, target: str):
+    """The Grad-CAM explanation of an image, cached in the session per (model, image, method, target): moving the
+    opacity slider re-blends the cached map instead of running the network again."""
+    from . import explain
+
+    cache = st.session_state.setdefault(CAM_CACHE_KEY, {})
+    key = (b.id, image_key, method, target)
+    if key not in cache:
+        if len(cache) >= CAM_CACHE_SIZE:
+            cache.pop(next(iter(cache)))
+        cache[key] = explain.explain(model, image, method=method, target=target)
+    return cache[key]
+
+
 def models_that_fit(image, current: Bundle) -> list[Bundle]:
     """Recommended models of other tasks that read ``image`` without an out-of-distribution flag (for a page
     that has to tell the reviewer this model's task does not fit the image)."""

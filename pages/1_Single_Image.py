@@ -101,37 +101,44 @@ if not model.explainable:
             f"({bundle.card['input'].get('feature_description', '')}): it has no class-activation map. "
             "Pick a network in the sidebar to see where a model looks.")
 else:
-    o1, o2, o3 = st.columns(3)
-    method = o1.selectbox("Method", explain.METHODS, key="cam_method")
-    target = o2.selectbox("Target class", bundle.classes, index=bundle.classes.index(pred.predicted),
-                          key="cam_target", help="Default: the predicted class")
-    opacity = o3.slider("Overlay opacity", 0.0, 1.0, 0.45, 0.05, key="cam_opacity")
-    try:
-        with st.spinner("Computing the class-activation map…"):
-            ex = explain.explain(model, img, method=method, target=target)
-    except (ValueError, RuntimeError) as e:
-        st.error(f"The map could not be computed: {e}")
-        st.stop()
+    image_key = images.digest(source)
 
-    if ex.crop is None:
-        i1, i2 = st.columns(2)
-    else:
-        i0, i1, i2 = st.columns(3)
-        original = np.asarray(explain.draw_box(img, ex.crop))
-        i0.image(explain.overlay(original, explain.mask_on_original(ex, img.size), opacity=opacity),
-                 caption=f"{ex.method} on the original, with the located cell's box", width="stretch")
-    i1.image(ex.image, caption=f"Input as the network sees it ({ex.image.shape[1]} px)", width="stretch")
-    i2.image(explain.overlay(ex.image, ex.mask, opacity=opacity), caption=f"{ex.method} for class '{ex.target}'",
-             width="stretch")
-    f = ex.faithfulness
-    st.markdown(f"**Faithfulness:** removing the {f['fraction_removed']:.0%} most highlighted pixels moves the "
-                f"'{ex.target}' probability from {f['confidence']:.1%} to {f['confidence_without_highlight']:.1%} "
-                f"(drop {f['drop']:+.1%}); removing a random region of the same size drops it by "
-                f"{f['drop_random_region']:+.1%}. Reading: {f['reading']}.")
-    shares = camstats.image_stats(ex)
-    st.caption("Map mass (share of image area): " + ", ".join(
-        f"{name} {shares[name]['mass']:.0%} ({shares[name]['area']:.0%})" for name in camstats.REGIONS) +
-        ". Stained = saturated pixels (cells); a map that looks at cells puts more mass there than their area.")
+    @st.fragment
+    def cam_section():
+        """Only this part reruns when a CAM control moves; the map itself is cached per image, method and target,
+        so an opacity move re-blends without touching the network."""
+        o1, o2, o3 = st.columns(3)
+        method = o1.selectbox("Method", explain.METHODS, key="cam_method")
+        target = o2.selectbox("Target class", bundle.classes, index=bundle.classes.index(pred.predicted),
+                              key="cam_target", help="Default: the predicted class")
+        opacity = o3.slider("Overlay opacity", 0.0, 1.0, 0.45, 0.05, key="cam_opacity")
+        try:
+            with st.spinner("Computing the class-activation map…"):
+                ex = ui.explanation(model, bundle, img, image_key, method, target)
+        except (ValueError, RuntimeError) as e:
+            st.error(f"The map could not be computed: {e}")
+            return
+        if ex.crop is None:
+            i1, i2 = st.columns(2)
+        else:
+            i0, i1, i2 = st.columns(3)
+            original = np.asarray(explain.draw_box(img, ex.crop))
+            i0.image(explain.overlay(original, explain.mask_on_original(ex, img.size), opacity=opacity),
+                     caption=f"{ex.method} on the original, with the located cell's box", width="stretch")
+        i1.image(ex.image, caption=f"Input as the network sees it ({ex.image.shape[1]} px)", width="stretch")
+        i2.image(explain.overlay(ex.image, ex.mask, opacity=opacity),
+                 caption=f"{ex.method} for class '{ex.target}'", width="stretch")
+        f = ex.faithfulness
+        st.markdown(f"**Faithfulness:** removing the {f['fraction_removed']:.0%} most highlighted pixels moves "
+                    f"the '{ex.target}' probability from {f['confidence']:.1%} to "
+                    f"{f['confidence_without_highlight']:.1%} (drop {f['drop']:+.1%}); removing a random region of "
+                    f"the same size drops it by {f['drop_random_region']:+.1%}. Reading: {f['reading']}.")
+        shares = camstats.image_stats(ex)
+        st.caption("Map mass (share of image area): " + ", ".join(
+            f"{name} {shares[name]['mass']:.0%} ({shares[name]['area']:.0%})" for name in camstats.REGIONS) +
+            ". Stained = saturated pixels (cells); a map that looks at cells puts more mass there than their area.")
+
+    cam_section()
 
 if st.checkbox("Test-time augmentation (8 flips and rotations)", key="tta"):
     scores = explain.tta_suspicion(model, img)

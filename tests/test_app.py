@@ -230,3 +230,20 @@ def test_comparison_table_puts_key_metrics_first(app_env):
     at = run_page("pages/4_Model_Comparison.py")
     cols = list(at.dataframe[0].value.columns)
     assert cols[:7] == ["model", "accuracy", "balanced accuracy", "ROC-AUC", "sensitivity", "specificity", "ECE"]
+
+
+def test_opacity_moves_reuse_the_map_and_a_method_change_recomputes_it(app_env, monkeypatch):
+    from leukoview import explain
+
+    calls = []
+    real = explain.explain
+    monkeypatch.setattr(explain, "explain", lambda *a, **k: calls.append(k.get("method")) or real(*a, **k))
+    at = run_page("pages/1_Single_Image.py")
+    at.file_uploader(key="single_upload").set_value(("cell.png", png_bytes(size=64), "image/png")).run()
+    assert calls == ["Grad-CAM"]
+    for v in (0.2, 0.8):
+        at.slider(key="cam_opacity").set_value(v).run()
+    no_exceptions(at)
+    assert calls == ["Grad-CAM"]  # the map is cached: only the blend changed
+    at.selectbox(key="cam_method").set_value("Grad-CAM++").run()
+    assert calls == ["Grad-CAM", "Grad-CAM++"]
