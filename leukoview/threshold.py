@@ -134,16 +134,45 @@ def natural_frequencies(point: Point, prevalence: float, *, per: int = 1000) -> 
             "healthy": healthy, "false_alarms": healthy * (1 - spec), "cleared": healthy * spec}
 
 
-def describe(point: Point, prevalence: float, *, per: int = 1000, positive_name: str = "leukemia") -> str:
+def _population(unit: str, per: int) -> tuple[str, str]:
+    """What a natural frequency counts: people only when the test split's unit is the patient; otherwise images
+    (one field or one cell each), since a per-image sensitivity is not a per-person one."""
+    if unit == "patient":
+        return f"{per:,} people screened", "people"
+    return f"{per:,} images scored", "images"
+
+
+def describe(point: Point, prevalence: float, *, per: int = 1000, positive_name: str = "leukemia",
+             unit: str = "image") -> str:
     f = natural_frequencies(point, prevalence, per=per)
-    return (f"Of {per:,} people screened where {prevalence:.1%} have {positive_name}: about "
+    group, _ = _population(unit, per)
+    return (f"Of {group} where {prevalence:.1%} show {positive_name}: about "
             f"{f['caught']:.0f} of the {f['diseased']:.0f} with {positive_name} are caught and {f['missed']:.0f} "
             f"missed; {f['false_alarms']:.0f} of the {f['healthy']:.0f} without it are flagged for review.")
 
 
-def compare(a: Point, b: Point, prevalence: float, *, per: int = 1000) -> str:
+def compare(a: Point, b: Point, prevalence: float, *, per: int = 1000, unit: str = "image") -> str:
     """The trade from threshold ``b`` (reference) to ``a``, in natural frequencies."""
     fa, fb = natural_frequencies(a, prevalence, per=per), natural_frequencies(b, prevalence, per=per)
     dc, df = fa["caught"] - fb["caught"], fa["false_alarms"] - fb["false_alarms"]
+    group, _ = _population(unit, per)
     return (f"Moving the threshold from {b.threshold:.3g} to {a.threshold:.3g}: {dc:+.1f} cases caught and "
-            f"{df:+.1f} false alarms per {per:,} screened.")
+            f"{df:+.1f} false alarms per {group}.")
+
+
+def score_overlap(y, scores) -> float:
+    """Share of the test images whose score lies where positives and negatives overlap (between the lowest
+    positive and the highest negative score): 0 for a model that separates them perfectly, whose trade-off then
+    hardly moves with the threshold."""
+    y, s = np.asarray(y), np.asarray(scores, float)
+    pos, neg = s[y == 1], s[y == 0]
+    if not len(pos) or not len(neg):
+        return float("nan")
+    lo, hi = pos.min(), neg.max()
+    return float(((s >= lo) & (s <= hi)).mean()) if lo <= hi else 0.0
+
+
+def teaching_choices(overlaps: dict[str, float], *, k: int = 3, at_least: float = 0.05) -> list[tuple[str, float]]:
+    """The bundles whose threshold trade-off is visible (largest score overlap first, at least ``at_least``)."""
+    ranked = sorted(((b, o) for b, o in overlaps.items() if o == o and o >= at_least), key=lambda x: -x[1])
+    return ranked[:k]

@@ -69,6 +69,25 @@ def _problems(models_dir: str) -> dict[str, str]:
     return bundle_problems(Path(models_dir))
 
 
+@st.cache_data(show_spinner=False)
+def _score_overlaps(models_dir: str) -> dict[str, float]:
+    from .threshold import score_overlap
+
+    out = {}
+    for b in list_bundles(Path(models_dir), verify=False):
+        try:
+            pred = b.predictions()
+            out[b.id] = score_overlap(pred["positive"].to_numpy(), pred["suspicion"].to_numpy())
+        except (OSError, KeyError, ValueError):
+            continue
+    return out
+
+
+def score_overlaps() -> dict[str, float]:
+    """Each bundle's share of test images in the positive/negative score overlap (threshold teaching)."""
+    return _score_overlaps(str(settings.models_dir()))
+
+
 def analysis(b: Bundle):
     try:
         return _analysis(str(b.path))

@@ -12,6 +12,14 @@ if ta is None:
 pos_name = ui.positive_name(bundle)
 st.markdown(f"Stored **test-split** predictions of `{bundle.id}`: {ta.P} images truly {pos_name}, {ta.N} not. "
             f"Moving the threshold re-reads them; the network is not run again.")
+overlap = threshold.score_overlap(ta.y, ta.s)
+if overlap < 0.05:
+    choices = threshold.teaching_choices(ui.score_overlaps())
+    st.info(f"`{bundle.id}` separates its test images almost completely ({overlap:.1%} of them score where "
+            "positives and negatives overlap), so moving the threshold trades almost nothing here."
+            + (" For teaching, a model whose trade-off is visible: " + ", ".join(
+                f"**{b}** ({o:.0%} in the overlap)" for b, o in choices) + " (choose it in the sidebar)."
+               if choices else ""))
 
 presets = ta.presets(bundle.threshold)
 PRESET_KEY = "te_threshold"
@@ -59,7 +67,7 @@ def explorer():
                f"{ci['sensitivity'][1]:.3f}, specificity {ci['specificity'][0]:.3f}–{ci['specificity'][1]:.3f}; "
                f"exact per image (Clopper-Pearson): sensitivity {ex_sens[0]:.3f}–{ex_sens[1]:.3f} "
                f"({p.tp}/{p.tp + p.fn}), specificity {ex_spec[0]:.3f}–{ex_spec[1]:.3f} ({p.tn}/{p.tn + p.fp}).")
-    st.info(threshold.describe(p, prevalence, positive_name=pos_name))
+    st.info(threshold.describe(p, prevalence, positive_name=pos_name, unit=ta.unit))
 
     a, b = st.columns(2)
     a.plotly_chart(charts.confusion_heatmap(p.tp, p.fp, p.tn, p.fn, positive_name=pos_name,
@@ -77,12 +85,12 @@ def explorer():
     st.subheader("Two thresholds side by side")
     ref = st.slider("Reference threshold", 0.0, 1.0, 0.5, threshold.GRID_STEP, key="te_ref", format="%.4f")
     q = ta.at(ref)
-    st.markdown(f"**{threshold.compare(p, q, prevalence)}**")
+    st.markdown(f"**{threshold.compare(p, q, prevalence, unit=ta.unit)}**")
     left, right = st.columns(2)
     for col, point, name in ((left, p, "current"), (right, q, "reference")):
         col.markdown(f"**{name}: {point.threshold:.4f}** — sensitivity {point.sensitivity:.3f}, specificity "
                      f"{point.specificity:.3f}")
-        col.caption(threshold.describe(point, prevalence, positive_name=pos_name))
+        col.caption(threshold.describe(point, prevalence, positive_name=pos_name, unit=ta.unit))
 
 
 explorer()

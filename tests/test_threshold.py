@@ -41,7 +41,17 @@ def test_natural_frequencies_hand_checked():
     assert "75 of the 100" in describe(p, 0.1)
     q = ThresholdAnalysis(Y, S).at(0.3)  # sens 1, spec 0.5
     assert compare(q, p, 0.1) == ("Moving the threshold from 0.5 to 0.3: +25.0 cases caught and +225.0 false "
-                                  "alarms per 1,000 screened.")
+                                  "alarms per 1,000 images scored.")
+    assert "per 1,000 people screened" in compare(q, p, 0.1, unit="patient")  # people only when patients are known
+    assert describe(p, 0.1).startswith("Of 1,000 images scored") and "people" in describe(p, 0.1, unit="patient")
+
+
+def test_score_overlap_and_teaching_choices():
+    from leukoview.threshold import score_overlap, teaching_choices
+
+    assert score_overlap([0, 0, 1, 1], [0.1, 0.2, 0.8, 0.9]) == 0.0  # separated: the threshold trades nothing
+    assert score_overlap([0, 0, 1, 1], [0.1, 0.6, 0.5, 0.9]) == 0.5  # 0.6 and 0.5 sit in the overlap
+    assert teaching_choices({"a": 0.0, "b": 0.3, "c": 0.1, "d": 0.02}) == [("b", 0.3), ("c", 0.1)]
 
 
 @pytest.mark.parametrize("grouped", [False, True])
