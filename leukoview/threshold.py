@@ -172,7 +172,11 @@ def score_overlap(y, scores) -> float:
     return float(((s >= lo) & (s <= hi)).mean()) if lo <= hi else 0.0
 
 
-def teaching_choices(overlaps: dict[str, float], *, k: int = 3, at_least: float = 0.05) -> list[tuple[str, float]]:
-    """The bundles whose threshold trade-off is visible (largest score overlap first, at least ``at_least``)."""
-    ranked = sorted(((b, o) for b, o in overlaps.items() if o == o and o >= at_least), key=lambda x: -x[1])
+def teaching_choices(overlaps: dict[str, tuple[float, float]], *, k: int = 3, at_least: float = 0.05,
+                     min_auc: float = 0.9) -> list[tuple[str, float]]:
+    """The bundles whose threshold trade-off is visible: ``overlaps`` maps a bundle to (score overlap, ROC-AUC);
+    the largest overlap first, at least ``at_least``, among models still good enough to teach with (ROC-AUC at
+    least ``min_auc``: a model that cannot rank the cases teaches nothing about a threshold)."""
+    ranked = sorted(((b, o) for b, (o, auc) in overlaps.items() if o == o and o >= at_least and auc >= min_auc),
+                    key=lambda x: -x[1])
     return ranked[:k]

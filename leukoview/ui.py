@@ -70,21 +70,22 @@ def _problems(models_dir: str) -> dict[str, str]:
 
 
 @st.cache_data(show_spinner=False)
-def _score_overlaps(models_dir: str) -> dict[str, float]:
+def _score_overlaps(models_dir: str) -> dict[str, tuple[float, float]]:
     from .threshold import score_overlap
 
     out = {}
     for b in list_bundles(Path(models_dir), verify=False):
         try:
             pred = b.predictions()
-            out[b.id] = score_overlap(pred["positive"].to_numpy(), pred["suspicion"].to_numpy())
+            out[b.id] = (score_overlap(pred["positive"].to_numpy(), pred["suspicion"].to_numpy()),
+                         float(b.metrics.get("roc_auc", float("nan"))))
         except (OSError, KeyError, ValueError):
             continue
     return out
 
 
-def score_overlaps() -> dict[str, float]:
-    """Each bundle's share of test images in the positive/negative score overlap (threshold teaching)."""
+def score_overlaps() -> dict[str, tuple[float, float]]:
+    """Each bundle's (share of test images in the positive/negative score overlap, ROC-AUC), for teaching."""
     return _score_overlaps(str(settings.models_dir()))
 
 

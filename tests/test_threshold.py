@@ -51,7 +51,8 @@ def test_score_overlap_and_teaching_choices():
 
     assert score_overlap([0, 0, 1, 1], [0.1, 0.2, 0.8, 0.9]) == 0.0  # separated: the threshold trades nothing
     assert score_overlap([0, 0, 1, 1], [0.1, 0.6, 0.5, 0.9]) == 0.5  # 0.6 and 0.5 sit in the overlap
-    assert teaching_choices({"a": 0.0, "b": 0.3, "c": 0.1, "d": 0.02}) == [("b", 0.3), ("c", 0.1)]
+    choices = {"a": (0.0, 1.0), "b": (0.3, 0.95), "c": (0.1, 0.99), "d": (0.02, 0.99), "broken": (0.9, 0.6)}
+    assert teaching_choices(choices) == [("b", 0.3), ("c", 0.1)]  # visible trade-off, still a useful model
 
 
 @pytest.mark.parametrize("grouped", [False, True])
