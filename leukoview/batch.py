@@ -11,6 +11,7 @@ import pandas as pd
 
 from .datasets import cnmc_patient
 from .images import IMAGE_SUFFIXES, ImageError, find_images, has_image_suffix, load_image
+from .segment import NOT_A_SMEAR
 
 MAX_ZIP_FILES = 20_000
 MAX_ZIP_BYTES = 2 * 1024**3  # after extraction
@@ -136,7 +137,8 @@ def differential(df: pd.DataFrame, classes: list[str], positive: list[str]) -> t
     cell-review software, left out of the percentages; unreadable files are not cells. Returns the table (one row
     per type, then the unidentified row) and a summary: classed cells, blast (positive-type) count and %, and
     whether it reaches :data:`BLAST_REFERENCE`."""
-    ok = df[df["error"] == ""]
+    readable = df[df["error"] == ""]
+    ok = readable[readable["decision"] != NOT_A_SMEAR]  # gated images are not cells
     flagged = (ok["ood_flag"] == True).to_numpy()  # noqa: E712 (object column)
     classed = ok[~flagged]
     counts = classed["predicted"].value_counts()
@@ -148,6 +150,7 @@ def differential(df: pd.DataFrame, classes: list[str], positive: list[str]) -> t
     blasts = int(sum(counts.get(c, 0) for c in positive))
     share = blasts / n if n else float("nan")
     summary = {"cells": int(len(ok)), "classed": n, "unidentified": int(flagged.sum()),
+               "not_a_smear": int(len(readable) - len(ok)),
                "unreadable": int((df["error"] != "").sum()), "positive_types": list(positive),
                "positive_count": blasts, "positive_percent": 100 * share if n else float("nan"),
                "reference_percent": 100 * BLAST_REFERENCE,

@@ -99,6 +99,7 @@ def external_eval(bundle_path: Path, folder: Path, *, mapping: dict[str, str] | 
     own_right = int((own["predicted"] == own["folder"].map(mapped)).sum())
     return {
         "folder": str(folder), "images": int(len(ok)), "unreadable": int((df["error"] != "").sum()),
+        "not_a_smear": int((ok["gate"] != "").sum()),
         "threshold": p.threshold, "mapping": mapped,
         "unseen_types": [n for n in sets if not mapped[n]],
         "normal_cells": int(normal.sum()),

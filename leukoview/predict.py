@@ -22,7 +22,7 @@ from .classical import ClassicalModel
 from .images import ImageError, find_images, load_image
 from .ood import ood_scores
 from .seen import SeenIndex
-from .segment import CellCrop, crop_cell
+from .segment import NOT_A_SMEAR, CellCrop, crop_cell, smear_gate
 from .transforms import locate, normalise_batch, resize_array
 
 ProgressFn = Callable[[int, int], None]
@@ -183,7 +183,9 @@ def score_files(paths: list[Path], predictor: Predictor, *, base: Path, batch_si
     and empty scores; the rest of the batch goes on. For a model that locates the cell first, ``cell_found`` says
     whether a cell was found (False: the whole image was scored); ``in_training`` whether the image is in the
     model's train or validation split (:func:`in_training`). ``decision`` is "positive" / "negative" at the
-    threshold, or "cannot assess" for an image the OOD flag marks (its score is kept, but it is no verdict).
+    threshold, "cannot assess" for an image the OOD flag marks (its score is kept, but it is no verdict), or
+    "not a blood-smear image" when the input gate (:func:`leukoview.segment.smear_gate`) refuses it before any
+    model (no score; ``gate`` says why).
 
     ``workers`` threads decode and resize the next chunk while the network scores the current one (PIL and ONNX
     Runtime both release the GIL), so at most two chunks of images are held at a time."""
@@ -193,6 +195,9 @@ def score_files(paths: list[Path], predictor: Predictor, *, base: Path, batch_si
         img, err = _decode(path)
         if img is None:
             return None, err, None, ""
+        gate = smear_gate(img)
+        if gate:  # not a stained blood image: no model sees it
+            return None, "", None, gate
         seen = in_training(predictor, path.read_bytes(), img)
         if not locating:
             return predictor.prepare(img), "", None, seen
@@ -211,10 +216,10 @@ def score_files(paths: list[Path], predictor: Predictor, *, base: Path, batch_si
             k = 0
             for p, (item, err, found, seen) in zip(chunk, loaded, strict=True):
                 row = {"file": p.relative_to(base).as_posix() if p.is_relative_to(base) else str(p)}
-                if item is None:
+                if item is None:  # unreadable (err), or refused by the input gate (seen holds its reason)
                     row.update({c: np.nan for c in predictor.classes})
-                    row.update(predicted="", suspicion=np.nan, decision="", ood_score=np.nan, ood_flag="",
-                               in_training="", cell_found="", error=err)
+                    row.update(predicted="", suspicion=np.nan, decision="" if err else NOT_A_SMEAR, ood_score=np.nan,
+                               ood_flag="", in_training="", cell_found="", gate="" if err else seen, error=err)
                 else:
                     probs = out["probs"][k]
                     row.update(dict(zip(predictor.classes, probs.round(6), strict=False)))
@@ -223,13 +228,13 @@ def score_files(paths: list[Path], predictor: Predictor, *, base: Path, batch_si
                                decision=CANNOT_ASSESS if out["ood_flag"][k] else
                                "positive" if out["decision"][k] else "negative",
                                ood_score=round(float(out["ood_score"][k]), 4), ood_flag=bool(out["ood_flag"][k]),
-                               in_training=seen, cell_found=found, error="")
+                               in_training=seen, cell_found=found, gate="", error="")
                     k += 1
                 rows.append(row)
             if progress:
                 progress(min((n + 1) * batch_size, len(paths)), len(paths))
     columns = ["file", *predictor.classes, "predicted", "suspicion", "decision", "ood_score", "ood_flag",
-               "in_training", *(["cell_found"] if locating else []), "error"]
+               "in_training", *(["cell_found"] if locating else []), "gate", "error"]
     return pd.DataFrame(rows, columns=columns)
 
 

@@ -147,3 +147,30 @@ def _border_colour(img: Image.Image) -> np.ndarray:
     arr = np.asarray(img)
     edge = np.concatenate([arr[0], arr[-1], arr[:, 0], arr[:, -1]])
     return np.median(edge, 0)
+
+
+# --------------------------------------------------------------------------------------------- input gate
+
+GATE_SIDE = 128
+NOT_A_SMEAR = "not a blood-smear image"
+
+
+def smear_gate(img: Image.Image) -> str:
+    """Is this a Romanowsky-stained blood image at all? ``""`` when it may be; else the reason it is not, for the
+    reviewer. Colour statistics only, before any model: a stained smear has violet-blue stained pixels (nuclei)
+    and almost no green or yellow; a photograph, a document, a screenshot, a fluorescence image or a blank field
+    does not. What passes still goes through each model's own out-of-distribution flag."""
+    small = img.convert("RGB").resize((GATE_SIDE, GATE_SIDE), Image.Resampling.BILINEAR)
+    arr = np.asarray(small, np.float32)
+    if float(arr.std()) < 6:
+        return f"{NOT_A_SMEAR}: the image is blank or a flat colour"
+    hsv = np.asarray(small.convert("HSV"), np.float32)
+    hue, sat = hsv[..., 0] * (360 / 255), hsv[..., 1] / 255
+    saturated = sat > 0.15
+    green = saturated & (hue > 45) & (hue < 175)
+    if saturated.sum() and green.sum() / saturated.sum() > 0.12:
+        return (f"{NOT_A_SMEAR}: {green.sum() / saturated.sum():.0%} of its coloured pixels are green or yellow, "
+                "which Romanowsky-stained blood has almost none of (a photograph, a fluorescence image?)")
+    if float((arr[..., 2] - arr[..., 1] > 30).mean()) < 0.005:
+        return f"{NOT_A_SMEAR}: no violet-blue stained pixels (no stained nucleus)"
+    return ""

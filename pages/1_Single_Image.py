@@ -2,7 +2,7 @@
 import numpy as np
 import streamlit as st
 
-from leukoview import advice, camstats, charts, explain, images, samples, ui
+from leukoview import advice, camstats, charts, explain, images, samples, segment, ui
 
 bundle = ui.page("Single image", "🔍")
 if bundle is None:
@@ -57,6 +57,11 @@ except images.ImageError as e:
     st.error(f"This file cannot be scored: {e}")
     st.stop()
 
+refused = segment.smear_gate(img)
+if refused:
+    st.error(f"**{refused[:1].upper() + refused[1:]}.** No model scores it. leukoview reads Romanowsky-stained "
+             "(e.g. May-Grünwald-Giemsa, Wright) blood smears: one white cell or a field of cells.")
+    st.stop()
 model = ui.predictor(bundle)
 if model is None:
     st.stop()

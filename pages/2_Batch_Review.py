@@ -65,6 +65,11 @@ for note in state["notes"]:
     st.warning(f"Skipped: {note}")
 errors = df[df["error"] != ""]
 ok = df[df["error"] == ""]
+gated, ok = ok[ok["gate"] != ""], ok[ok["gate"] == ""]
+if len(gated):
+    st.warning(f"{len(gated)} file(s) are not blood-smear images and got no score (no model sees them).")
+    with st.expander("Why each was refused"):
+        st.dataframe(gated[["file", "gate"]], hide_index=True, width="stretch")
 m1, m2, m3, m4, m5 = st.columns(5)
 m1.metric("Images scored", len(ok))
 m2.metric("Above threshold", int((ok["decision"] == "positive").sum()))

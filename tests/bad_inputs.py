@@ -1,7 +1,8 @@
 """A corpus of bad and odd inputs, generated (nothing downloaded): name -> (file name, bytes, expectation).
 
-Expectation "ok": a usable image that must be accepted and converted to RGB; otherwise a regex the error
-message must match.
+Expectation "ok": a usable image that must be accepted and converted to RGB (and then scored, or refused by the
+input gate when it shows no stained cell: grey, black, white, a flat strip); otherwise a regex the error message
+must match.
 """
 from __future__ import annotations
 
@@ -20,8 +21,11 @@ def _save(img: Image.Image, fmt: str, **kw) -> bytes:
 
 
 def _cell(size=(64, 64)) -> Image.Image:
+    """A smear-like image (pale pink background with grain, one violet cell), so that once decoded it passes the
+    input gate and reaches the model."""
     rng = np.random.default_rng(0)
-    arr = rng.integers(0, 255, (size[1], size[0], 3), dtype=np.uint8)
+    arr = (np.asarray((225, 190, 200), np.float32) + rng.normal(0, 12, (size[1], size[0], 3))).clip(0, 255)
+    arr = arr.astype(np.uint8)
     arr[size[1] // 4: 3 * size[1] // 4, size[0] // 4: 3 * size[0] // 4] = (120, 60, 160)
     return Image.fromarray(arr)
 

@@ -87,7 +87,16 @@ def test_a_flagged_image_gets_no_reassuring_verdict(app_env):
     no_exceptions(at)
     assert not at.success  # no green box
     banners = " ".join(e.value for e in (*at.warning, *at.error))
-    assert "CANNOT ASSESS" in banners and "LOW" not in banners and "HIGH" not in banners
+    assert "not a blood-smear image" in banners.lower() and "LOW" not in banners and "HIGH" not in banners
+    # a smear-coloured image the model has never seen the like of: flagged, so no verdict either
+    noise = np.random.default_rng(0).normal((225, 190, 200), 40, (64, 64, 3)).clip(0, 255).astype(np.uint8)
+    noise[20:40, 20:40] = (110, 50, 170)
+    buf = io.BytesIO()
+    __import__("PIL.Image").Image.fromarray(noise).save(buf, format="PNG")
+    at.file_uploader(key="single_upload").set_value(("odd.png", buf.getvalue(), "image/png")).run()
+    no_exceptions(at)
+    banners = " ".join(e.value for e in (*at.success, *at.warning, *at.error))
+    assert not at.success and ("CANNOT ASSESS" in banners or "not a blood-smear" in banners.lower())
 
 
 def test_single_image_refuses_a_non_image_with_a_message(app_env):

@@ -12,6 +12,7 @@ import pytest
 from leukoview import batch
 from leukoview.images import ImageError, load_image
 from leukoview.predict import Predictor, score_folder
+from leukoview.segment import NOT_A_SMEAR
 from tests.bad_inputs import corpus
 from tests.test_app import app_env, no_exceptions, run_page  # noqa: F401 (fixture)
 
@@ -59,7 +60,8 @@ def test_batch_goes_on_past_every_bad_file(tmp_path, predictor):
     by_file = df.set_index("file")
     for name, _, expect in CORPUS.values():
         if expect == "ok":
-            assert by_file.at[name, "error"] == "" and 0 <= by_file.at[name, "suspicion"] <= 1, name
+            assert by_file.at[name, "error"] == "", name  # decoded; then scored, or refused by the input gate
+            assert 0 <= by_file.at[name, "suspicion"] <= 1 or by_file.at[name, "decision"] == NOT_A_SMEAR, name
         else:
             assert re.search(expect, by_file.at[name, "error"]), (name, by_file.at[name, "error"])
     assert "looks_like.png" not in by_file.index and by_file.at["looks_like.png/inner.png", "error"] == ""
@@ -88,8 +90,9 @@ def test_page_upload_never_shows_a_traceback(kind, app_env):  # noqa: F811
     at.run()
     no_exceptions(at)
     errors = " ".join(e.value for e in at.error)
-    if expect == "ok":
-        assert "cannot be scored" not in errors and any("Faithfulness" in m.value for m in at.markdown), errors
+    if expect == "ok":  # decoded: scored with its map, or refused by the input gate with its reason
+        assert "cannot be scored" not in errors, errors
+        assert any("Faithfulness" in m.value for m in at.markdown) or "not a blood-smear image" in errors.lower()
     else:
         assert "cannot be scored" in errors and re.search(expect, errors)
 

@@ -59,14 +59,16 @@ def test_positive_folders_are_not_counted_as_normal(tiny_bundle, labelled):
 
 
 def test_differential_leaves_unidentified_cells_out_of_the_percentages():
-    df = pd.DataFrame({"predicted": ["a", "a", "b", "blast", "blast", "a", ""],
-                       "ood_flag": [False, False, False, False, True, True, ""],
-                       "error": ["", "", "", "", "", "", "unreadable"]})
+    df = pd.DataFrame({"predicted": ["a", "a", "b", "blast", "blast", "a", "", ""],
+                       "ood_flag": [False, False, False, False, True, True, "", ""],
+                       "decision": ["negative"] * 3 + ["positive"] + ["cannot assess"] * 2
+                       + ["not a blood-smear image", ""],
+                       "error": ["", "", "", "", "", "", "", "unreadable"]})
     table, s = batch.differential(df, ["a", "b", "blast"], ["blast"])
-    assert s["classed"] == 4 and s["unidentified"] == 2 and s["unreadable"] == 1
+    assert s["classed"] == 4 and s["unidentified"] == 2 and s["unreadable"] == 1 and s["not_a_smear"] == 1
     assert table.set_index("type").loc[["a", "b", "blast"], "count"].tolist() == [2, 1, 1]
     assert table.set_index("type").at["blast", "percent"] == pytest.approx(25.0)
     assert np.nansum(table["percent"]) == pytest.approx(100.0)
     assert s["positive_percent"] == pytest.approx(25.0) and s["at_or_above_reference"]
-    _, low = batch.differential(df.assign(predicted=["a"] * 7), ["a", "b", "blast"], ["blast"])
+    _, low = batch.differential(df.assign(predicted=["a"] * 8), ["a", "b", "blast"], ["blast"])
     assert low["positive_percent"] == 0 and not low["at_or_above_reference"]

@@ -53,16 +53,23 @@ def test_score_folder_goes_on_past_bad_files(tmp_path, predictor):
     assert (good["decision"] == expected).all()  # a flagged image gets no verdict, the rest the threshold's
 
 
-def test_flagged_images_get_cannot_assess_in_the_csv(tiny_bundle, tmp_path):
+def test_far_ood_images_get_no_verdict_in_the_csv(tiny_bundle, tmp_path):
+    """Non-smear images are refused by the input gate or flagged by the model: never a positive or negative."""
     from leukoview.oodeval import not_cells
 
     folder = tmp_path / "photos"
     folder.mkdir()
-    for i, im in enumerate(not_cells(8, seed=1)["coloured noise"] + not_cells(8, seed=1)["drawn shapes and text"]):
-        im.save(folder / f"x{i}.png")
+    sets = not_cells(40, seed=1)
+    for name, ims in sets.items():
+        for i, im in enumerate(ims):
+            im.save(folder / f"{name[:5]}_{i}.png")
     df = score_folder(folder, Predictor(tiny_bundle))
-    assert df["ood_flag"].astype(bool).all()  # far from the synthetic cells the tiny model was trained on
-    assert set(df["decision"]) == {"cannot assess"}
+    assert set(df["decision"]) <= {"cannot assess", "not a blood-smear image"}
+    gated = df[df["decision"] == "not a blood-smear image"]
+    assert gated["suspicion"].isna().all() and (gated["gate"] != "").all()  # no score, and the reason
+    assert (df.loc[df["decision"] == "cannot assess", "ood_flag"] == True).all()  # noqa: E712
+    photos = df[df["file"].str.startswith("photo")]
+    assert (photos["decision"] == "not a blood-smear image").mean() >= 0.9  # the gate alone refuses photographs
 
 
 def test_cli_score_writes_csv(tmp_path, tiny_bundle, capsys):
