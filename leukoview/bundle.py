@@ -172,6 +172,13 @@ class Bundle:
         model.load_state_dict(state, strict=True)
         return model.eval()
 
+    def json_file(self, name: str, default=None):
+        """A JSON file an audit added to the bundle (recorded in the card), or ``default`` when there is none."""
+        path = self.path / name
+        if name not in self.card.get("files", {}) or not path.is_file():
+            return default
+        return json.loads(path.read_text())
+
     def ood_state(self) -> dict | None:
         if not (self.path / OOD).is_file():
             return None

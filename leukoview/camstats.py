@@ -11,7 +11,6 @@ bundle (``cam_stats.json``, through :func:`leukoview.bundle.update`); the compar
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -56,11 +55,17 @@ def bundle_stats(bundle_path: Path, root: Path, *, max_images: int = 0, progress
     for f, label in tqdm(list(zip(pred["file"], pred["label"], strict=True)), desc="Grad-CAM", unit="img",
                          disable=not progress):
         img = load_image(Path(root) / f)
-        mask = explain.cam_mask(p.model, layer, p.preprocess([img]), p.classes.index(label))
+        x, target = p.preprocess([img]), p.classes.index(label)
+        mask = explain.cam_mask(p.model, layer, x, target)
         shown = np.asarray(resize_for_display(img, p.spec))
         shares = mass_shares(mask, regions(shown))
-        rows.append({"label": label, **{f"{r}|{k}": v[k] for r, v in shares.items() for k in ("mass", "area")}})
+        gain = explain.faithfulness(p, x, mask, target)["gain"]
+        deletion = explain.deletion_curve(p, x, mask, target)
+        rows.append({"label": label, **{f"{r}|{k}": v[k] for r, v in shares.items() for k in ("mass", "area")},
+                     "gain": gain, "deletion_advantage": deletion["advantage"], "auc_map": deletion["auc_map"],
+                     "auc_random": deletion["auc_random"]})
     df = pd.DataFrame(rows)
+    g = df["gain"].to_numpy()
 
     def summary(part):
         return {r: {"mass": float(part[f"{r}|mass"].mean()), "area": float(part[f"{r}|area"].mean())}
@@ -69,7 +74,20 @@ def bundle_stats(bundle_path: Path, root: Path, *, max_images: int = 0, progress
     return {"method": "Grad-CAM for the true class", "images": int(len(df)), "regions": list(REGIONS),
             "segmentation": "stained = HSV saturation above Otsu; nucleus-dark = stained and grey below Otsu of "
                             "stained pixels; corners = four squares of 15% of the side",
-            "overall": summary(df), "per_class": {c: summary(g) for c, g in df.groupby("label")}}
+            "overall": summary(df), "per_class": {c: summary(part) for c, part in df.groupby("label")},
+            "faithfulness_band": {"p10": float(np.quantile(g, 0.1)), "p25": float(np.quantile(g, 0.25)),
+                                  "p50": float(np.median(g)), "p90": float(np.quantile(g, 0.9)),
+                                  "share_positive": float((g > 0).mean()), "images": int(len(g)),
+                                  "what": "gain = fall in the true class's probability when the map's top 20% of "
+                                          "pixels are removed, minus the fall for random blocks of the same area"},
+            "deletion": {"what": "deletion test: mean probability of the true class as the top 5-50% of the map's "
+                                 "pixels are removed, against random pixels; advantage = random - map (> 0: the map "
+                                 "finds what the model uses)",
+                         "auc_map": float(df["auc_map"].mean()), "auc_random": float(df["auc_random"].mean()),
+                         "advantage": float(df["deletion_advantage"].mean()),
+                         "share_positive": float((df["deletion_advantage"] > 0).mean()),
+                         "per_class": {c: float(part["deletion_advantage"].mean())
+                                       for c, part in df.groupby("label")}}}
 
 
 def write(bundle_path: Path, stats: dict) -> None:
@@ -78,7 +96,4 @@ def write(bundle_path: Path, stats: dict) -> None:
 
 def load(b) -> dict | None:
     """The bundle's stored statistics, or None when ``camstats`` was not run on it."""
-    path = Path(b.path) / CAM_STATS
-    if CAM_STATS not in b.card.get("files", {}) or not path.is_file():
-        return None
-    return json.loads(path.read_text())
+    return b.json_file(CAM_STATS)

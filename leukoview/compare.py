@@ -126,9 +126,14 @@ def cam_table(bundles) -> pd.DataFrame:
         if not s:
             continue
         for cls, part in {"all test images": s["overall"], **s["per_class"]}.items():
+            deletion = s.get("deletion", {})
             rows.append({"model": b.id, "class": cls,
                          **{f"{r} mass": part[r]["mass"] for r in ("stained", "background", "corners")},
-                         **{f"{r} area": part[r]["area"] for r in ("stained", "background", "corners")}})
+                         **{f"{r} area": part[r]["area"] for r in ("stained", "background", "corners")},
+                         "deletion advantage": (deletion.get("advantage") if cls == "all test images" else
+                                                deletion.get("per_class", {}).get(cls)),
+                         "faithfulness gain (median)": s.get("faithfulness_band", {}).get("p50")
+                         if cls == "all test images" else None})
     return pd.DataFrame(rows)
 
 

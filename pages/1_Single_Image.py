@@ -134,10 +134,7 @@ else:
         i2.image(explain.overlay(ex.image, ex.mask, opacity=opacity),
                  caption=f"{ex.method} for class '{ex.target}'", width="stretch")
         f = ex.faithfulness
-        st.markdown(f"**Faithfulness:** removing the {f['fraction_removed']:.0%} most highlighted pixels moves "
-                    f"the '{ex.target}' probability from {f['confidence']:.1%} to "
-                    f"{f['confidence_without_highlight']:.1%} (drop {f['drop']:+.1%}); removing a random region of "
-                    f"the same size drops it by {f['drop_random_region']:+.1%}. Reading: {f['reading']}.")
+        st.markdown(f"**Faithfulness:** {explain.faithfulness_sentence(f, ex.target)} Reading: {f['reading']}.")
         shares = camstats.image_stats(ex)
         st.caption("Map mass (share of image area): " + ", ".join(
             f"{name} {shares[name]['mass']:.0%} ({shares[name]['area']:.0%})" for name in camstats.REGIONS) +

@@ -106,6 +106,27 @@ def test_faithful_map_reads_differently_from_an_unfaithful_one():
     assert bad["drop"] == pytest.approx(0.0, abs=1e-6)
     assert good["reading"].startswith("the highlighted region matters more")
     assert bad["reading"] != good["reading"] and "caution" in bad["reading"]
+    assert good["gain"] == pytest.approx(good["drop"] - good["drop_random_region"])
+    assert "lowers it by" in explain.faithfulness_sentence(good, "blast")
+    raised = {**bad, "drop": -0.1, "drop_random_region": 0.0, "gain": -0.1}
+    assert "raises it by 10.0%" in explain.faithfulness_sentence(raised, "blast")
+
+
+def test_faithfulness_reading_uses_the_models_own_band():
+    band = {"p10": 0.01, "p25": 0.05, "p50": 0.2}
+    assert "usual maps" in explain.faithfulness_reading(0.3, band)
+    assert "low end" in explain.faithfulness_reading(0.02, band)
+    assert "9 in 10" in explain.faithfulness_reading(-0.1, band)
+
+
+def test_deletion_curve_favours_the_faithful_map():
+    import torch
+
+    x = torch.ones(1, 3, 32, 32)
+    good = explain.deletion_curve(_TopLeftModel(), x, _quadrant_mask(True), 1)
+    bad = explain.deletion_curve(_TopLeftModel(), x, _quadrant_mask(False), 1)
+    assert good["advantage"] > 0.05 and good["advantage"] > bad["advantage"]
+    assert good["map"][0] >= good["map"][-1]  # more removed, lower probability
 
 
 def test_tta_scores_the_eight_views(predictor):
