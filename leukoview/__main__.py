@@ -276,13 +276,12 @@ def _cmd_external(a) -> int:
 
 def _cmd_seen(a) -> int:
     from . import bundle, settings
-    from .datasets import image_hashes, load_dataset
-    from .seen import SEEN, seen_table
+    from .datasets import load_dataset
+    from .seen import SEEN, seen_for
 
     for folder in a.bundles:
         b = bundle.load_bundle(folder)
-        ds = load_dataset(b.card["task"], settings.data_root())
-        table = seen_table(b.split(), image_hashes(ds, progress=not a.quiet), 0 if ds.has_patients else ds.near_bits)
+        table = seen_for(load_dataset(b.card["task"], settings.data_root()), b.split(), progress=not a.quiet)
         bundle.update(folder, files={SEEN: table})
         print(f"{b.id}: {len(table['split'])} train and validation images recorded -> {folder}/{SEEN}")
     return 0

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .datasets import perceptual_hash
+from .datasets import Dataset, image_hashes, perceptual_hash
 
 SEEN = "seen.json"
 SHA_CHARS = 16  # 64 bits of the sha256: collisions are negligible at these sizes and the file stays small
@@ -28,6 +28,12 @@ def seen_table(split, hashes, near_bits: int) -> dict:
             "what": f"the first {SHA_CHARS} hex digits of the sha256 and the 64-bit DCT perceptual hash (hex) of "
                     "every train and validation image; an image matches when its sha256 starts the same or its "
                     f"perceptual hash is within {near_bits} bits"}
+
+
+def seen_for(ds: Dataset, split, *, progress: bool = False) -> dict:
+    """``seen.json`` of a split of ``ds``. Near copies count at the distance the split grouped by; with patient
+    ids only exact copies do (single segmented cells look alike across patients)."""
+    return seen_table(split, image_hashes(ds, progress=progress), 0 if ds.has_patients else ds.near_bits)
 
 
 class SeenIndex:

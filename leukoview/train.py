@@ -27,11 +27,11 @@ from tqdm import tqdm
 from . import __version__, bundle, metrics, settings
 from .archs import count_parameters, get_arch
 from .calibration import CALIBRATION_SMOOTHING, fit_temperature, nll, softmax
-from .datasets import Dataset, image_hashes, load_dataset, make_split, split_hash
+from .datasets import Dataset, load_dataset, make_split, split_hash
 from .evaluate import evaluate, predictions_frame
 from .images import load_image
 from .ood import fit_ood, ood_scores
-from .seen import SEEN, seen_table
+from .seen import SEEN, seen_for
 from .transforms import eval_transform, train_transform
 
 
@@ -429,9 +429,7 @@ def finish_bundle(run: Run, out: dict[str, tuple[np.ndarray, np.ndarray]], *, lo
     split[["file", "label", "patient", "group", "split", *(["source"] if ds.has_sources else [])]].to_csv(
         folder / bundle.SPLIT, index=False)
     pd.DataFrame(log).to_csv(folder / bundle.LOG, index=False)
-    # single segmented cells look alike across patients: with patient ids only exact copies count as seen
-    bundle.write_json(folder / SEEN, seen_table(split, image_hashes(ds, progress=False),
-                                                0 if ds.has_patients else ds.near_bits))
+    bundle.write_json(folder / SEEN, seen_for(ds, split))
     bundle.write_json(folder / bundle.METRICS, test_metrics)
     card = {
         "id": bundle_id,

@@ -37,6 +37,15 @@ def cell_image(kind: int, rng: np.random.Generator, size: int = 64) -> Image.Ima
     return Image.fromarray(img.clip(0, 255).astype(np.uint8))
 
 
+def smear_array():
+    """A 64x64 synthetic smear: pale background, one stained cell (20x20 at rows 20-39, columns 24-43) with a dark
+    8x8 nucleus."""
+    img = np.full((64, 64, 3), (235, 215, 220), np.uint8)
+    img[20:40, 24:44] = (120, 50, 160)
+    img[26:34, 30:38] = (60, 20, 110)
+    return img
+
+
 def make_class_folders(base: Path, classes: dict[str, int], n: int, seed: int = 0, suffix: str = ".png") -> Path:
     rng = np.random.default_rng(seed)
     for name, kind in classes.items():

@@ -8,17 +8,11 @@ import pytest
 
 from leukoview import camstats, compare
 from leukoview.segment import regions
-
-
-def _smear():
-    img = np.full((64, 64, 3), (235, 215, 220), np.uint8)  # pale background
-    img[20:40, 24:44] = (120, 50, 160)  # a stained cell
-    img[26:34, 30:38] = (60, 20, 110)  # its dark nucleus
-    return img
+from tests.conftest import smear_array
 
 
 def test_mass_on_the_cell_exceeds_its_area_for_a_map_on_the_cell():
-    parts = regions(_smear())
+    parts = regions(smear_array())
     on_cell = np.zeros((64, 64))
     on_cell[22:38, 26:42] = 1
     s = camstats.mass_shares(on_cell, parts)

@@ -5,13 +5,7 @@ import numpy as np
 from PIL import Image
 
 from leukoview import segment
-
-
-def _smear():
-    img = np.full((64, 64, 3), (235, 215, 220), np.uint8)  # pale background
-    img[20:40, 24:44] = (120, 50, 160)  # a stained cell
-    img[26:34, 30:38] = (60, 20, 110)  # its dark nucleus
-    return img
+from tests.conftest import smear_array
 
 
 def test_otsu_separates_two_levels():
@@ -20,7 +14,7 @@ def test_otsu_separates_two_levels():
 
 
 def test_regions_find_the_cell_nucleus_and_corners():
-    parts = segment.regions(_smear())
+    parts = segment.regions(smear_array())
     assert parts["stained"][30, 34] and not parts["stained"][2, 2]
     assert parts["nucleus-dark"][30, 34] and not parts["nucleus-dark"][21, 25]
     assert parts["stained"].sum() == 400 and (parts["background"] == ~parts["stained"]).all()
@@ -28,7 +22,7 @@ def test_regions_find_the_cell_nucleus_and_corners():
 
 
 def test_background_colour_is_the_pale_background_not_the_cell():
-    colour = segment.background_colour(Image.fromarray(_smear()))
+    colour = segment.background_colour(Image.fromarray(smear_array()))
     np.testing.assert_allclose(colour, (235, 215, 220), atol=1)
 
 
