@@ -233,8 +233,10 @@ def _cmd_oodeval(a) -> int:
         bundle.update(Path(folder), metrics={"ood_eval": r})
         print(f"{folder}: OOD flag (threshold {r['threshold']:.3g})")
         for name, m in r["sets"].items():
-            print(f"  {name:<44} {m['flagged']:>4} / {m['images']:<4} flagged ({m['flag_rate']:>6.1%}); "
-                  f"called positive {m['called_positive']:>4}, of them not flagged {m['called_positive_unflagged']:>4}")
+            print(f"  {name:<44} {m['flagged']:>4} / {m['images']:<4} flagged ({m['flag_rate']:>6.1%}), "
+                  f"{m['gated']:>4} refused by the input gate, {m['verdicts']:>4} would get a verdict; called "
+                  f"positive {m['called_positive']:>4}, of them neither flagged nor gated "
+                  f"{m['called_positive_unflagged']:>4}")
     return 0
 
 

@@ -146,6 +146,8 @@ def ood_table(bundles) -> pd.DataFrame:
         for name, r in e["sets"].items():
             row = {"model": b.id, "image set": name, "images": r["images"], "flagged": r["flagged"],
                    "flag rate": r["flag_rate"]}
+            if "gated" in r:  # evaluations from before the input gate lack these
+                row.update({"refused by the input gate": r["gated"], "would get a verdict": r["verdicts"]})
             if "called_positive" in r:  # evaluations from before these fields were added lack them
                 top = max(r["predicted_counts"].items(), key=lambda kv: kv[1], default=("", 0))
                 row.update({"called positive": r["called_positive"],

@@ -23,6 +23,7 @@ from tqdm import tqdm
 from .datasets import DatasetError, load_dataset
 from .images import load_image
 from .predict import Predictor
+from .segment import smear_gate
 from .tasks import TASKS
 
 
@@ -106,25 +107,35 @@ def ood_eval(bundle_path: Path, root: Path, *, n_generated: int = 200, per_set: 
                              **other_cells(b.card.get("task", ""), root, per_set=per_set, seed=seed),
                              **held_out_classes(b.card, root, per_set=per_set, seed=seed)}
     for name, items in tqdm(sets.items(), desc="OOD sets", disable=not progress):
-        flags, positive, predicted = [], [], []
+        flags, positive, predicted, gated = [], [], [], []
         for i in range(0, len(items), 32):
             chunk = [load_image(x) if isinstance(x, Path) else x for x in items[i:i + 32]]
             out = p.predict_batch(chunk)
             flags.append(out["ood_flag"])
             positive.append(out["decision"])
             predicted += [p.classes[k] for k in out["probs"].argmax(1)]
+            gated += [bool(smear_gate(im)) for im in chunk]
         rows[name] = _set_row(np.concatenate(flags) if flags else np.zeros(0, bool),
-                              np.concatenate(positive) if positive else np.zeros(0, bool), predicted)
+                              np.concatenate(positive) if positive else np.zeros(0, bool), predicted,
+                              gated=np.asarray(gated, bool))
     return {"threshold": p.ood_threshold, "seed": seed, "sets": rows,
             "reading": "flag_rate on the own test split is the false-flag cost; on the other sets, the share "
                        "caught. called_positive: share the model calls positive at its shipped threshold"}
 
 
-def _set_row(flags: np.ndarray, positive: np.ndarray, predicted: list[str]) -> dict:
+def _set_row(flags: np.ndarray, positive: np.ndarray, predicted: list[str], *, gated: np.ndarray | None = None
+             ) -> dict:
+    """Counts of one set. ``gated``: refused by the input gate before any model (they get no verdict, so they
+    count neither as flagged-or-not positives nor as verdicts); ``verdicts``: images that would get a
+    positive/negative decision (neither gated nor flagged) — on a set from outside the model's world, each is a
+    reassurance or an alarm it should not give."""
     n = len(flags)
+    gated = np.zeros(n, bool) if gated is None else gated
     counts = pd.Series(predicted, dtype=object).value_counts()
     return {"images": int(n), "flagged": int(flags.sum()), "flag_rate": float(flags.mean()) if n else float("nan"),
+            "gated": int(gated.sum()), "gated_or_flagged": int((gated | flags).sum()),
+            "verdicts": int((~gated & ~flags).sum()),
             "called_positive": int(positive.sum()),
             "called_positive_rate": float(positive.mean()) if n else float("nan"),
-            "called_positive_unflagged": int((positive & ~flags).sum()),
+            "called_positive_unflagged": int((positive & ~flags & ~gated).sum()),
             "predicted_counts": {str(k): int(v) for k, v in counts.items()}}
