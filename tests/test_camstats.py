@@ -50,7 +50,4 @@ def test_bundle_stats_on_a_sample_takes_each_class_and_records_the_faithfulness_
     root = json.loads((tiny_bundle / "card.json").read_text())["training"]["config"]["data_root"]
     stats = camstats.bundle_stats(tiny_bundle, root, max_images=4, progress=False)
     assert stats["images"] == 4 and set(stats["per_class"]) == {"normal", "blast"}
-    band = stats["faithfulness_band"]
-    assert band["p10"] <= band["p25"] <= band["p50"] <= band["p90"] and band["images"] == 4
-    assert stats["deletion"]["auc_random"] - stats["deletion"]["auc_map"] == pytest.approx(
-        stats["deletion"]["advantage"], abs=1e-9)
+    assert stats["faithfulness_band"]["images"] == 4 and set(stats["deletion"]["per_class"]) == {"normal", "blast"}
