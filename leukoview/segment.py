@@ -168,9 +168,12 @@ def smear_gate(img: Image.Image) -> str:
     hue, sat = hsv[..., 0] * (360 / 255), hsv[..., 1] / 255
     saturated = sat > 0.15
     green = saturated & (hue > 45) & (hue < 175)
-    if saturated.sum() and green.sum() / saturated.sum() > 0.12:
-        return (f"{NOT_A_SMEAR}: {green.sum() / saturated.sum():.0%} of its coloured pixels are green or yellow, "
-                "which Romanowsky-stained blood has almost none of (a photograph, a fluorescence image?)")
+    share = float(green.sum() / saturated.sum()) if saturated.sum() else 0.0
+    # a few smears are stained with a greenish tint (5 of 11,167 real images reach 18-39 %); they keep a stained
+    # nucleus, which photographs do not: refuse above 12 % only without one, and always above 45 %
+    if share > 0.12 and (share >= 0.45 or not locate_cell(img.convert("RGB")).found):
+        return (f"{NOT_A_SMEAR}: {share:.0%} of its coloured pixels are green or yellow, which Romanowsky-stained "
+                "blood has almost none of (a photograph, a fluorescence image?)")
     if float((arr[..., 2] - arr[..., 1] > 30).mean()) < 0.005:
         return f"{NOT_A_SMEAR}: no violet-blue stained pixels (no stained nucleus)"
     return ""
