@@ -3,8 +3,9 @@
 Commands: ``train`` (a network or classical model -> bundle), ``reevaluate`` (post-training steps from shipped
 weights), ``audit`` (dataset leakage), ``score`` (a folder -> CSV), ``models`` (list and verify bundles),
 ``compare`` (the comparison tables), the audits ``shortcuts``, ``camstats``, ``shift``, ``oodeval``,
-``external`` (a labelled folder from another lab), ``seen`` (training-set membership) and ``measure`` (each
-writes into the bundle), and ``sample-data`` (the app's sample images). The speed benchmark is ``python -m bench``.
+``oodcompare`` (alternative OOD scores), ``external`` (a labelled folder from another lab), ``seen``
+(training-set membership) and ``measure`` (each writes into the bundle), and ``sample-data`` (the app's sample
+images). The speed benchmark is ``python -m bench``.
 """
 from __future__ import annotations
 
@@ -289,6 +290,21 @@ def _cmd_seen(a) -> int:
     return 0
 
 
+def _cmd_oodcompare(a) -> int:
+    from . import oodcompare, settings
+
+    for folder in a.bundles:
+        r = oodcompare.compare_ood(Path(folder), settings.data_root(), progress=not a.quiet)
+        oodcompare.write(Path(folder), r)
+        print(f"{folder}: OOD scores, each thresholded at the 99th percentile of validation (flag rate / AUROC "
+              "against the own test split)")
+        print(f"  {'image set':<44} " + "  ".join(f"{m:>18}" for m in r["methods"]))
+        for name, row in r["sets"].items():
+            print(f"  {name:<44} " + "  ".join(f"{row[m]['flag_rate']:>8.1%} / {row[m]['auroc']:>7.3f}"
+                                              for m in r["methods"]))
+    return 0
+
+
 def _cmd_measure(a) -> int:
     from .latency import measure_latency
 
@@ -418,6 +434,12 @@ def main(argv: list[str] | None = None) -> int:
     se.add_argument("bundles", nargs="+")
     se.add_argument("--quiet", action="store_true")
     se.set_defaults(func=_cmd_seen)
+
+    oc = sub.add_parser("oodcompare", help="compare OOD scores (Mahalanobis, kNN, energy, MSP) on the OOD sets "
+                                          "(stored in the bundle's metrics.json)")
+    oc.add_argument("bundles", nargs="+")
+    oc.add_argument("--quiet", action="store_true")
+    oc.set_defaults(func=_cmd_oodcompare)
 
     me = sub.add_parser("measure", help="measure CPU latency per image and record it in the bundle")
     me.add_argument("bundles", nargs="+")

@@ -179,3 +179,17 @@ def external_table(bundles) -> pd.DataFrame:
             row.update({f"{k} own type": (v["own_type"]["rate"] if v["own_type"] else None) for k, v in per.items()})
             rows.append(row)
     return pd.DataFrame(rows)
+
+
+def ood_compare_table(bundles) -> pd.DataFrame:
+    """One row per bundle and image set: each OOD method's flag rate and AUROC (``leukoview oodcompare``)."""
+    rows = []
+    for b in bundles:
+        r = b.metrics.get("ood_compare")
+        if not r:
+            continue
+        for name, row in r["sets"].items():
+            rows.append({"model": b.id, "image set": name,
+                         **{f"{m} flagged": row[m]["flag_rate"] for m in r["methods"]},
+                         **{f"{m} AUROC": row[m]["auroc"] for m in r["methods"]}})
+    return pd.DataFrame(rows)

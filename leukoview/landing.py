@@ -109,15 +109,24 @@ def model_summary(b: Bundle) -> str:
         f"- **Architecture:** {c['architecture']} — {c.get('architecture_description', '')}",
         f"- **Initialisation:** {c.get('pretrained_source', 'unknown')}",
         f"- **Classes:** {', '.join(b.classes)} (positive: {', '.join(b.positive)})",
-        f"- **Input:** {c['input']['size']} px, mean {c['input']['mean']}, std {c['input']['std']}"
-        + (f"; cell located first: {c['input']['locate'].get('what', '')}" if c["input"].get("locate") else
-           "; the whole image"),
+        f"- **Input:** {input_summary(c['input'])}",
         f"- **Operating threshold:** {b.threshold:.4g} — {c.get('threshold_rule', '')}",
         f"- **Trained:** {tr.get('epochs_run', '?')} epochs (best {tr.get('best_epoch', '?')}), "
         f"{tr.get('wall_time_s', 0) / 60:.1f} min on {tr.get('device', '?')}",
         *[f"- **Another lab:** {external_line(r, name, ', '.join(b.positive))}"
           for name, r in b.metrics.get("external", {}).items()],
     ])
+
+
+def input_summary(spec: dict) -> str:
+    """What a model reads, from its card's input spec (networks: size and normalisation; classical models: the
+    feature set; and whether the cell is located first)."""
+    if "features" in spec:
+        text = f"{spec.get('feature_description') or spec['features']} ({spec['size']} px)"
+    else:
+        text = f"{spec['size']} px, mean {spec['mean']}, std {spec['std']}"
+    return text + (f"; cell located first: {spec['locate'].get('what', '')}" if spec.get("locate") else
+                   "; the whole image")
 
 
 def external_line(result: dict, name: str, positive_name: str) -> str:

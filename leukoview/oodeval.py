@@ -92,6 +92,14 @@ def held_out_classes(card: dict, root: Path, *, per_set: int = 200, seed: int = 
     return sets
 
 
+def image_sets(b, root: Path, *, n_generated: int = 200, per_set: int = 200, seed: int = 0
+               ) -> dict[str, list]:
+    """Every set a bundle's OOD flag is judged on: generated non-cells, other tasks' cells, held-out classes."""
+    return {**not_cells(n_generated, seed=seed),
+            **other_cells(b.card.get("task", ""), root, per_set=per_set, seed=seed),
+            **held_out_classes(b.card, root, per_set=per_set, seed=seed)}
+
+
 def ood_eval(bundle_path: Path, root: Path, *, n_generated: int = 200, per_set: int = 200, seed: int = 0,
              progress: bool = True) -> dict:
     """Per image set: how many images the flag catches, and what the model calls them — the share it calls
@@ -103,9 +111,7 @@ def ood_eval(bundle_path: Path, root: Path, *, n_generated: int = 200, per_set: 
     rows = {"own test split (in distribution)": _set_row(test["ood_score"].to_numpy() > p.ood_threshold,
                                                          test["suspicion"].to_numpy() >= p.threshold,
                                                          test["predicted"].tolist())}
-    sets: dict[str, list] = {**not_cells(n_generated, seed=seed),
-                             **other_cells(b.card.get("task", ""), root, per_set=per_set, seed=seed),
-                             **held_out_classes(b.card, root, per_set=per_set, seed=seed)}
+    sets = image_sets(b, root, n_generated=n_generated, per_set=per_set, seed=seed)
     for name, items in tqdm(sets.items(), desc="OOD sets", disable=not progress):
         flags, positive, predicted, gated = [], [], [], []
         for i in range(0, len(items), 32):

@@ -75,6 +75,16 @@ if len(ood_table):
                "cells. *Called positive, not flagged*: images from outside the model's world that it calls "
                "suspicious without a warning — the case to watch. `python -m leukoview oodeval BUNDLE` computes it.")
 
+cmp_table = compare.ood_compare_table(same_task)
+if len(cmp_table):
+    st.subheader("Which out-of-distribution score? Mahalanobis (shipped) against kNN, energy and MSP")
+    st.dataframe(cmp_table, hide_index=True, width="stretch",
+                 column_config={k: st.column_config.NumberColumn(k, format="%.3f") for k in cmp_table.columns
+                                if k not in ("model", "image set")})
+    st.caption("Each score thresholded at the 99th percentile of validation. *flagged*: share of the set caught "
+               "(on the own test split: false flags); *AUROC*: how well the score separates the set from the own "
+               "test split. `python -m leukoview oodcompare BUNDLE` computes it.")
+
 ext_table = compare.external_table(same_task)
 if len(ext_table):
     st.subheader("Another lab's images: external evaluation")
