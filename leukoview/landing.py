@@ -27,14 +27,16 @@ TABLE_NOTE = ("Figures are from each bundle's metrics.json on its held-out test 
 
 PAGE_GUIDE = [
     ("Single Image", "upload, photograph or pick a sample image; see class probabilities, the decision at the "
-                     "model's threshold, an out-of-distribution warning and a Grad-CAM overlay with a "
-                     "faithfulness check."),
+                     "model's threshold — or 'cannot assess' when the image is unlike the training data, and no "
+                     "score at all for what is not a blood-smear image — the located cell and a Grad-CAM overlay "
+                     "with a faithfulness check."),
     ("Batch Review", "score a folder from the data root, an upload or a zip; sort and filter by suspicion; open a "
                      "row for its Grad-CAM; confirm, override or mark for second review (saved with your name); "
-                     "export CSV; per-patient summary for C-NMC file names."),
+                     "the differential count (blast % against the 20% line); which images the model was trained "
+                     "on; export CSV; per-patient summary for single-cell models."),
     ("Threshold Explorer", "move the threshold over the stored test predictions and watch the confusion matrix, "
-                           "sensitivity/specificity, ROC/PR and, for teaching, what it means per 1,000 people "
-                           "screened."),
+                           "sensitivity/specificity, ROC/PR and, for teaching, what it means per 1,000 images "
+                           "(or people, when the split is by patient)."),
     ("Model Comparison", "every bundle of the selected task side by side, with curves, per-class recall and a "
                          "paired McNemar test."),
 ]

@@ -78,7 +78,8 @@ if crop is not None and not crop.found:
     st.warning("No cell found in this image (no stained nucleus stands out): the model scored the whole image, "
                "which it was not trained to read. Crop the image around one white cell and try again.")
 elif crop is not None:
-    st.caption(f"Cell located: {crop.note}. The model reads only the boxed square (drawn on the maps below).")
+    st.caption(f"{crop.note[:1].upper()}{crop.note[1:]}. The model reads only the boxed square (drawn on the maps "
+               "below).")
 BOXES = {"low": st.success, "borderline": st.warning, "high": st.error, advice.CANNOT_ASSESS: st.warning}
 box = BOXES[reading.band]
 box(f"**{reading.band.upper()}** — {reading.headline}")
@@ -86,8 +87,9 @@ if pred.ood_flag:
     st.caption(f"Out-of-distribution score {pred.ood_score:.1f} > flag threshold {model.ood_threshold:.1f}.")
     fits = ui.models_that_fit(img, bundle)
     if fits:
-        st.info("A model whose task fits this image (it does not flag it): "
-                + ", ".join(f"**{b.id}** ({ui.task_title(b)})" for b in fits) + ". Choose it in the sidebar.")
+        st.info("Recommended model(s) of another task that do not flag this image: "
+                + ", ".join(f"**{b.id}** ({ui.task_title(b)})" for b in fits)
+                + ". If that task fits the image, choose it in the sidebar; a missing flag is not proof of fit.")
     else:
         st.info("None of the recommended models reads this image without a flag: it may not be a stained "
                 "blood-cell image of a kind leukoview knows.")
