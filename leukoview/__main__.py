@@ -270,6 +270,13 @@ def _cmd_external(a) -> int:
             print(f"  {k:<14} {v['images']:>4}  {str(v['mapped_to'] or '—'):<16} {own:>16}  "
                   f"{v['positive_decision']['rate']:>8.1%}  {v['positive_not_flagged']['rate']:>14.1%}  "
                   f"{v['ood_flagged']['rate']:>6.1%}  {v['top_prediction']}")
+        if r.get("positive_vs_normal"):
+            rk = r["positive_vs_normal"]
+            print(f"  positive vs normal cells ({rk['positive_cells']} / {rk['normal_cells']}"
+                  + (f", {rk['patients']} patients" if rk["patients"] else "") + f"; 95% intervals by "
+                  f"{rk['bootstrap_unit']}): " + ", ".join(
+                      f"{k} {rk[k]['value']:.3f} [{rk[k]['ci95'][0]:.3f}-{rk[k]['ci95'][1]:.3f}]"
+                      for k in ("roc_auc", "sensitivity", "specificity")))
         n, u = r["positive_decision_among_normal"], r["positive_not_flagged_among_normal"]
         print(f"  normal cells: {n['rate']:.1%} positive ({n['count']}/{n['of']}), {u['rate']:.1%} positive and "
               f"not flagged; own type overall {r['own_type_overall']['rate']:.3f}, balanced "

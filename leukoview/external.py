@@ -93,6 +93,7 @@ def external_eval(bundle_path: Path, folder: Path, *, mapping: dict[str, str] | 
             "top_prediction": counts.index[0] if len(counts) else "",
         }
     d = (ok["suspicion"] >= p.threshold).to_numpy()
+    ranking = _ranking(ok, normal, p.threshold)
     f = (ok["ood_flag"] == True).to_numpy()  # noqa: E712
     seen = [n for n in sets if mapped[n]]
     own = ok[ok["folder"].isin(seen)]
@@ -110,10 +111,42 @@ def external_eval(bundle_path: Path, folder: Path, *, mapping: dict[str, str] | 
                                             if per_folder[n]["images"]])) if seen else float("nan"),
         "ood_flag_rate": float(f.mean()) if len(f) else float("nan"),
         "per_folder": per_folder, "confusion": {"rows": "folder", "columns": p.classes, "counts": confusion},
+        "positive_vs_normal": ranking,
         "reading": "own_type: share called the folder's own type (Clopper-Pearson 95%); positive_decision among "
                    "normal cells: false alarms at the shipped threshold; positive_not_flagged: false alarms that "
                    "carry no out-of-distribution warning",
     }
+
+
+def _ranking(ok, normal: np.ndarray, threshold: float, *, n_boot: int = 1000) -> dict | None:
+    """When the set holds clinically positive cells as well as normal ones: how the suspicion score separates them
+    (ROC-AUC, sensitivity and specificity at the shipped threshold), with 95% bootstrap intervals that resample
+    patients when the file names carry C-NMC patient ids (cells of one patient move together), else images."""
+    from .datasets import cnmc_patient
+
+    usable = ok["suspicion"].notna().to_numpy()  # gated images have no score
+    y = (~normal)[usable].astype(int)
+    s = ok["suspicion"].to_numpy(float)[usable]
+    if not 0 < y.sum() < len(y):
+        return None
+    patients = np.asarray([cnmc_patient(f) for f in ok["file"]], dtype=object)[usable]
+    groups = patients if (patients != "").all() else None
+
+    def auc(i):
+        return metrics.roc_auc(y[i], s[i]) if 0 < y[i].sum() < len(i) else float("nan")
+
+    def sens(i):
+        return float((s[i][y[i] == 1] >= threshold).mean()) if y[i].sum() else float("nan")
+
+    def spec(i):
+        return float((s[i][y[i] == 0] < threshold).mean()) if (y[i] == 0).sum() else float("nan")
+
+    full = np.arange(len(y))
+    return {"positive_cells": int(y.sum()), "normal_cells": int((y == 0).sum()),
+            "patients": int(len(set(patients))) if groups is not None else None,
+            "bootstrap_unit": "patient" if groups is not None else "image",
+            **{name: {"value": fn(full), "ci95": list(metrics.bootstrap_ci(fn, len(y), groups=groups, n_boot=n_boot))}
+               for name, fn in (("roc_auc", auc), ("sensitivity", sens), ("specificity", spec))}}
 
 
 def write(bundle_path: Path, name: str, result: dict) -> None:

@@ -56,6 +56,28 @@ def test_external_eval_counts_what_the_predictor_says(tiny_bundle, labelled, tmp
 def test_positive_folders_are_not_counted_as_normal(tiny_bundle, labelled):
     r = external.external_eval(tiny_bundle, labelled, positive_folders=("Other",))
     assert r["normal_cells"] == 6 and r["per_folder"]["Other"]["clinically_positive"]
+    # the ranking of positive (blast, Other) against normal cells, checked against a direct computation
+    from leukoview import metrics
+
+    direct = score_folder(labelled, Predictor(tiny_bundle))
+    y = (~direct["file"].str.startswith("Normal/")).astype(int).to_numpy()
+    rk = r["positive_vs_normal"]
+    assert rk["positive_cells"] == 12 and rk["normal_cells"] == 6 and rk["bootstrap_unit"] == "image"
+    assert rk["roc_auc"]["value"] == pytest.approx(metrics.roc_auc(y, direct["suspicion"].to_numpy()))
+
+
+def test_external_ranking_resamples_patients_when_file_names_carry_them(tiny_bundle, tmp_path):
+    rng = np.random.default_rng(4)
+    from tests.conftest import cell_image
+
+    for label, prefix, kind in (("all", "UID_", 3), ("hem", "UID_H", 0)):
+        (tmp_path / "c" / label).mkdir(parents=True)
+        for p in range(3):
+            for c in range(2):
+                cell_image(kind, rng).save(tmp_path / "c" / label / f"{prefix}{p}_{c}_1_{label}.png")
+    r = external.external_eval(tiny_bundle, tmp_path / "c", mapping={"hem": "normal"}, positive_folders=("all",))
+    rk = r["positive_vs_normal"]
+    assert rk["bootstrap_unit"] == "patient" and rk["patients"] == 6
 
 
 def test_differential_leaves_unidentified_cells_out_of_the_percentages():
