@@ -103,3 +103,71 @@ class AcquisitionJitter:
         if rng.random() < self.p_grey:
             img = img.convert("L").convert("RGB")
         return img
+
+
+def cell_mask(img: Image.Image, *, grow: int = 3) -> np.ndarray:
+    """The stained pixels (cells: :func:`leukoview.segment.regions`), dilated by ``grow`` pixels."""
+    from scipy import ndimage
+
+    from .segment import regions
+
+    return ndimage.binary_dilation(regions(np.asarray(img))["stained"], iterations=grow)
+
+
+def replace_background(img: Image.Image, fill: np.ndarray, *, mask: np.ndarray | None = None) -> Image.Image:
+    """Keep the cells, put ``fill`` (an HxWx3 array, or one RGB colour) everywhere else."""
+    arr = np.asarray(img, np.float32).copy()
+    keep = cell_mask(img) if mask is None else mask
+    fill = np.broadcast_to(np.asarray(fill, np.float32), arr.shape)
+    arr[~keep] = fill[~keep]
+    return Image.fromarray(np.clip(arr, 0, 255).astype(np.uint8))
+
+
+def background_only(img: Image.Image) -> np.ndarray:
+    """An image's background with its cells painted over in its own background colour (HxWx3 float): another
+    image's background to put behind a cell, without that image's cells."""
+    arr = np.asarray(img, np.float32).copy()
+    arr[cell_mask(img)] = background_colour(img)
+    return arr
+
+
+class BackgroundSwap:
+    """Training augmentation that takes the background away as a cue: with probability ``p`` the cells are kept
+    (stained mask, dilated) and everything else becomes a flat colour, a blurred colour field, black, white, or
+    the background of the previous image this worker saw; with probability ``p_corners`` the four corner squares
+    (15 % of the side, where scale bars and labels sit) are painted over the same way."""
+
+    def __init__(self, *, p: float = 0.5, p_corners: float = 0.5):
+        self.p, self.p_corners = p, p_corners
+        self._previous: np.ndarray | None = None
+
+    def _fill(self, shape, rng: np.random.Generator) -> np.ndarray:
+        kind = int(rng.integers(0, 5))
+        if kind == 0:
+            return rng.uniform(0, 255, 3)
+        if kind == 1:
+            small = Image.fromarray(rng.integers(0, 256, (4, 4, 3), dtype=np.uint8))
+            return np.asarray(small.resize((shape[1], shape[0]), Image.Resampling.BICUBIC), np.float32)
+        if kind == 2:
+            return np.zeros(3)
+        if kind == 3 or self._previous is None or self._previous.shape != shape:
+            return np.full(3, 255.0)
+        return self._previous
+
+    def __call__(self, img: Image.Image) -> Image.Image:
+        rng = np.random.default_rng(random.getrandbits(32))
+        arr = np.asarray(img)
+        out = img
+        if rng.random() < self.p:
+            out = replace_background(img, self._fill(arr.shape, rng))
+        if rng.random() < self.p_corners:
+            h, w = arr.shape[:2]
+            c = max(1, int(round(0.15 * min(h, w))))
+            corners = np.zeros((h, w), bool)
+            corners[:c, :c] = corners[:c, -c:] = corners[-c:, :c] = corners[-c:, -c:] = True
+            o = np.asarray(out).copy()
+            fill = np.broadcast_to(np.asarray(self._fill(arr.shape, rng), np.float32), arr.shape)
+            o[corners] = fill[corners].astype(np.uint8)
+            out = Image.fromarray(o)
+        self._previous = background_only(img)  # the next image may get this one's background, not its cells
+        return out

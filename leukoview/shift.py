@@ -14,7 +14,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from . import metrics
-from .augment import blur, hed_jitter, jpeg, recolour_background, rescale
+from .augment import background_only, blur, hed_jitter, jpeg, recolour_background, replace_background, rescale
 from .images import load_image
 from .segment import background_colour
 
@@ -28,6 +28,9 @@ SHIFTS = {  # name -> (operation, strength); "background" recolours to the farth
     "zoom in x1.33": ("scale", 1.33),
     "blur sigma 1.5": ("blur", 1.5),
     "JPEG quality 30": ("jpeg", 30),
+    "background removed (black)": ("remove", 0),
+    "background removed (white)": ("remove", 255),
+    "background of another image": ("swap", 0),
 }
 
 
@@ -41,7 +44,10 @@ def class_backgrounds(root: Path, split, *, per_class: int = 40, seed: int = 0) 
     return out
 
 
-def apply_shift(img: Image.Image, name: str, *, rng: np.random.Generator, target_colour=None) -> Image.Image:
+def apply_shift(img: Image.Image, name: str, *, rng: np.random.Generator, target_colour=None,
+                other: Image.Image | None = None) -> Image.Image:
+    """``img`` under the shift ``name``; ``other`` is the image whose background "background of another image"
+    puts behind this one's cells (the previous test image of another class)."""
     op, strength = SHIFTS[name]
     if op == "none":
         return img
@@ -55,7 +61,22 @@ def apply_shift(img: Image.Image, name: str, *, rng: np.random.Generator, target
         return blur(img, strength)
     if op == "jpeg":
         return jpeg(img, strength)
+    if op == "remove":  # the cells kept by this project's own segmentation, the rest black or white
+        return replace_background(img, np.full(3, float(strength)))
+    if op == "swap":
+        if other is None:
+            return img
+        return replace_background(img, background_only(other.convert("RGB").resize(img.size)))
     raise ValueError(f"unknown shift {name!r}")
+
+
+def _other_class_image(images: list, labels: list, k: int):
+    """The nearest following test image of another class (wrapping round): its background goes behind image k."""
+    for step in range(1, len(images)):
+        j = (k + step) % len(images)
+        if labels[j] != labels[k]:
+            return images[j]
+    return None
 
 
 def shift_eval(bundle_path: Path, root: Path, *, shifts=tuple(SHIFTS), max_images: int = 0, seed: int = 0,
@@ -77,8 +98,10 @@ def shift_eval(bundle_path: Path, root: Path, *, shifts=tuple(SHIFTS), max_image
     out = {}
     for name in tqdm(shifts, desc="shifts", disable=not progress):
         rng = np.random.default_rng(seed)
-        shifted = [apply_shift(im, name, rng=rng, target_colour=farthest[label])
-                   for im, label in zip(images, pred["label"], strict=True)]
+        labels = pred["label"].tolist()
+        others = [_other_class_image(images, labels, k) for k in range(len(images))]
+        shifted = [apply_shift(im, name, rng=rng, target_colour=farthest[label], other=other)
+                   for im, label, other in zip(images, labels, others, strict=True)]
         r = p.predict_batch(shifted)
         conf = metrics.confusion_at(ybin, r["suspicion"], b.threshold)
         out[name] = {"accuracy": float((r["probs"].argmax(1) == y).mean()),

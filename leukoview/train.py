@@ -60,6 +60,7 @@ class TrainConfig:
     locate_cell: bool = False  # crop the located cell (leukoview.segment.locate_cell) before everything else
     locate_scale: float = 1.6  # the crop's side as a multiple of the nucleus's larger side
     crop_jitter: float = 0.15  # training: log-scale and shift jitter of the located cell's box
+    background_swap: float = 0.0  # probability of replacing the background (and the corners) around the cells
     patience: int = 3  # epochs without improvement of the calibrated validation NLL before stopping
     seed: int = 0
     split_seed: int = 0
@@ -207,7 +208,8 @@ class Run:
         sub = self.split[self.split["split"] == part]
         tf = (train_transform(self.spec, colour=self.cfg.colour_jitter, acquisition=self.cfg.acquisition_jitter,
                               stain=self.cfg.stain_jitter, lowres=self.cfg.lowres_jitter,
-                              crop_jitter=self.cfg.crop_jitter) if train else eval_transform(self.spec))
+                              crop_jitter=self.cfg.crop_jitter, background=self.cfg.background_swap)
+              if train else eval_transform(self.spec))
         data = ImageTable(self.ds.root, sub["file"].tolist(), self.targets(part).tolist(), tf)
         g = torch.Generator().manual_seed(self.cfg.seed)
         return DataLoader(data, batch_size=self.cfg.batch_size, shuffle=train, num_workers=self.cfg.workers,

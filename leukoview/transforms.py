@@ -12,7 +12,7 @@ from PIL import Image
 from torchvision import transforms as T
 from torchvision.transforms import functional as F
 
-from .augment import AcquisitionJitter
+from .augment import AcquisitionJitter, BackgroundSwap
 from .segment import CellCrop, crop_cell, locate_cell
 
 
@@ -98,7 +98,7 @@ def normalise_batch(arrays: list[np.ndarray], spec: dict) -> np.ndarray:
 
 
 def train_transform(spec: dict, *, colour: float = 0.1, acquisition: bool = False, stain: float = 0.1,
-                    lowres: float = 0.0, crop_jitter: float = 0.15):
+                    lowres: float = 0.0, crop_jitter: float = 0.15, background: float = 0.0):
     """Augmentation suited to smears: mild crop-rescale, flips, 90-degree rotations, mild colour jitter; with
     ``acquisition`` first stain (HED) jitter, background recolouring, rescale, blur, JPEG re-compression and
     greyscale (:class:`leukoview.augment.AcquisitionJitter`), so the model cannot lean on how images were taken."""
@@ -107,6 +107,7 @@ def train_transform(spec: dict, *, colour: float = 0.1, acquisition: bool = Fals
     if acquisition:
         # work at about the crop's scale: the colour operations cost per pixel (wbc5 images are 400 px)
         first += [T.Resize(int(size * 1.15), interpolation=T.InterpolationMode.BILINEAR, antialias=True),
+                  *([BackgroundSwap(p=background, p_corners=background)] if background else []),
                   AcquisitionJitter(stain=stain, p_lowres=lowres)]
     return T.Compose([*first,
         T.RandomResizedCrop(size, scale=(0.8, 1.0), ratio=(0.9, 1.1), antialias=True),

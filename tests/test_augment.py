@@ -46,3 +46,17 @@ def test_acquisition_jitter_runs_in_the_training_transform(smear):
     grey = augment.AcquisitionJitter(stain=0.0, p_grey=1, p_background=0, p_rescale=0, p_blur=0, p_jpeg=0)(smear)
     arr = np.asarray(grey)
     assert (arr[..., 0] == arr[..., 1]).all()
+
+
+def test_background_swap_keeps_the_cells_and_changes_the_rest(smear):
+    from leukoview.augment import BackgroundSwap, background_only, cell_mask, replace_background
+
+    keep = cell_mask(smear)
+    out = np.asarray(replace_background(smear, np.zeros(3)), float)
+    src = np.asarray(smear, float)
+    assert np.allclose(out[keep], src[keep]) and (out[~keep] == 0).all()
+    bg = background_only(smear)
+    assert np.abs(bg[keep] - np.median(src[~keep], 0)).max() < 30  # the other image's cells are painted over
+    swap = BackgroundSwap(p=1.0, p_corners=0.0)
+    first = np.asarray(swap(smear), float)
+    assert np.allclose(first[keep], src[keep])  # cells untouched whatever the fill
