@@ -74,13 +74,15 @@ class Predictor:
                 lambda _m, inputs: self._features.append(inputs[0].detach()))
         self.backend = "onnx" if self.onnx is not None else "torch"
 
-    def seen_split(self, source) -> str:
+    def seen_split(self, source, image=None) -> str:
         """"train" / "val" when ``source`` (a path or the file's bytes) or a near copy of it is in this model's
-        train or validation split, "" when not or when the bundle records no membership."""
+        train or validation split, "" when not, "unknown" when the bundle records no membership (``python -m
+        leukoview seen`` adds it). ``image``: the already decoded image, if the caller has it. The file is read
+        only when there is a record to look it up in."""
         if self.seen is None:
-            return ""
+            return "unknown"
         data = Path(source).read_bytes() if isinstance(source, (str, Path)) else bytes(source)
-        return self.seen.lookup(data, load_image(data))
+        return self.seen.lookup(data, image if image is not None else load_image(data))
 
     @property
     def locates(self) -> bool:
@@ -171,18 +173,12 @@ def _decode(path: Path):
         return None, f"{path.name}: cannot read the file ({e.strerror or e})"
 
 
-def in_training(predictor: Predictor, data: bytes, image) -> str:
-    """``"train"`` / ``"val"`` when the image (or a near copy) is in the model's training or validation split,
-    ``""`` when not, ``"unknown"`` when the bundle records no membership (``python -m leukoview seen`` adds it)."""
-    return "unknown" if predictor.seen is None else predictor.seen.lookup(data, image)
-
-
 def score_files(paths: list[Path], predictor: Predictor, *, base: Path, batch_size: int = SCORE_CHUNK,
                 progress: ProgressFn | None = None, workers: int = 2) -> pd.DataFrame:
     """Score ``paths``; one row each, ``file`` relative to ``base``. Files that cannot be read get an ``error``
     and empty scores; the rest of the batch goes on. For a model that locates the cell first, ``cell_found`` says
     whether a cell was found (False: the whole image was scored); ``in_training`` whether the image is in the
-    model's train or validation split (:func:`in_training`). ``decision`` is "positive" / "negative" at the
+    model's train or validation split (:meth:`Predictor.seen_split`). ``decision`` is "positive" / "negative" at the
     threshold, "cannot assess" for an image the OOD flag marks (its score is kept, but it is no verdict), or
     "not a blood-smear image" when the input gate (:func:`leukoview.segment.smear_gate`) refuses it before any
     model (no score; ``gate`` says why).
@@ -198,7 +194,7 @@ def score_files(paths: list[Path], predictor: Predictor, *, base: Path, batch_si
         gate = smear_gate(img)
         if gate:  # not a stained blood image: no model sees it
             return None, "", None, gate
-        seen = in_training(predictor, path.read_bytes(), img)
+        seen = predictor.seen_split(path, img)
         if not locating:
             return predictor.prepare(img), "", None, seen
         crop = predictor.locate(img)  # once per image: the crop that is scored is the one reported

@@ -66,8 +66,8 @@ model = ui.predictor(bundle)
 if model is None:
     st.stop()
 pred = model.predict(img)
-seen = model.seen_split(source)
-if seen:
+seen = model.seen_split(source, img)
+if seen in ("train", "val"):
     st.warning(f"**Seen in training** ({seen} split of {bundle.id}, this file or a near copy): this score is not "
                "evidence of performance.")
 reading = advice.read_prediction(pred.suspicion, model.threshold, pred.predicted, bundle.positive,
