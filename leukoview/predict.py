@@ -23,7 +23,7 @@ from .images import ImageError, find_images, load_image
 from .ood import ood_scores
 from .seen import SeenIndex
 from .segment import NOT_A_SMEAR, CellCrop, crop_cell, smear_gate
-from .transforms import locate, normalise_batch, resize_array
+from .transforms import cell_level, cell_views, locate, normalise_batch, resize_array
 
 ProgressFn = Callable[[int, int], None]
 CANNOT_ASSESS = "cannot assess"  # the decision of an out-of-distribution image: no verdict, either way
@@ -89,9 +89,27 @@ class Predictor:
         """Whether this model crops the located cell first (its card's input spec has a ``locate`` step)."""
         return self.classical is None and bool(self.spec.get("locate"))
 
+    @property
+    def cell_level(self) -> bool:
+        """Whether this model scores every cell of an image and averages their logits (``cells`` input spec)."""
+        return self.classical is None and cell_level(self.spec)
+
     def locate(self, image) -> CellCrop | None:
-        """Where this model's cell-locating step puts the cell (None: the model reads the whole image)."""
-        return None if self.classical is not None else locate(image, self.spec)
+        """Where this model's cell-locating step puts the cell (None: the model reads the whole image); for a
+        cell-level model, the most suspicious of the image's cells (the one Grad-CAM explains)."""
+        if self.classical is not None:
+            return None
+        if self.cell_level:
+            found, out = self.score_cells(image)
+            return found[int(np.argmax(out["suspicion"]))]
+        return locate(image, self.spec)
+
+    def score_cells(self, image) -> tuple[list[CellCrop], dict[str, np.ndarray]]:
+        """A cell-level model's cells of ``image`` and each one's own outputs (:meth:`outputs`), largest first; the
+        image's prediction is the mean of these cells' logits."""
+        found, views = cell_views(image, self.spec)
+        arrays = [resize_array(v, self.spec, located=True) for v in views]
+        return found, self.outputs(*self._run(arrays))
 
     def prepare(self, image, *, located: bool = False):
         """The per-image part of preprocessing (the cell-locating step when the card has one, then resize to the
@@ -138,12 +156,22 @@ class Predictor:
 
     def predict_prepared(self, items: list) -> dict[str, np.ndarray]:
         """Outputs for items from :meth:`prepare`, normalised and run one micro-batch at a time (a 4-image float
-        batch stays in cache; normalising a 128-image chunk at once cost ~4x more per image)."""
+        batch stays in cache; normalising a 128-image chunk at once cost ~4x more per image). A cell-level model's
+        items are stacks of cells: each image's logits and features are the mean over its cells."""
         if self.classical is not None:
             return self.outputs(*self.classical.logits_and_features(items))
-        parts = [self.forward(normalise_batch(items[i:i + self.micro_batch], self.spec))
-                 for i in range(0, len(items), self.micro_batch)]
-        return self.outputs(np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts]))
+        if not self.cell_level:
+            return self.outputs(*self._run(items))
+        counts = np.array([len(it) for it in items])
+        logits, feats = self._run([cell for it in items for cell in it])
+        starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
+        mean = lambda a: np.add.reduceat(a, starts, axis=0) / counts[:, None]  # noqa: E731
+        return self.outputs(mean(logits), mean(feats))
+
+    def _run(self, arrays: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+        parts = [self.forward(normalise_batch(arrays[i:i + self.micro_batch], self.spec))
+                 for i in range(0, len(arrays), self.micro_batch)]
+        return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
 
     def predict(self, image) -> Prediction:
         out = self.predict_batch([image])
@@ -177,7 +205,8 @@ def score_files(paths: list[Path], predictor: Predictor, *, base: Path, batch_si
                 progress: ProgressFn | None = None, workers: int = 2) -> pd.DataFrame:
     """Score ``paths``; one row each, ``file`` relative to ``base``. Files that cannot be read get an ``error``
     and empty scores; the rest of the batch goes on. For a model that locates the cell first, ``cell_found`` says
-    whether a cell was found (False: the whole image was scored); ``in_training`` whether the image is in the
+    whether a cell was found (False: the whole image was scored), and for a cell-level model ``cells`` how many
+    cells were scored (0: none found, the whole image was); ``in_training`` whether the image is in the
     model's train or validation split (:meth:`Predictor.seen_split`). ``decision`` is "positive" / "negative" at the
     threshold, "cannot assess" for an image the OOD flag marks (its score is kept, but it is no verdict), or
     "not a blood-smear image" when the input gate (:func:`leukoview.segment.smear_gate`) refuses it before any
@@ -195,6 +224,10 @@ def score_files(paths: list[Path], predictor: Predictor, *, base: Path, batch_si
         if gate:  # not a stained blood image: no model sees it
             return None, "", None, gate
         seen = predictor.seen_split(path, img)
+        if predictor.cell_level:  # every cell; found: how many (0: none, the whole image was scored)
+            found, views = cell_views(img, predictor.spec)
+            return (np.stack([resize_array(v, predictor.spec, located=True) for v in views]), "",
+                    sum(c.found for c in found), seen)
         if not locating:
             return predictor.prepare(img), "", None, seen
         crop = predictor.locate(img)  # once per image: the crop that is scored is the one reported
@@ -229,8 +262,12 @@ def score_files(paths: list[Path], predictor: Predictor, *, base: Path, batch_si
                 rows.append(row)
             if progress:
                 progress(min((n + 1) * batch_size, len(paths)), len(paths))
+    if predictor.cell_level:
+        for row in rows:
+            row["cells"] = row.pop("cell_found")
     columns = ["file", *predictor.classes, "predicted", "suspicion", "decision", "ood_score", "ood_flag",
-               "in_training", *(["cell_found"] if locating else []), "gate", "error"]
+               "in_training", *((["cells"] if predictor.cell_level else ["cell_found"]) if locating else []),
+               "gate", "error"]
     return pd.DataFrame(rows, columns=columns)
 
 

@@ -60,6 +60,8 @@ class TrainConfig:
     locate_cell: bool = False  # crop the located cell (leukoview.segment.locate_cell) before everything else
     locate_scale: float = 1.6  # the crop's side as a multiple of the nucleus's larger side
     crop_jitter: float = 0.15  # training: log-scale and shift jitter of the located cell's box
+    locate_method: str = "nucleus"  # "nucleus": one cell per image; "cells": every cell, field = mean of cells
+    max_cells: int = 6  # "cells": at most this many cells per image, largest first
     background_swap: float = 0.0  # probability of replacing the background (and the corners) around the cells
     patience: int = 3  # epochs without improvement of the calibrated validation NLL before stopping
     seed: int = 0
@@ -97,6 +99,8 @@ class TrainConfig:
         cfg = cls(**values)
         if cfg.optimizer not in ("adamw", "adam"):
             raise ValueError(f"optimizer must be adamw or adam, not {cfg.optimizer!r}")
+        if cfg.locate_method not in ("nucleus", "cells"):
+            raise ValueError(f"locate_method must be nucleus or cells, not {cfg.locate_method!r}")
         if cfg.schedule not in ("onecycle", "plateau"):
             raise ValueError(f"schedule must be onecycle or plateau, not {cfg.schedule!r}")
         return cfg
@@ -141,13 +145,28 @@ def infer(model: nn.Module, loader: DataLoader, classifier: str, device: torch.d
     feats: list[torch.Tensor] = []
     hook = model.get_submodule(classifier).register_forward_pre_hook(
         lambda _m, inp: feats.append(inp[0].detach().flatten(1).float().cpu()))
-    logits = []
+    logits, counts = [], []
     try:
         for x, _ in tqdm(loader, desc=desc, unit="batch", leave=False, disable=not desc):
+            if isinstance(x, (list, tuple)):  # cell-level: all cells of the batch's images, and how many each
+                x, n = x
+                counts.append(n)
             logits.append(model(x.to(device).contiguous(memory_format=torch.channels_last)).float().cpu())
     finally:
         hook.remove()
-    return torch.cat(logits).numpy(), torch.cat(feats).numpy()
+    logits_, feats_ = torch.cat(logits), torch.cat(feats)
+    if counts:  # an image's logits and features: the mean over its cells
+        n = torch.cat(counts)
+        index = torch.repeat_interleave(torch.arange(len(n)), n)
+        mean = lambda t: torch.zeros(len(n), t.shape[1]).index_add_(0, index, t) / n[:, None]  # noqa: E731
+        logits_, feats_ = mean(logits_), mean(feats_)
+    return logits_.numpy(), feats_.numpy()
+
+
+def _collate_cells(batch):
+    """Images' cell stacks (K_i x C x H x W) -> one tensor of all cells and the count per image."""
+    return (torch.cat([x for x, _ in batch]), torch.tensor([len(x) for x, _ in batch])), \
+        torch.tensor([y for _, y in batch])
 
 
 def _subsample(split: pd.DataFrame, per_class: int, seed: int) -> pd.DataFrame:
@@ -212,9 +231,10 @@ class Run:
               if train else eval_transform(self.spec))
         data = ImageTable(self.ds.root, sub["file"].tolist(), self.targets(part).tolist(), tf)
         g = torch.Generator().manual_seed(self.cfg.seed)
+        cell_stacks = not train and self.spec.get("locate", {}).get("method") == "cells"
         return DataLoader(data, batch_size=self.cfg.batch_size, shuffle=train, num_workers=self.cfg.workers,
                           generator=g, worker_init_fn=_worker_init, persistent_workers=False, drop_last=False,
-                          pin_memory=self.device.type == "cuda")
+                          pin_memory=self.device.type == "cuda", collate_fn=_collate_cells if cell_stacks else None)
 
 
 def prepare_run(cfg: TrainConfig, *, progress: bool, split: pd.DataFrame | None = None, spec: dict | None = None
@@ -242,7 +262,12 @@ def prepare_run(cfg: TrainConfig, *, progress: bool, split: pd.DataFrame | None 
     spec = spec or get_arch(cfg.arch).input_spec()
     if cfg.input_size:
         spec["size"] = cfg.input_size
-    if cfg.locate_cell:
+    if cfg.locate_cell and cfg.locate_method == "cells":
+        spec["locate"] = {"method": "cells", "scale": cfg.locate_scale, "max_cells": cfg.max_cells,
+                          "what": f"every violet-stained cell (at most {cfg.max_cells}, largest first), a square "
+                                  f"{cfg.locate_scale:g}x its inscribed diameter; the image's logits are the mean "
+                                  "of its cells'; training: one cell of the image at random, with its label"}
+    elif cfg.locate_cell:
         spec["locate"] = {"method": "nucleus", "scale": cfg.locate_scale,
                           "what": "square around the largest stained nucleus (blue minus green above Otsu), "
                                   f"{cfg.locate_scale:g}x its larger side; the whole image when none is found"}

@@ -3,7 +3,12 @@ entry's), so training, evaluation, the CLI and the app cannot drift apart.
 
 An input spec is ``{"size", "mean", "std"}`` and, for models that look at one cell, ``"locate": {"method":
 "nucleus", "scale": 1.6}``: the cell-locating step of :func:`leukoview.segment.locate_cell` runs first, so the
-cell fills the input the same way whatever the camera. Bundles without ``locate`` are resized whole, as before."""
+cell fills the input the same way whatever the camera. Bundles without ``locate`` are resized whole, as before.
+
+``"locate": {"method": "cells", "scale": 1.8, "max_cells": 6}`` is the cell-level mode of the ALL model: every
+stained cell of a field is found (:func:`leukoview.segment.find_cells`) and scored on its own, and the field's
+logits are the mean of its cells' logits (:func:`cell_views`); a single-cell image is one cell. In training each
+field gives one of its cells at random, with the field's label."""
 from __future__ import annotations
 
 import numpy as np
@@ -13,17 +18,47 @@ from torchvision import transforms as T
 from torchvision.transforms import functional as F
 
 from .augment import AcquisitionJitter, BackgroundSwap
-from .segment import CellCrop, crop_cell, locate_cell
+from .segment import CellCrop, crop_cell, find_cells, locate_cell
+
+METHODS = ("nucleus", "cells")
+
+
+def _method(spec: dict) -> str:
+    how = spec.get("locate") or {}
+    method = how.get("method", "nucleus")
+    if method not in METHODS:
+        raise ValueError(f"unknown cell-locating method {method!r}; this leukoview knows {', '.join(METHODS)}")
+    return method
+
+
+def cell_level(spec: dict) -> bool:
+    """Whether the spec scores every cell of an image and averages them (the ``cells`` method)."""
+    return bool(spec.get("locate")) and _method(spec) == "cells"
+
+
+def cells(img: Image.Image, spec: dict) -> list[CellCrop]:
+    """The cells a ``cells`` spec scores in ``img``, largest first; the whole image (``found=False``) when none."""
+    how = spec["locate"]
+    found = find_cells(img, scale=float(how.get("scale", 1.8)), max_cells=int(how.get("max_cells", 6)))
+    w, h = img.size
+    return found or [CellCrop((0, 0, w, h), False, "no cell found: the whole image is used")]
 
 
 def locate(img: Image.Image, spec: dict) -> CellCrop | None:
-    """Where the spec's locating step puts the cell in ``img`` (None when the spec has no locating step)."""
+    """Where the spec's locating step puts the cell in ``img`` (None when the spec has no locating step); for a
+    ``cells`` spec, the largest cell."""
     how = spec.get("locate")
     if not how:
         return None
-    if how.get("method", "nucleus") != "nucleus":
-        raise ValueError(f"unknown cell-locating method {how.get('method')!r}; this leukoview knows 'nucleus'")
+    if _method(spec) == "cells":
+        return cells(img, spec)[0]
     return locate_cell(img, scale=float(how.get("scale", 1.6)))
+
+
+def cell_views(img: Image.Image, spec: dict) -> tuple[list[CellCrop], list[Image.Image]]:
+    """For a ``cells`` spec: the cells and their crops, as the network scores them one by one."""
+    found = cells(img, spec)
+    return found, [crop_cell(img, c) for c in found]
 
 
 def network_view(img: Image.Image, spec: dict) -> Image.Image:
@@ -40,7 +75,11 @@ class LocateCell:
         self.spec, self.jitter = spec, jitter
 
     def __call__(self, img):
-        crop = locate(img, self.spec)
+        if cell_level(self.spec):  # training on a field: one of its cells, at random
+            found = cells(img, self.spec)
+            crop = found[int(np.random.randint(len(found)))]
+        else:
+            crop = locate(img, self.spec)
         if crop is None:
             return img
         if self.jitter:
@@ -63,11 +102,13 @@ class RandomRot90:
 
 
 def eval_transform(spec: dict):
-    """PIL RGB image -> normalised float tensor CxHxW."""
+    """PIL RGB image -> normalised float tensor CxHxW; for a ``cells`` spec, KxCxHxW (one per cell)."""
     size = int(spec["size"])
-    first = [LocateCell(spec)] if spec.get("locate") else []
-    return T.Compose([*first, T.Resize((size, size), interpolation=T.InterpolationMode.BILINEAR, antialias=True),
-                      T.ToTensor(), T.Normalize(spec["mean"], spec["std"])])
+    one = T.Compose([T.Resize((size, size), interpolation=T.InterpolationMode.BILINEAR, antialias=True),
+                     T.ToTensor(), T.Normalize(spec["mean"], spec["std"])])
+    if cell_level(spec):
+        return lambda img: torch.stack([one(view) for view in cell_views(img, spec)[1]])
+    return T.Compose([LocateCell(spec), one]) if spec.get("locate") else one
 
 
 def resize_array(img: Image.Image, spec: dict, *, located: bool = False) -> np.ndarray:
@@ -77,6 +118,8 @@ def resize_array(img: Image.Image, spec: dict, *, located: bool = False) -> np.n
     Safe to call from threads (PIL releases the GIL while resizing); :func:`normalise_batch` finishes the job
     for a whole batch at once, which is ~5x cheaper per image than ``ToTensor`` + ``Normalize`` one by one."""
     size = int(spec["size"])
+    if not located and cell_level(spec):  # every cell: K x H x W x 3
+        return np.stack([resize_array(view, spec, located=True) for view in cell_views(img, spec)[1]])
     img = img if located else network_view(img, spec)
     if img.size != (size, size):
         img = img.resize((size, size), Image.BILINEAR)
