@@ -154,3 +154,25 @@ def differential_figure(table: pd.DataFrame, reference_percent: float) -> go.Fig
     fig.update_yaxes(title="% of classed cells", rangemode="tozero")
     fig.update_xaxes(type="category")
     return _layout(fig, "Differential count (pre-classified by the model)")
+
+
+def cell_figure(image: np.ndarray, title: str = "") -> go.Figure:
+    """An image at full resolution that the reviewer can zoom (scroll or box) and pan (drag), axes hidden."""
+    import plotly.express as px
+
+    fig = px.imshow(image, binary_string=True)
+    fig.update_xaxes(visible=False)
+    fig.update_yaxes(visible=False)
+    fig.update_layout(title=title, height=300, margin=dict(l=0, r=0, t=30 if title else 0, b=0), dragmode="pan")
+    return fig
+
+
+def review_differential_figure(table: pd.DataFrame, reference_percent: float) -> go.Figure:
+    """Per type, % as pre-classified and as reviewed, side by side, with the reference (blast) line."""
+    part = table[table["pre %"].notna() | table["reviewed %"].notna()]
+    fig = go.Figure([go.Bar(name="pre-classified", x=part["type"], y=part["pre %"], marker_color="#9aa5b1"),
+                     go.Bar(name="reviewed", x=part["type"], y=part["reviewed %"], marker_color="#1f77b4")])
+    fig.add_hline(y=reference_percent, line_dash="dash", line_color="#d62728",
+                  annotation_text=f"{reference_percent:.0f}% line")
+    fig.update_layout(barmode="group", yaxis_title="% of classed cells")
+    return _layout(fig, "Differential: pre-classified vs reviewed", height=320)

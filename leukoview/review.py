@@ -19,6 +19,7 @@ from . import settings
 ACTIONS = ("confirm", "override", "second_review")
 ACTION_LABELS = {"confirm": "confirm the model", "override": "override the label",
                  "second_review": "mark for second review"}
+UNIDENTIFIED = "unidentified"  # the class a reviewer gives a cell nobody can place (an override to it)
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS decisions (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -34,6 +35,22 @@ CREATE TABLE IF NOT EXISTS decisions (
     supersedes INTEGER
 );
 CREATE INDEX IF NOT EXISTS decisions_batch_file ON decisions (batch, file, id);
+CREATE TABLE IF NOT EXISTS signoffs (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    batch TEXT NOT NULL,
+    folder TEXT NOT NULL DEFAULT '',
+    reviewer TEXT NOT NULL,
+    model TEXT NOT NULL,
+    model_sha256 TEXT NOT NULL,
+    threshold REAL,
+    cells INTEGER NOT NULL,
+    reviewed INTEGER NOT NULL,
+    differential TEXT NOT NULL,
+    comment TEXT NOT NULL DEFAULT '',
+    last_decision INTEGER,
+    created_at TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS signoffs_batch ON signoffs (batch, id);
 """
 
 
@@ -48,6 +65,29 @@ class ConflictError(ReviewStoreError):
         self.current = current
         super().__init__(f"{current['reviewer']} recorded '{current['action']}' for {current['file']} at "
                          f"{current['created_at']} after you opened it; reload to see it before deciding again")
+
+
+class StaleSignOffError(ReviewStoreError):
+    """A decision was recorded after the differential being signed off was read."""
+
+
+@dataclass(frozen=True)
+class SignOff:
+    """A reviewer's sign-off of a folder: the final differential (JSON rows: type, pre-classified and reviewed
+    counts and %), the model id, the sha256 of its weights and its threshold. ``last_decision`` is the id of the
+    newest decision the differential counted (None: none)."""
+
+    batch: str
+    reviewer: str
+    model: str
+    model_sha256: str
+    threshold: float | None
+    cells: int
+    reviewed: int
+    differential: str
+    folder: str = ""
+    comment: str = ""
+    last_decision: int | None = None
 
 
 @dataclass(frozen=True)
@@ -119,6 +159,48 @@ class ReviewStore:
             raise
         except sqlite3.DatabaseError as e:
             raise ReviewStoreError(f"could not save the decision to {self.path} ({e}); it was NOT saved") from None
+
+    def sign_off(self, s: SignOff) -> int:
+        """Append a sign-off, in one committed transaction. Refused (:class:`StaleSignOffError`) when a decision
+        newer than ``s.last_decision`` exists for the batch: the reviewer would sign a differential that is no
+        longer the store's."""
+        if not s.reviewer.strip():
+            raise ValueError("a reviewer name is required to sign off")
+        try:
+            with closing(self._connect()) as con:
+                con.execute("BEGIN IMMEDIATE")
+                try:
+                    newest = con.execute("SELECT MAX(id) FROM decisions WHERE batch=?", (s.batch,)).fetchone()[0]
+                    if newest != s.last_decision:
+                        raise StaleSignOffError("a decision was recorded after this differential was read; reload "
+                                                "and check the differential before signing off")
+                    cur = con.execute(
+                        "INSERT INTO signoffs (batch, folder, reviewer, model, model_sha256, threshold, cells, "
+                        "reviewed, differential, comment, last_decision, created_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+                        (s.batch, s.folder, s.reviewer.strip(), s.model, s.model_sha256, s.threshold, s.cells,
+                         s.reviewed, s.differential, s.comment, s.last_decision,
+                         datetime.now(UTC).isoformat(timespec="seconds")))
+                    con.execute("COMMIT")
+                    return int(cur.lastrowid)
+                except BaseException:
+                    con.execute("ROLLBACK")
+                    raise
+        except ReviewStoreError:
+            raise
+        except sqlite3.DatabaseError as e:
+            raise ReviewStoreError(f"could not save the sign-off to {self.path} ({e}); it was NOT saved") from None
+
+    def sign_offs(self, batch: str) -> pd.DataFrame:
+        """Every sign-off of a batch, oldest first."""
+        try:
+            with closing(self._connect()) as con:
+                rows = [dict(r) for r in con.execute("SELECT * FROM signoffs WHERE batch=? ORDER BY id",
+                                                     (batch,)).fetchall()]
+        except sqlite3.DatabaseError as e:
+            raise ReviewStoreError(f"could not read {self.path} ({e})") from None
+        return pd.DataFrame(rows, columns=["id", "batch", "folder", "reviewer", "model", "model_sha256", "threshold",
+                                           "cells", "reviewed", "differential", "comment", "last_decision",
+                                           "created_at"])
 
     def latest(self, batch: str) -> pd.DataFrame:
         """The current decision per file of a batch (one row per reviewed file)."""

@@ -167,11 +167,31 @@ def models_that_fit(image, current: Bundle) -> list[Bundle]:
     return out
 
 
-def reviewer_name() -> str:
+def reviewer_name(*, locked: bool = False) -> str:
+    """The sidebar's reviewer name; ``locked`` (keyboard review is on) shows it read-only, so typing cannot fire
+    review keys."""
     name = st.sidebar.text_input("Reviewer name (recorded with decisions)",
-                                 value=st.session_state.get(REVIEWER_KEY, ""), key="reviewer_input")
+                                 value=st.session_state.get(REVIEWER_KEY, ""), key="reviewer_input", disabled=locked,
+                                 help="Locked while keyboard review is on" if locked else None)
     st.session_state[REVIEWER_KEY] = name
     return name.strip()
+
+
+@st.cache_data(show_spinner=False, max_entries=20_000)
+def thumbnail(path: str, size: int = 96) -> bytes:
+    """A JPEG thumbnail of an image file (cached; empty bytes when unreadable), for the cell gallery."""
+    import io
+
+    from .images import ImageError, load_image
+
+    try:
+        img = load_image(Path(path))
+    except (ImageError, OSError):
+        return b""
+    img.thumbnail((size, size))
+    buf = io.BytesIO()
+    img.save(buf, format="JPEG", quality=85)
+    return buf.getvalue()
 
 
 def positive_name(b: Bundle) -> str:

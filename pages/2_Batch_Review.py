@@ -1,16 +1,23 @@
-"""Batch review: score a folder, upload or zip; sort, filter, open a row; record reviewer decisions."""
+"""Batch review: score a folder, upload or zip; review its cells in a gallery grouped by class (keyboard or
+buttons), with the differential as pre-classified and as reviewed; sign off and download the report; or work in
+the table."""
+
 from pathlib import Path
 
+import numpy as np
 import streamlit as st
+import streamlit_hotkeys as hotkeys
 
-from leukoview import batch, charts, explain, review, settings, ui
+from leukoview import batch, charts, explain, gallery, report, review, settings, ui
+from leukoview.bundle import WEIGHTS
 from leukoview.images import UPLOAD_TYPES, ImageError, load_image
 from leukoview.predict import find_images, score_files
 
 bundle = ui.page("Batch review", "🗂️")
 if bundle is None:
     st.stop()
-reviewer = ui.reviewer_name()
+KEYS_ON = "review_keys"
+reviewer = ui.reviewer_name(locked=bool(st.session_state.get(KEYS_ON)))
 roots = settings.data_roots()
 
 source = st.radio("Images from", ["a folder in the data root", "uploaded files or a zip", "an uploaded folder"],
@@ -24,8 +31,13 @@ if source.startswith("a folder"):
     else:
         labels = [f"{roots[i].name}/{rel} ({n} images)" if rel != "." else f"{roots[i].name} ({n} images)"
                   for i, rel, n in folders]
+        ids = [f"{i}:{rel}" for i, rel, _ in folders]  # the folder's id in the URL (?folder=)
+        if "batch_folder" not in st.session_state and st.query_params.get("folder") in ids:
+            st.session_state["batch_folder"] = ids.index(st.query_params["folder"])
         k = st.selectbox("Folder (scored recursively)", range(len(folders)), format_func=labels.__getitem__,
                          key="batch_folder")
+        if st.query_params.get("folder") != ids[k]:
+            st.query_params["folder"] = ids[k]
         i, rel, _ = folders[k]
         try:
             job = (f"{roots[i]}::{rel}", batch.resolve_inside(roots[i], rel), [])
@@ -53,6 +65,7 @@ if job is not None and st.button(f"Score with {bundle.id}", type="primary", key=
         state = {"batch": bid, "folder": str(folder), "model": bundle.id, "threshold": bundle.threshold,
                  "scores": df, "notes": notes}
         st.session_state["batch_result"] = state
+        st.session_state["review_pos"] = 0
 
 if not state:
     st.info("Choose images and press Score. Decisions are saved per batch and reviewer and survive restarts.")
@@ -92,20 +105,6 @@ ood_share = float(ood.mean()) if len(ok) else 0.0
 if ood_share > 0.5:
     st.warning(f"{ood_share:.0%} of these images are unlike {bundle.id}'s training data (out-of-distribution): "
                "its scores are probably meaningless here. Is this the right model for these images?")
-if len(bundle.classes) > 2 and len(ok):
-    table, diff = batch.differential(df, bundle.classes, bundle.positive)
-    st.subheader("Differential count")
-    d1, d2 = st.columns([2, 1])
-    d1.plotly_chart(charts.differential_figure(table, diff["reference_percent"]), width="stretch")
-    d2.metric(f"{ui.positive_name(bundle)} of classed cells", f"{diff['positive_percent']:.1f}%",
-              delta=f"{'at or above' if diff['at_or_above_reference'] else 'below'} the "
-                    f"{diff['reference_percent']:.0f}% line", delta_color="inverse" if diff["at_or_above_reference"]
-              else "off")
-    d2.caption(f"{diff['classed']} cells classed by the model; {diff['unidentified']} unidentified "
-               "(out of distribution) are left out of the percentages, as in clinical cell-review software. "
-               "Pre-classification only: every cell needs a reviewer's confirmation.")
-    d2.dataframe(table.drop(columns=["positive"]), hide_index=True, width="stretch",
-                 column_config={"percent": st.column_config.NumberColumn("%", format="%.1f")})
 if len(errors):
     with st.expander(f"{len(errors)} files could not be read"):
         st.dataframe(errors[["file", "error"]], hide_index=True, width="stretch")
@@ -118,65 +117,266 @@ except review.ReviewStoreError as e:
     st.error(f"Reviewer decisions are unavailable: {e}")
     decisions = None
 
-st.subheader("Filter and sort")
-f1, f2, f3, f4, f5 = st.columns([2, 2, 1, 1, 1])
+st.subheader("Filter")
+f1, f2, f3, f4 = st.columns([2, 2, 1, 1])
 lo, hi = f1.slider("Suspicion score range", 0.0, 1.0, (0.0, 1.0), 0.01, key="batch_range")
 cls = f2.multiselect("Predicted class", bundle.classes, key="batch_classes")
 flagged = f3.checkbox("OOD only", key="batch_ood", help="Only images flagged as out-of-distribution")
-sort = f4.selectbox("Sort by", ["suspicion ↓", "suspicion ↑", "file", "ood_score ↓"], key="batch_sort")
-seen_filter = f5.selectbox("Training set", batch.SEEN_FILTERS, key="batch_seen",
+seen_filter = f4.selectbox("Training set", batch.SEEN_FILTERS, key="batch_seen",
                            help="Images in the model's train or validation split say nothing about its performance")
 view = batch.filter_scores(ok, score_range=(lo, hi), classes=cls, flagged_only=flagged, seen=seen_filter)
-view = batch.sort_scores(view, sort)
-view = batch.with_decisions(view, decisions)
-shown = batch.table_for_page(view, folder)
-st.caption(f"{len(view)} of {len(ok)} images match. Click a column header to re-sort; select a row to open it.")
-event = st.dataframe(shown, hide_index=True, width="stretch", height=420, on_select="rerun",
-                     selection_mode="single-row", key="batch_table",
-                     column_config=ui.batch_columns())
-rows = event.selection.rows if event is not None else []
+mode = st.radio("View", ["Cell gallery", "Table"], horizontal=True, key="batch_view",
+                help="Gallery: cells grouped by predicted class, most suspicious first, reviewed one by one. "
+                     "Table: every score, sortable.")
+queue = gallery.review_queue(view, bundle.classes, bundle.positive)
+rows_dicts = queue.to_dict("records")
 
-if rows:
-    row = view.iloc[rows[0]]
-    st.subheader(f"{row['file']}")
+
+def record(key_id: str, row: dict, comment: str = "") -> str:
+    """Save what ``key_id`` means for the cell ``row``; returns the message to show."""
+    what = gallery.action_for(key_id, row, bundle.classes)
+    if what is None or store is None:
+        return ""
+    if not reviewer:
+        return "error:Enter your name in the sidebar first: decisions are recorded with the reviewer's name."
+    latest = store.latest(bid)
+    mine = latest[latest["file"] == row["file"]]
+    action, label = what
+    try:
+        store.record(review.Decision(batch=bid, file=row["file"], action=action, label=label, comment=comment,
+                                     reviewer=reviewer, model=bundle.id, suspicion=float(row["suspicion"])),
+                     seen=int(mine["id"].iloc[0]) if len(mine) else None)
+    except (ValueError, review.ReviewStoreError) as e:  # includes ConflictError
+        return f"error:Not saved: {e}"
+    shown = label if action != "second_review" else "second review"
+    return f"Saved: {row['file']} → {shown}"
+
+
+def click(key_id: str) -> None:
+    st.session_state["review_click"] = key_id
+
+
+@st.fragment
+def review_panel():
+    """The opened cell and the review keys; only this part reruns on a key or a button, and the differential
+    below it is recounted from the store each time."""
+    n = len(rows_dicts)
+    keyboard = st.toggle("Keyboard review", key=KEYS_ON,
+                         help="Keys act on the open cell: → / j next, ← / k previous, Enter / c confirm, 1-9 "
+                              "reclassify, u unidentified, s second review. The reviewer name is locked meanwhile.")
+    pressed = None
+    if keyboard:
+        hotkeys.activate([hotkeys.hk(k.id, k.key, help=k.help) for k in gallery.key_map(bundle.classes)],
+                         key="review")
+        pressed = next((k.id for k in gallery.key_map(bundle.classes) if hotkeys.pressed(k.id, key="review")),
+                       None)
+    pressed = pressed or st.session_state.pop("review_click", None)
+    pos = min(int(st.session_state.get("review_pos", 0)), max(n - 1, 0))
+    if n == 0:
+        st.info("No cells match the filter.")
+        return
+    if pressed:
+        msg = record(pressed, rows_dicts[pos], st.session_state.get("review_comment", "")) \
+            if pressed not in ("next", "previous") else ""
+        if not msg.startswith("error:"):
+            pos = gallery.step(pos, n, pressed)
+            st.session_state.pop("review_comment", None)
+        st.session_state["review_msg"] = msg
+    st.session_state["review_pos"] = pos
+    row = rows_dicts[pos]
+    current = gallery.current_decisions(store.latest(bid)) if store is not None else {}
+    msg = st.session_state.get("review_msg", "")
+    if msg.startswith("error:"):
+        st.error(msg[6:])
+    elif msg:
+        st.success(msg)
+    tags = gallery.badges(row, current.get(row["file"]))
+    st.markdown(f"**Cell {pos + 1} of {n}** · `{row['file']}` · group **{row['group']}** · predicted "
+                f"**{row['predicted']}** {row['suspicion']:.1%}" + (f" · {' · '.join(tags)}" if tags else ""))
+    b = st.columns(2)
+    b[0].button("◀ Previous", key="rv_prev", on_click=click, args=("previous",), width="stretch")
+    b[1].button("Next ▶", key="rv_next", on_click=click, args=("next",), width="stretch")
+    b = st.columns(3)
+    b[0].button("✓ Confirm", key="rv_confirm", on_click=click, args=("confirm",), type="primary", width="stretch")
+    b[1].button("Unidentified", key="rv_unid", on_click=click, args=("unidentified",), width="stretch")
+    b[2].button("2nd review", key="rv_second", on_click=click, args=("second_review",), width="stretch")
+    r1, r2 = st.columns([2, 1])
+    r1.selectbox("Reclassify as", range(len(bundle.classes)), format_func=lambda j: (
+        f"{j + 1} · {bundle.classes[j]}" if j < 9 else bundle.classes[j]), key="rv_class",
+        label_visibility="collapsed")
+    r2.button("Reclassify", key="rv_reclass", on_click=lambda: click(f"class:{st.session_state['rv_class']}"),
+              width="stretch")
+    if not keyboard:
+        st.text_input("Comment (saved with the next decision)", key="review_comment", max_chars=2000)
     try:
         img = load_image(folder / row["file"])
     except ImageError as e:
         st.error(str(e))
-        st.stop()
+        return
+    c1, c2 = st.columns(2)
+    c1.plotly_chart(charts.cell_figure(np.asarray(img)), width="stretch",
+                    config={"scrollZoom": True, "displaylogo": False}, key="rv_zoom")
+    c1.caption(f"Original, {img.width}x{img.height} px: scroll to zoom, drag to pan, double-click to reset")
     model = ui.predictor(bundle)
-    if model is not None and not model.explainable:
-        st.image(img, caption=f"suspicion {row['suspicion']:.1%} · predicted {row['predicted']} (classical model: "
-                 "no class-activation map)", width=360)
+    if model is not None and model.explainable:
+        ex = ui.explanation(model, bundle, img, f"{bid}::{row['file']}", "Grad-CAM", None)
+        shown = explain.overlay(np.asarray(explain.draw_box(img, ex.crop)), explain.mask_on_original(ex, img.size)) \
+            if ex.crop is not None else explain.overlay(ex.image, ex.mask)
+        c2.image(shown, caption=f"Grad-CAM for '{ex.target}'" + (" (boxed: the cell the network read)"
+                                                                 if ex.crop is not None else ""), width="stretch")
     elif model is not None:
-        a, b = st.columns(2)
-        ex = explain.explain(model, img, method="Grad-CAM")
-        a.image(ex.image, caption=f"suspicion {row['suspicion']:.1%} · predicted {row['predicted']}",
-                width="stretch")
-        b.image(explain.overlay(ex.image, ex.mask), caption=f"Grad-CAM for '{ex.target}'", width="stretch")
-    if store is not None:
-        current = decisions[decisions["file"] == row["file"]] if decisions is not None else None
-        seen = int(current["id"].iloc[0]) if current is not None and len(current) else None
-        if seen is not None:
-            c = current.iloc[0]
-            st.info(f"Current decision: **{review.ACTION_LABELS[c['action']]}** {c['label']} by {c['reviewer']} "
-                    f"at {c['created_at']}" + (f" — “{c['comment']}”" if c["comment"] else ""))
-        with st.form(f"decide::{row['file']}", clear_on_submit=False):
-            action = st.radio("Decision", review.ACTIONS, format_func=review.ACTION_LABELS.get, horizontal=True)
-            label = st.selectbox("Corrected label (for an override)", bundle.classes,
-                                 index=bundle.classes.index(row["predicted"]))
-            comment = st.text_area("Comment", max_chars=2000)
-            if st.form_submit_button("Save decision", type="primary"):
+        c2.caption("Classical model on image features: no class-activation map.")
+    table, diff = gallery.review_differential(queue, store.latest(bid) if store is not None else None,
+                                              bundle.classes, bundle.positive)
+    st.markdown(f"**Differential** — reviewed {diff['reviewed']} of {diff['cells']}; {ui.positive_name(bundle)}: "
+                f"pre-classified {diff['positive_percent_pre']:.1f}%, reviewed "
+                + (f"{diff['positive_percent_reviewed']:.1f}%" if diff["classed_reviewed"] else "—")
+                + f" (the {diff['reference_percent']:.0f}% line)")
+    st.dataframe(gallery.compact(table), hide_index=True, width="stretch", key="rv_diff",
+                 height=ui.table_height(len(table)))
+
+
+if mode == "Cell gallery":
+    current = gallery.current_decisions(decisions)
+    g_left, g_right = st.columns([3, 2], gap="medium")
+    with g_left:
+        per_page = gallery.PER_PAGE
+        pages = gallery.page_count(len(queue), per_page)
+        p1, p2 = st.columns([1, 3])
+        page_no = p1.number_input("Gallery page", 1, pages, gallery.page_of(st.session_state.get("review_pos", 0),
+                                                                            per_page), key="gallery_page")
+        p2.caption(f"{len(queue)} cells in {pages} page(s) of {per_page}, grouped by predicted class (positive "
+                   "types first, then the rest, unidentified last), most suspicious first. Press a cell's button "
+                   f"to open it on the right. {gallery.SYMBOL_LEGEND}")
+        part = gallery.gallery_page(queue, page_no, per_page)
+        for group, cells in part.groupby("group", sort=False):
+            st.markdown(f"**{group}** ({int((queue['group'] == group).sum())})")
+            grid = st.columns(6)
+            for j, r in enumerate(cells.to_dict("records")):
+                with grid[j % 6]:
+                    thumb = ui.thumbnail(str(folder / r["file"]))
+                    if thumb:
+                        st.image(thumb, width="stretch")
+                    tags = gallery.badges(r, current.get(r["file"]))
+                    label = f"{r['suspicion']:.0%} {gallery.symbols(tags)}".strip()
+                    if st.button(label, key=f"open::{r['pos']}", help=f"{r['file']} · {', '.join(tags) or 'new'}",
+                                 width="stretch", type="primary" if r["pos"] == st.session_state.get("review_pos")
+                                 else "secondary"):
+                        st.session_state["review_pos"] = int(r["pos"])
+                        st.session_state.pop("review_msg", None)
+    with g_right:
+        review_panel()
+else:
+    s1, _ = st.columns([1, 3])
+    sort = s1.selectbox("Sort by", ["suspicion ↓", "suspicion ↑", "file", "ood_score ↓"], key="batch_sort")
+    tview = batch.with_decisions(batch.sort_scores(view, sort), decisions)
+    shown = batch.table_for_page(tview, folder)
+    st.caption(f"{len(tview)} of {len(ok)} images match. Click a column header to re-sort; select a row to open it.")
+    event = st.dataframe(shown, hide_index=True, width="stretch", height=420, on_select="rerun",
+                         selection_mode="single-row", key="batch_table", column_config=ui.batch_columns())
+    rows = event.selection.rows if event is not None else []
+    if rows:
+        row = tview.iloc[rows[0]]
+        st.subheader(f"{row['file']}")
+        try:
+            img = load_image(folder / row["file"])
+        except ImageError as e:
+            st.error(str(e))
+            st.stop()
+        model = ui.predictor(bundle)
+        if model is not None and not model.explainable:
+            st.image(img, caption=f"suspicion {row['suspicion']:.1%} · predicted {row['predicted']} (classical "
+                     "model: no class-activation map)", width=360)
+        elif model is not None:
+            a, b = st.columns(2)
+            ex = ui.explanation(model, bundle, img, f"{bid}::{row['file']}", "Grad-CAM", None)
+            a.image(ex.image, caption=f"suspicion {row['suspicion']:.1%} · predicted {row['predicted']}",
+                    width="stretch")
+            b.image(explain.overlay(ex.image, ex.mask), caption=f"Grad-CAM for '{ex.target}'", width="stretch")
+        if store is not None:
+            now = decisions[decisions["file"] == row["file"]] if decisions is not None else None
+            seen = int(now["id"].iloc[0]) if now is not None and len(now) else None
+            if seen is not None:
+                c = now.iloc[0]
+                st.info(f"Current decision: **{review.ACTION_LABELS[c['action']]}** {c['label']} by "
+                        f"{c['reviewer']} at {c['created_at']}" + (f" — “{c['comment']}”" if c["comment"] else ""))
+            with st.form(f"decide::{row['file']}", clear_on_submit=False):
+                action = st.radio("Decision", review.ACTIONS, format_func=review.ACTION_LABELS.get, horizontal=True)
+                label = st.selectbox("Corrected label (for an override)", [*bundle.classes, review.UNIDENTIFIED],
+                                     index=bundle.classes.index(row["predicted"]))
+                comment = st.text_area("Comment", max_chars=2000)
+                if st.form_submit_button("Save decision", type="primary"):
+                    try:
+                        store.record(review.Decision(batch=bid, file=row["file"], action=action,
+                                                     label=label if action == "override" else
+                                                     (row["predicted"] if action == "confirm" else ""),
+                                                     comment=comment, reviewer=reviewer, model=bundle.id,
+                                                     suspicion=float(row["suspicion"])), seen=seen)
+                        st.success("Saved.")
+                        st.rerun()
+                    except (ValueError, review.ReviewStoreError) as e:  # includes ConflictError
+                        st.error(f"Not saved: {e}")
+
+# ------------------------------------------------------------------------------------------- differential, sign-off
+if store is not None:
+    decisions = store.latest(bid)  # a key in the panel may have saved since the top of the page
+full_queue = gallery.review_queue(ok, bundle.classes, bundle.positive)  # sign-off counts every cell, not a filter
+table, diff = gallery.review_differential(full_queue, decisions, bundle.classes, bundle.positive)
+st.subheader("Differential and sign-off")
+if len(bundle.classes) > 2:
+    st.plotly_chart(charts.review_differential_figure(table, diff["reference_percent"]), width="stretch")
+st.caption(f"{diff['cells']} cells; reviewed {diff['reviewed']}, {diff['pending']} waiting for a second review. "
+           "Unidentified cells, second-review and unreviewed cells are counted but left out of the percentages, as "
+           "in clinical cell-review software. Pre-classification is the model's; only the reviewed column is a "
+           "reviewer's result.")
+patients = gallery.patient_review(full_queue, decisions, bundle.positive)
+if not patients.empty and ui.per_patient(bundle):
+    st.markdown("**Per patient**")
+    st.dataframe(patients, hide_index=True, width="stretch")
+
+signed = store.sign_offs(bid) if store is not None else None
+if signed is not None and len(signed):
+    last = signed.iloc[-1]
+    st.success(f"Signed off by **{last['reviewer']}** at {last['created_at']} (model {last['model']}, threshold "
+               f"{last['threshold']:.4g}, {last['reviewed']} of {last['cells']} cells reviewed)"
+               + (f"; {len(signed)} sign-offs in all" if len(signed) > 1 else ""))
+if store is not None:
+    with st.form("signoff"):
+        unreviewed = diff["cells"] - diff["reviewed"]
+        note = st.text_input("Sign-off comment (optional)", max_chars=2000)
+        agree = st.checkbox(f"Sign off with {unreviewed} cell(s) not reviewed and {diff['pending']} waiting for a "
+                            "second review" if unreviewed or diff["pending"] else
+                            "I have reviewed every cell of this folder", key="signoff_agree")
+        if st.form_submit_button("Sign off this folder", type="primary"):
+            if not reviewer:
+                st.error("Enter your name in the sidebar first: a sign-off is recorded with the reviewer's name.")
+            elif not agree:
+                st.error("Tick the box to confirm what you are signing off.")
+            else:
                 try:
-                    store.record(review.Decision(batch=bid, file=row["file"], action=action,
-                                                 label=label if action == "override" else
-                                                 (row["predicted"] if action == "confirm" else ""),
-                                                 comment=comment, reviewer=reviewer, model=bundle.id,
-                                                 suspicion=float(row["suspicion"])), seen=seen)
-                    st.success("Saved.")
+                    store.sign_off(review.SignOff(
+                        batch=bid, folder=str(folder), reviewer=reviewer, model=bundle.id,
+                        model_sha256=bundle.card["files"].get(WEIGHTS, ""),
+                        threshold=float(bundle.threshold), cells=diff["cells"], reviewed=diff["reviewed"],
+                        differential=gallery.differential_json(table), comment=note,
+                        last_decision=int(decisions["id"].max()) if decisions is not None and len(decisions) else None))
                     st.rerun()
-                except (ValueError, review.ReviewStoreError) as e:  # includes ConflictError
-                    st.error(f"Not saved: {e}")
+                except (ValueError, review.ReviewStoreError) as e:
+                    st.error(f"Not signed off: {e}")
+
+d1, d2 = st.columns(2)
+latest_sign = signed.iloc[-1].to_dict() if signed is not None and len(signed) else None
+html_report = report.render(folder=str(folder), queue=full_queue, decisions=decisions, table=table, summary=diff,
+                            card=bundle.card, metrics=bundle.metrics, sign_off=latest_sign,
+                            positive=bundle.positive, positive_name=ui.positive_name(bundle))
+d1.download_button("Download the report (HTML)" + ("" if latest_sign else ", draft: not signed off"),
+                   html_report.encode(), file_name=report.report_name(str(folder)), mime="text/html",
+                   key="batch_report")
+if decisions is not None:
+    export = review.export_table(df, decisions, model=state["model"], threshold=state.get("threshold"),
+                                 folder=str(folder))
+    d2.download_button("Download scores and decisions (CSV)", export.to_csv(index=False).encode(),
+                       file_name=review.export_name(str(folder)), mime="text/csv", key="batch_export")
 
 summary = batch.patient_summary(ok)
 if not summary.empty and not ui.per_patient(bundle):
@@ -188,8 +388,3 @@ elif not summary.empty:
     st.plotly_chart(charts.patient_figure(summary, batch.PATIENT_REFERENCE), width="stretch")
     st.dataframe(summary, hide_index=True, width="stretch")
 
-if decisions is not None:  # read above; a save reruns the page, so it is current
-    export = review.export_table(df, decisions, model=state["model"], threshold=state.get("threshold"),
-                                 folder=str(folder))
-    st.download_button("Download scores and decisions (CSV)", export.to_csv(index=False).encode(),
-                       file_name=review.export_name(str(folder)), mime="text/csv", key="batch_export")

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import io
+import json
 import shutil
 
 import numpy as np
@@ -112,6 +113,7 @@ def test_batch_scores_a_folder_and_sorts(app_env):
     no_exceptions(at)
     at.button(key="batch_score").click().run()
     no_exceptions(at)
+    at.radio(key="batch_view").set_value("Table").run()
     df = at.dataframe[0].value
     assert len(df) == 8 and (np.diff(df["suspicion"].to_numpy()) <= 0).all()
     at.selectbox(key="batch_sort").set_value("suspicion ↑").run()
@@ -256,3 +258,79 @@ def test_opacity_moves_reuse_the_map_and_a_method_change_recomputes_it(app_env, 
     assert calls == ["Grad-CAM"]  # the map is cached: only the blend changed
     at.selectbox(key="cam_method").set_value("Grad-CAM++").run()
     assert calls == ["Grad-CAM", "Grad-CAM++"]
+
+
+def _gallery(app_env, reviewer="Dr G"):
+    at = run_page("pages/2_Batch_Review.py")
+    at.sidebar.text_input(key="reviewer_input").input(reviewer).run()
+    at.button(key="batch_score").click().run()
+    no_exceptions(at)
+    return at
+
+
+def _panel_line(at) -> str:
+    return next(m.value for m in at.markdown if m.value.startswith("**Cell "))
+
+
+def test_gallery_opens_a_cell_and_the_review_buttons_save_and_move(app_env):
+    from leukoview.review import ReviewStore
+
+    at = _gallery(app_env)
+    assert _panel_line(at).startswith("**Cell 1 of 8**")
+    opens = [b for b in at.button if b.key and b.key.startswith("open::")]
+    assert len(opens) == 8  # one per cell, grouped by predicted class
+    at.button(key="open::3").click().run()
+    assert _panel_line(at).startswith("**Cell 4 of 8**")
+    opened = _panel_line(at).split("`")[1]
+    at.button(key="rv_confirm").click().run()
+    no_exceptions(at)
+    assert _panel_line(at).startswith("**Cell 5 of 8**")
+    assert any(opened in s.value and s.value.startswith("Saved:") for s in at.success)
+    second = _panel_line(at).split("`")[1]
+    other = "normal" if "predicted **blast**" in _panel_line(at) else "blast"  # reclassified away from the model
+    box = at.selectbox(key="rv_class")
+    box.set_value(next(i for i, o in enumerate(box.options) if o.endswith(other))).run()
+    at.button(key="rv_reclass").click().run()
+    at.button(key="rv_unid").click().run()
+    at.button(key="rv_prev").click().run()
+    assert _panel_line(at).startswith("**Cell 6 of 8**")
+    latest = ReviewStore(app_env / "reviews" / "decisions.sqlite").latest(
+        f"{(app_env / 'data').resolve()}::.").set_index("file")
+    assert latest.loc[opened, "action"] == "confirm"
+    assert latest.loc[second, "action"] == "override" and latest.loc[second, "label"] == other
+    assert (latest["label"] == "unidentified").sum() == 1 and len(latest) == 3
+    assert "reviewed 3 of 8" in next(m.value for m in at.markdown if m.value.startswith("**Differential**"))
+
+
+def test_review_keys_need_a_reviewer_name(app_env):
+    at = _gallery(app_env, reviewer="")
+    at.button(key="rv_confirm").click().run()
+    assert any("Enter your name" in e.value for e in at.error)
+    assert _panel_line(at).startswith("**Cell 1 of 8**")  # nothing saved, nothing skipped
+
+
+def test_sign_off_needs_the_box_ticked_then_is_shown_and_in_the_report(app_env):
+    at = _gallery(app_env)
+    at.button(key="rv_confirm").click().run()
+    at.button(key="FormSubmitter:signoff-Sign off this folder").click().run()
+    assert any("Tick the box" in e.value for e in at.error)
+    at.checkbox(key="signoff_agree").check()  # a form's widgets travel with its submit
+    at.button(key="FormSubmitter:signoff-Sign off this folder").click().run()
+    no_exceptions(at)
+    assert any("Signed off by **Dr G**" in s.value and "1 of 8 cells reviewed" in s.value for s in at.success)
+    from leukoview.review import ReviewStore
+
+    signed = ReviewStore(app_env / "reviews" / "decisions.sqlite").sign_offs(f"{(app_env / 'data').resolve()}::.")
+    diff = {r["type"]: r for r in json.loads(signed["differential"].iloc[0])}
+    assert diff["not yet reviewed"]["reviewed"] == 7 and signed["threshold"].iloc[0] > 0
+
+
+def test_batch_folder_is_kept_in_the_url(app_env):
+    at = AppTest.from_file(str(REPO / "pages" / "2_Batch_Review.py"), default_timeout=TIMEOUT)
+    at.query_params["folder"] = "0:cells/blast"
+    at.run()
+    no_exceptions(at)
+    box = at.selectbox(key="batch_folder")
+    assert box.options[box.value].startswith("data/cells/blast")
+    at.selectbox(key="batch_folder").set_value(0).run()
+    assert at.query_params["folder"] in (["0:."], "0:.")

@@ -156,3 +156,60 @@ def test_decisions_survive_kill_9_and_restart(tmp_path, tiny_bundle):
         finally:
             browser.close()
             stop_server(proc)
+
+
+def test_review_flow_keyboard_sign_off_export_and_kill_9(tmp_path, tiny_bundle):
+    """Gallery -> open -> 100 cells decided with the keyboard alone -> sign off -> report and CSV downloaded; every
+    decision and the sign-off are in the store; after kill -9 and a restart the page shows the sign-off."""
+    reason = _skip_reason()
+    if reason:
+        pytest.skip(reason)
+    import json
+
+    import pandas as pd
+    from playwright.sync_api import sync_playwright
+
+    from bench.review_flow import drive, open_folder
+    from leukoview.bundle import WEIGHTS
+    from leukoview.review import ReviewStore
+    from tests.conftest import make_class_folders
+
+    models, data, reviews = tmp_path / "models", tmp_path / "data", tmp_path / "reviews"
+    shutil.copytree(tiny_bundle, models / "tiny")
+    make_class_folders(data / "cells", {"normal": 0, "blast": 3}, 55, seed=9)  # 110 cells: two gallery pages
+    env = {**os.environ, "LEUKOVIEW_MODELS_DIR": str(models), "LEUKOVIEW_REVIEW_DIR": str(reviews),
+           "LEUKOVIEW_DATA_ROOT": str(data)}
+    shots = Path(os.environ.get("LEUKOVIEW_SCREENSHOTS", tmp_path / "screenshots")) / "review_flow"
+    proc, port = start_server(env, tmp_path / "first.log")
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        page = browser.new_page(viewport={"width": 1400, "height": 1800}, accept_downloads=True)
+        try:
+            t = drive(page, port, folder_id="0:cells", reviewer="Dr Keys", keys=100, shots=shots)
+            assert page.locator('[data-testid="stException"]').count() == 0
+        finally:
+            proc.kill()  # SIGKILL straight after the sign-off: no shutdown hooks run
+            proc.wait(10)
+        store = ReviewStore(reviews / "decisions.sqlite")
+        batch = f"{data.resolve()}::cells"
+        latest = store.latest(batch)
+        assert t["decisions"] == 100 and len(latest) == 100 and set(latest["reviewer"]) == {"Dr Keys"}
+        assert {"confirm", "override", "second_review"} <= set(latest["action"])
+        assert "unidentified" in set(latest["label"])
+        signed = store.sign_offs(batch)
+        assert len(signed) == 1 and signed["reviewer"].iloc[0] == "Dr Keys" and signed["reviewed"].iloc[0] == 100
+        assert signed["model_sha256"].iloc[0] == json.loads((models / "tiny" / "card.json").read_text())["files"][
+            WEIGHTS]
+        report = Path(t["report"]).read_text()
+        assert "Signed off by <b>Dr Keys</b>" in report and "DRAFT" not in report
+        csv = pd.read_csv(t["csv"], keep_default_na=False)
+        assert len(csv) == 110 and (csv["review_action"] != "").sum() == 100
+        assert set(csv["folder"]) == {str((data / "cells").resolve())} and set(csv["model"]) == {"tiny"}
+        proc, port = start_server(env, tmp_path / "second.log")
+        try:  # the URL brings the folder back; scoring it again shows the stored sign-off
+            open_folder(page, port, "0:cells", "Dr Keys")
+            assert "Dr Keys" in page.locator("text=Signed off by").first.inner_text()
+            assert "cells (110 images)" in page.locator('[data-testid="stSelectbox"]').nth(1).inner_text()
+        finally:
+            browser.close()
+            stop_server(proc)

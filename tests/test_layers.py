@@ -15,7 +15,7 @@ FLOORS = {
     1: {"datasets", "archs", "bundle", "transforms", "classical", "onnx_backend", "seen"},
     2: {"train", "classical_train", "predict", "explain", "evaluate"},
     3: {"shift", "oodeval", "camstats", "shortcuts", "latency", "external", "oodcompare"},
-    4: {"ui", "landing", "compare", "batch", "review", "charts", "advice", "threshold", "samples"},
+    4: {"ui", "landing", "compare", "batch", "review", "gallery", "report", "charts", "advice", "threshold", "samples"},
     5: {"__main__"},
 }
 FLOOR_OF = {m: f for f, mods in FLOORS.items() for m in mods}
