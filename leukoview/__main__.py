@@ -3,7 +3,8 @@
 Commands: ``train`` (a network or classical model -> bundle), ``reevaluate`` (post-training steps from shipped
 weights), ``audit`` (dataset leakage), ``score`` (a folder -> CSV), ``models`` (list and verify bundles),
 ``compare`` (the comparison tables), the audits ``shortcuts``, ``camstats``, ``shift``, ``oodeval``,
-``oodcompare`` (alternative OOD scores), ``external`` (a labelled folder from another lab), ``seen``
+``oodcompare`` (alternative OOD scores), ``wrongtask`` (the wrong-task detector), ``external`` (a labelled
+folder from another lab), ``seen``
 (training-set membership) and ``measure`` (each writes into the bundle), and ``sample-data`` (the app's sample
 images). The speed benchmark is ``python -m bench``.
 """
@@ -297,6 +298,18 @@ def _cmd_seen(a) -> int:
     return 0
 
 
+def _cmd_wrongtask(a) -> int:
+    from . import settings, wrongtask
+
+    for folder in a.bundles:
+        info = wrongtask.fit(Path(folder), settings.data_root(), per_dataset=a.per_dataset, progress=not a.quiet)
+        print(f"{folder}: wrong-task detector fitted on {info['own_train_images']} own training images and "
+              f"{info['wrong_task_images']} of {', '.join(info['wrong_task_datasets'])} (fit accuracy "
+              f"{info['fit_accuracy']:.3f}); threshold {info['threshold']:.3f} flags {info['val_flag_rate']:.1%} of "
+              "the own validation split. Run `oodeval` to measure it on images it was not fitted on.")
+    return 0
+
+
 def _cmd_oodcompare(a) -> int:
     from . import oodcompare, settings
 
@@ -441,6 +454,14 @@ def main(argv: list[str] | None = None) -> int:
     se.add_argument("bundles", nargs="+")
     se.add_argument("--quiet", action="store_true")
     se.set_defaults(func=_cmd_seen)
+
+    wt = sub.add_parser("wrongtask", help="fit the wrong-task detector (own train split vs other datasets' images) "
+                                          "and add it to the bundle; the OOD flag then uses it")
+    wt.add_argument("bundles", nargs="+")
+    wt.add_argument("--per-dataset", dest="per_dataset", type=int, default=1000,
+                    help="images sampled from each other dataset (default 1000)")
+    wt.add_argument("--quiet", action="store_true")
+    wt.set_defaults(func=_cmd_wrongtask)
 
     oc = sub.add_parser("oodcompare", help="compare OOD scores (Mahalanobis, kNN, energy, MSP) on the OOD sets "
                                           "(stored in the bundle's metrics.json)")

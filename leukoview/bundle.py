@@ -29,6 +29,7 @@ PREDICTIONS = "predictions.csv"
 VAL_PREDICTIONS = "val_predictions.csv"
 SPLIT = "split.csv"
 OOD = "ood.safetensors"
+WRONG_TASK, WRONG_TASK_INFO = "wrong_task.safetensors", "wrong_task.json"  # see leukoview.wrongtask
 LOG = "train_log.csv"
 REQUIRED_CARD_KEYS = ("format", "id", "architecture", "classes", "positive_classes", "input", "threshold",
                       "files", "dataset")
@@ -93,9 +94,10 @@ def finalize(folder: Path, card: dict) -> dict:
 
 def update(folder: Path | str, *, metrics: dict | None = None, files: dict[str, object] | None = None) -> dict:
     """The one writer of additions to a written bundle, used by every audit (shift test, OOD evaluation, Grad-CAM
-    statistics, latency): merge ``metrics`` entries into ``metrics.json``, write each of ``files`` (name -> JSON
-    object), then re-record the sha256 of every file in the card. The bundle is verified first, so an audit never
-    re-blesses a file that was changed behind the card's back. Returns the new card."""
+    statistics, latency, wrong-task detector): merge ``metrics`` entries into ``metrics.json``, write each of
+    ``files`` (name -> JSON object, or bytes written as they are, e.g. a safetensors file), then re-record the
+    sha256 of every file in the card. The bundle is verified first, so an audit never re-blesses a file that was
+    changed behind the card's back. Returns the new card."""
     b = load_bundle(folder)
     if metrics:
         merged = json.loads((b.path / METRICS).read_text())
@@ -104,7 +106,10 @@ def update(folder: Path | str, *, metrics: dict | None = None, files: dict[str, 
     for name, obj in (files or {}).items():
         if name == CARD or Path(name).name != name:
             raise BundleError(f"{name!r}: an audit may add plain files next to the card, not the card itself")
-        write_json(b.path / name, obj)
+        if isinstance(obj, bytes):
+            (b.path / name).write_bytes(obj)
+        else:
+            write_json(b.path / name, obj)
     return finalize(b.path, {k: v for k, v in b.card.items() if k not in ("files", "format")})
 
 
@@ -185,6 +190,15 @@ class Bundle:
         from safetensors.numpy import load_file
 
         return load_file(str(self.path / OOD))
+
+    def wrong_task(self) -> tuple[dict, float] | None:
+        """The wrong-task detector's arrays and flag threshold (:mod:`leukoview.wrongtask`), or None."""
+        info = self.json_file(WRONG_TASK_INFO)
+        if not info or WRONG_TASK not in self.card.get("files", {}):
+            return None
+        from safetensors.numpy import load_file
+
+        return load_file(str(self.path / WRONG_TASK)), float(info["threshold"])
 
 
 def load_bundle(path: Path | str, *, verify: bool = True) -> Bundle:

@@ -33,3 +33,10 @@ def ood_scores(state: dict, features: np.ndarray) -> np.ndarray:
     diffs = z[:, None, :] - state["class_means"][None, :, :]
     d2 = np.einsum("nck,kl,ncl->nc", diffs, state["precision"], diffs)
     return np.sqrt(np.maximum(d2.min(1), 0))
+
+
+def linear_scores(state: dict, features: np.ndarray) -> np.ndarray:
+    """A linear detector's logit on standardised features (``mean``, ``scale``, ``coef``, ``intercept``): the
+    wrong-task check of :mod:`leukoview.wrongtask`; larger = more like another task's images."""
+    z = (np.asarray(features, np.float32) - state["mean"]) / np.maximum(state["scale"], 1e-12)
+    return z @ state["coef"] + float(state["intercept"][0])

@@ -63,16 +63,21 @@ def not_cells(n: int = 200, *, size: int = 224, seed: int = 0) -> dict[str, list
             "drawn shapes and text": drawn}
 
 
-def other_cells(task: str, root: Path, *, per_set: int = 200, seed: int = 0) -> dict[str, list[Path]]:
+def other_cells(task: str, root: Path, *, per_set: int = 200, seed: int = 0, exclude: set[Path] = frozenset()
+                ) -> dict[str, list[Path]]:
     """Files of the other registered datasets found under ``root`` (a sample of ``per_set`` each): those that
-    share no images with ``task`` (:meth:`leukoview.tasks.Task.others`)."""
+    share no images with ``task`` (:meth:`leukoview.tasks.Task.others`), less the ``exclude``d files (absolute
+    paths: those a wrong-task detector was fitted on)."""
     out = {}
     for name in (TASKS[task].others() if task in TASKS else []):
         try:
             ds = load_dataset(name, root)
         except DatasetError:
             continue
-        files = ds.manifest["file"].sample(min(len(ds.manifest), per_set), random_state=seed)
+        files = ds.manifest["file"]
+        if exclude:
+            files = files[[(ds.root / f).resolve() not in exclude for f in files]]
+        files = files.sample(min(len(files), per_set), random_state=seed)
         out[f"{name} cells (another dataset)"] = [ds.root / f for f in files]
     return out
 
@@ -95,8 +100,10 @@ def held_out_classes(card: dict, root: Path, *, per_set: int = 200, seed: int = 
 def image_sets(b, root: Path, *, n_generated: int = 200, per_set: int = 200, seed: int = 0
                ) -> dict[str, list]:
     """Every set a bundle's OOD flag is judged on: generated non-cells, other tasks' cells, held-out classes."""
+    from .wrongtask import fitted_files
+
     return {**not_cells(n_generated, seed=seed),
-            **other_cells(b.card.get("task", ""), root, per_set=per_set, seed=seed),
+            **other_cells(b.card.get("task", ""), root, per_set=per_set, seed=seed, exclude=fitted_files(b, root)),
             **held_out_classes(b.card, root, per_set=per_set, seed=seed)}
 
 
@@ -108,10 +115,15 @@ def ood_eval(bundle_path: Path, root: Path, *, n_generated: int = 200, per_set: 
     p = Predictor(bundle_path)
     b = p.bundle
     test = b.predictions()
-    rows = {"own test split (in distribution)": _set_row(test["ood_score"].to_numpy() > p.ood_threshold,
-                                                         test["suspicion"].to_numpy() >= p.threshold,
-                                                         test["predicted"].tolist())}
-    sets = image_sets(b, root, n_generated=n_generated, per_set=per_set, seed=seed)
+    if p.wrong_task is None:  # the stored predictions carry the whole flag
+        rows = {"own test split (in distribution)": _set_row(test["ood_score"].to_numpy() > p.ood_threshold,
+                                                             test["suspicion"].to_numpy() >= p.threshold,
+                                                             test["predicted"].tolist())}
+        sets = {}
+    else:  # the wrong-task check came after training: rescore the test split with the flag as shipped
+        rows = {}
+        sets = {"own test split (in distribution)": [Path(root) / f for f in test["file"]]}
+    sets.update(image_sets(b, root, n_generated=n_generated, per_set=per_set, seed=seed))
     for name, items in tqdm(sets.items(), desc="OOD sets", disable=not progress):
         flags, positive, predicted, gated = [], [], [], []
         for i in range(0, len(items), 32):
@@ -125,6 +137,7 @@ def ood_eval(bundle_path: Path, root: Path, *, n_generated: int = 200, per_set: 
                               np.concatenate(positive) if positive else np.zeros(0, bool), predicted,
                               gated=np.asarray(gated, bool))
     return {"threshold": p.ood_threshold, "seed": seed, "sets": rows,
+            "wrong_task": (b.json_file("wrong_task.json") or {}).get("method", "none"),
             "reading": "flag_rate on the own test split is the false-flag cost; on the other sets, the share "
                        "caught. called_positive: share the model calls positive at its shipped threshold"}
 

@@ -20,7 +20,7 @@ from .bundle import Bundle, load_bundle
 from .calibration import softmax
 from .classical import ClassicalModel
 from .images import ImageError, find_images, load_image
-from .ood import ood_scores
+from .ood import linear_scores, ood_scores
 from .seen import SeenIndex
 from .segment import NOT_A_SMEAR, CellCrop, crop_cell, smear_gate
 from .transforms import cell_level, cell_views, locate, normalise_batch, resize_array
@@ -55,6 +55,7 @@ class Predictor:
         self.spec = card["input"]
         self.ood = self.bundle.ood_state()
         self.ood_threshold = float(card.get("ood", {}).get("threshold", np.inf))
+        self.wrong_task = self.bundle.wrong_task()  # (arrays, threshold) or None: leukoview.wrongtask
         self.seen = SeenIndex.of(self.bundle)  # None: the bundle records no training-set membership
         self._features: list[torch.Tensor] = []
         self.onnx = None
@@ -134,12 +135,19 @@ class Predictor:
         return logits.float().numpy(), feats.float().numpy()
 
     def outputs(self, logits: np.ndarray, features: np.ndarray) -> dict[str, np.ndarray]:
-        """Probabilities (temperature-scaled), suspicion, decision and OOD for a batch of raw outputs."""
+        """Probabilities (temperature-scaled), suspicion, decision and OOD for a batch of raw outputs. The OOD
+        flag fires on the Mahalanobis distance (``ood_score``) or, when the bundle has one, on the wrong-task
+        detector (``wrong_task`` score above its threshold)."""
         probs = softmax(logits, self.temperature)
         suspicion = probs[:, self.positive_index].sum(1)
         ood = ood_scores(self.ood, features) if self.ood is not None else np.full(len(probs), np.nan)
+        flag = ood > self.ood_threshold
+        wrong = np.full(len(probs), np.nan)
+        if self.wrong_task is not None:
+            wrong = linear_scores(self.wrong_task[0], features)
+            flag = flag | (wrong > self.wrong_task[1])
         return {"probs": probs, "suspicion": suspicion, "decision": suspicion >= self.threshold,
-                "ood_score": ood, "ood_flag": ood > self.ood_threshold}
+                "ood_score": ood, "ood_flag": flag, "wrong_task": wrong}
 
     # `python -m bench.micro_batch --backend torch` on the 2-core CPU (EfficientNet-Lite0, 128 all4 images):
     # micro-batches of 2-4 ran at ~59-63 images/s, 1 at ~49, 16 at ~38, 32 at ~30. ONNX Runtime on the network alone:
@@ -160,13 +168,18 @@ class Predictor:
         items are stacks of cells: each image's logits and features are the mean over its cells."""
         if self.classical is not None:
             return self.outputs(*self.classical.logits_and_features(items))
+        return self.outputs(*self.raw_outputs(items))
+
+    def raw_outputs(self, items: list) -> tuple[np.ndarray, np.ndarray]:
+        """Logits and penultimate features of items from :meth:`prepare` (networks; for a cell-level model the
+        mean over each image's cells)."""
         if not self.cell_level:
-            return self.outputs(*self._run(items))
+            return self._run(items)
         counts = np.array([len(it) for it in items])
         logits, feats = self._run([cell for it in items for cell in it])
         starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
-        mean = lambda a: np.add.reduceat(a, starts, axis=0) / counts[:, None]  # noqa: E731
-        return self.outputs(mean(logits), mean(feats))
+        return (np.add.reduceat(logits, starts, axis=0) / counts[:, None],
+                np.add.reduceat(feats, starts, axis=0) / counts[:, None])
 
     def _run(self, arrays: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
         parts = [self.forward(normalise_batch(arrays[i:i + self.micro_batch], self.spec))

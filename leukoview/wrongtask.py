@@ -1,0 +1,116 @@
+"""A second out-of-distribution check, for the wrong task: is this image of the kind the model was trained on, or
+a cell of another registered task (leukocyte crops under the ALL model, ALL fields under the leukocyte model)?
+
+The Mahalanobis flag (:mod:`leukoview.ood`) only knows the model's own training data; it let through 34.5 % of ALL
+fields under the 9-type leukocyte model. This detector also sees examples of the other tasks: a logistic regression
+on the model's standardised penultimate features, own train split (in distribution) against a sample of the other
+registered datasets' images (wrong task), its flag threshold the 99th percentile of the own validation split's
+scores (about 1 % false flags). C-NMC cells are never used in fitting: they stay a wrong-task set the detector has
+not seen. The files used are recorded (``wrong_task.json``), and :mod:`leukoview.oodeval` leaves them out of its
+sets, so every rate it reports is on images the detector was not fitted on.
+
+``python -m leukoview wrongtask BUNDLE`` fits it and adds ``wrong_task.safetensors`` + ``wrong_task.json`` to the
+bundle (:func:`leukoview.bundle.update`); :class:`~leukoview.predict.Predictor` then flags an image when either
+check fires. Bundles without it keep the Mahalanobis flag alone."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from . import bundle
+from .bundle import WRONG_TASK as FILE
+from .bundle import WRONG_TASK_INFO as INFO
+from .datasets import DatasetError, load_dataset
+from .images import load_image
+from .ood import linear_scores as scores
+from .tasks import TASKS
+
+NEVER_FITTED = ("cnmc",)  # kept unseen: the probe of whether the detector generalises to a wrong task it never saw
+
+
+def features(p, paths: list[Path], *, progress: str = "") -> np.ndarray:
+    """Penultimate features of image files through the predictor's own preprocessing (cell-level models: the
+    mean over each image's cells, as the predictor uses them)."""
+    from tqdm import tqdm
+
+    out = []
+    for i in tqdm(range(0, len(paths), 32), desc=progress, unit="batch", disable=not progress):
+        out.append(p.raw_outputs([p.prepare(load_image(x)) for x in paths[i:i + 32]])[1])
+    return np.concatenate(out) if out else np.zeros((0, 0), np.float32)
+
+
+def negatives(task: str, root: Path, *, per_dataset: int = 1000, seed: int = 0) -> list[Path]:
+    """A sample of the other registered datasets' images (those sharing no image with ``task``; C-NMC left out)."""
+    chosen: dict[str, Path] = {}
+    for name in TASKS[task].others() if task in TASKS else []:
+        if name in NEVER_FITTED:
+            continue
+        try:
+            ds = load_dataset(name, root)
+        except DatasetError:
+            continue
+        files = ds.manifest["file"].sample(min(len(ds.manifest), per_dataset), random_state=seed)
+        for f in files:
+            path = (ds.root / f).resolve()
+            chosen[str(path)] = path
+    return list(chosen.values())
+
+
+def fit(bundle_path: Path, root: Path, *, per_dataset: int = 1000, own: int = 2000, seed: int = 0,
+        quantile: float = 0.99, wrong: list[Path] | None = None, progress: bool = True) -> dict:
+    """Fit the detector for a bundle and write it into the bundle; returns its record (``wrong_task.json``).
+    ``wrong``: the wrong-task images to fit on (default: :func:`negatives`)."""
+    from safetensors.numpy import save
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.preprocessing import StandardScaler
+
+    from .predict import Predictor
+
+    p = Predictor(bundle_path)
+    b = p.bundle
+    task = b.card.get("task", "")
+    split = b.split()
+    data_root = Path(root)
+    rng = np.random.default_rng(seed)
+
+    def own_files(part: str, limit: int) -> list[Path]:
+        files = split.loc[split["split"] == part, "file"].tolist()
+        if limit and len(files) > limit:
+            files = [files[i] for i in sorted(rng.choice(len(files), limit, replace=False))]
+        return [data_root / f for f in files]
+
+    wrong = [Path(w) for w in wrong] if wrong is not None else negatives(task, data_root, per_dataset=per_dataset,
+                                                                         seed=seed)
+    if not wrong:
+        raise ValueError(f"no other registered dataset under {data_root} to fit a wrong-task detector for {task!r}")
+    x_in = features(p, own_files("train", own), progress="own train" if progress else "")
+    x_out = features(p, wrong, progress="other tasks" if progress else "")
+    x_val = features(p, own_files("val", 0), progress="own validation" if progress else "")
+    scaler = StandardScaler().fit(np.concatenate([x_in, x_out]))
+    clf = LogisticRegression(C=0.1, class_weight="balanced", max_iter=3000)
+    clf.fit(scaler.transform(np.concatenate([x_in, x_out])), np.r_[np.zeros(len(x_in)), np.ones(len(x_out))])
+    state = {"mean": scaler.mean_.astype(np.float32), "scale": scaler.scale_.astype(np.float32),
+             "coef": clf.coef_[0].astype(np.float32), "intercept": clf.intercept_.astype(np.float32)}
+    val_scores = scores(state, x_val)
+    threshold = float(np.quantile(val_scores, quantile))
+    info = {"method": "logistic regression (C 0.1, balanced) on standardised penultimate features: own train "
+                      "split vs other registered datasets' images",
+            "threshold": threshold, "threshold_rule": f"{quantile:.0%} quantile of the own validation split's scores",
+            "own_train_images": len(x_in), "wrong_task_images": len(x_out),
+            "wrong_task_datasets": sorted({n for n in TASKS[task].others() if n not in NEVER_FITTED})
+            if task in TASKS else [],
+            "never_fitted": list(NEVER_FITTED),
+            "fitted_files": sorted(str(f.resolve().relative_to(data_root.resolve())) for f in wrong
+                                   if f.resolve().is_relative_to(data_root.resolve())),
+            "fit_accuracy": float(clf.score(scaler.transform(np.concatenate([x_in, x_out])),
+                                            np.r_[np.zeros(len(x_in)), np.ones(len(x_out))])),
+            "val_flag_rate": float((val_scores > threshold).mean()), "seed": seed}
+    bundle.update(b.path, files={INFO: info, FILE: save(state)})
+    return info
+
+
+def fitted_files(b, root: Path) -> set[Path]:
+    """Absolute paths of the images a bundle's detector was fitted on (empty without one)."""
+    info = b.json_file(INFO) or {}
+    return {(Path(root) / f).resolve() for f in info.get("fitted_files", [])}

@@ -1,0 +1,58 @@
+"""The wrong-task detector: fitted on the own train split against another kind of image, it flags held-out images
+of that kind through the predictor, costs about 1 % false flags on the own data, and its fitted files are left
+out of the OOD evaluation's sets."""
+from __future__ import annotations
+
+import shutil
+
+import numpy as np
+from PIL import Image
+
+from leukoview import oodeval, wrongtask
+from leukoview.bundle import load_bundle
+from leukoview.predict import Predictor, score_folder
+from tests.conftest import cell_image
+
+
+def field(rng, size=64) -> Image.Image:
+    """Another task's kind of image: several small violet cells on a pale blue field."""
+    img = np.empty((size, size, 3), np.float32)
+    img[:] = (205, 215, 235)
+    yy, xx = np.mgrid[:size, :size]
+    for _ in range(int(rng.integers(4, 8))):
+        cy, cx = rng.integers(6, size - 6, 2)
+        img[(yy - cy) ** 2 + (xx - cx) ** 2 < 25] = (110, 70, 170)
+    img += rng.normal(0, 6, img.shape)
+    return Image.fromarray(img.clip(0, 255).astype(np.uint8))
+
+
+def test_fitted_detector_flags_held_out_wrong_task_images(tmp_path, tiny_bundle):
+    b = tmp_path / "tiny"
+    shutil.copytree(tiny_bundle, b)
+    root = load_bundle(b).card["training"]["config"]["data_root"]
+    rng = np.random.default_rng(3)
+    fit_dir, held = tmp_path / "fit", tmp_path / "held"
+    for d, n in ((fit_dir, 60), (held, 40)):
+        d.mkdir()
+        for i in range(n):
+            field(rng).save(d / f"f{i:03d}.png")
+    before = Predictor(b)
+    base_rate = score_folder(held, before)["ood_flag"].astype(bool).mean()
+    info = wrongtask.fit(b, root, wrong=sorted(fit_dir.glob("*.png")), own=0, progress=False)
+    n_val = int((load_bundle(b).split()["split"] == "val").sum())
+    assert info["wrong_task_images"] == 60 and info["val_flag_rate"] <= 1 / n_val + 1e-9  # the 99th percentile
+    p = Predictor(b)  # the bundle still verifies with the detector's files recorded
+    assert p.wrong_task is not None
+    held_scores = score_folder(held, p)
+    assert held_scores["ood_flag"].astype(bool).mean() >= max(0.9, base_rate)
+    assert set(held_scores.loc[held_scores["ood_flag"].astype(bool), "decision"]) == {"cannot assess"}
+    own_flags = p.predict_batch([cell_image(k, rng) for k in (0, 3) * 20])["ood_flag"]  # new images of its own kind
+    assert own_flags.mean() <= 0.1
+
+
+def test_oodeval_leaves_out_the_files_a_detector_was_fitted_on(synthetic_root):
+    sets = oodeval.other_cells("wbc5", synthetic_root, per_set=1000)
+    name, files = next((k, v) for k, v in sets.items() if k.startswith("all4"))
+    drop = {f.resolve() for f in files[: len(files) // 2]}
+    again = oodeval.other_cells("wbc5", synthetic_root, per_set=1000, exclude=drop)[name]
+    assert len(again) == len(files) - len(drop) and not drop & {f.resolve() for f in again}
