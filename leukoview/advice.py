@@ -57,3 +57,16 @@ def read_prediction(score: float, threshold: float, predicted: str, positive: li
     if predicted in positive and not flagged:
         steps.append(f"The most likely single class is {predicted} although the summed score is below threshold.")
     return Reading(band, headline, steps, limitations)
+
+
+def cell_table(cells, outputs: dict, classes: list[str]):
+    """The per-cell table of a cell-level model's image (row k = box k): predicted class, suspicion and box, from
+    :meth:`leukoview.predict.Predictor.score_cells`. No per-cell OOD flag: the detector is fitted on whole images'
+    (cell-averaged) features, and the image's own flag is shown above the table."""
+    import pandas as pd
+
+    probs = outputs["probs"]
+    return pd.DataFrame({"cell": range(1, len(cells) + 1),
+                         "predicted": [classes[int(i)] for i in probs.argmax(1)],
+                         "suspicion": outputs["suspicion"].round(4),
+                         "box": [str(c.box) for c in cells]})

@@ -132,6 +132,25 @@ def draw_box(image, crop: CellCrop | None, *, colour=(0, 200, 0)):
     return out
 
 
+def draw_cells(image, crops: list[CellCrop], suspicion, threshold: float):
+    """A copy of a PIL image with every scored cell boxed and numbered (1 = largest): red at or above the
+    threshold, green below; the number is the row of the page's per-cell table."""
+    from PIL import ImageDraw
+
+    out = image.copy()
+    draw = ImageDraw.Draw(out)
+    width = max(2, round(max(image.size) / 150))
+    for k, (crop, s) in enumerate(zip(crops, suspicion, strict=True), start=1):
+        if not crop.found:
+            continue
+        colour = (220, 30, 30) if s >= threshold else (0, 170, 0)
+        draw.rectangle(crop.box, outline=colour, width=width)
+        x, y = max(0, crop.box[0]), max(0, crop.box[1])
+        draw.rectangle((x, y, x + 9 * len(str(k)) + 4, y + 13), fill=colour)
+        draw.text((x + 2, y), str(k), fill=(255, 255, 255))
+    return out
+
+
 @torch.inference_mode()
 def _class_prob(predictor: Predictor, x: torch.Tensor, target: int) -> np.ndarray:
     logits, _ = predictor.forward(x)

@@ -73,8 +73,22 @@ if seen in ("train", "val"):
 reading = advice.read_prediction(pred.suspicion, model.threshold, pred.predicted, bundle.positive,
                                  ood=pred.ood_flag, task_positive_name=ui.positive_name(bundle))
 
-crop = model.locate(img)
-if crop is not None and not crop.found:
+crop = None if model.cell_level else model.locate(img)
+if model.cell_level:
+    cells, per_cell = model.score_cells(img)
+    if not any(c.found for c in cells):
+        st.warning("No stained cell found in this image: the model scored the whole image, which it was not "
+                   "trained to read.")
+    else:
+        st.caption(f"{len(cells)} stained cell(s) found and scored one by one; the image's result is the mean of "
+                   "their logits. Boxes: red at or above the threshold, green below; numbers are the table's rows.")
+        k1, k2 = st.columns([3, 2])
+        k1.image(explain.draw_cells(img, cells, per_cell["suspicion"], model.threshold),
+                 caption="Cells scored (1 = largest)", width="stretch")
+        k2.dataframe(advice.cell_table(cells, per_cell, bundle.classes), hide_index=True, width="stretch",
+                     column_config={"suspicion": st.column_config.ProgressColumn(
+                         "suspicion", min_value=0.0, max_value=1.0, format="%.3f")})
+elif crop is not None and not crop.found:
     st.warning("No cell found in this image (no stained nucleus stands out): the model scored the whole image, "
                "which it was not trained to read. Crop the image around one white cell and try again.")
 elif crop is not None:
