@@ -1,0 +1,82 @@
+"""Cell-level scoring: every stained cell of a field found and scored on its own, the image's logits the mean of
+its cells'; training, stored predictions and the predictor agree."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from leukoview.segment import find_cells
+
+
+def disks(centres, radius, size=96, bg=(205, 215, 235), fg=(110, 70, 170), seed=0) -> Image.Image:
+    rng = np.random.default_rng(seed)
+    img = np.empty((size, size, 3), np.float32)
+    img[:] = bg
+    yy, xx = np.mgrid[:size, :size]
+    for cy, cx in centres:
+        img[(yy - cy) ** 2 + (xx - cx) ** 2 < radius ** 2] = fg
+    img += rng.normal(0, 4, img.shape)
+    return Image.fromarray(img.clip(0, 255).astype(np.uint8))
+
+
+def test_find_cells_boxes_each_cell_largest_first():
+    img = disks([(20, 20), (70, 30), (50, 75)], 8)
+    found = find_cells(img, scale=1.5)
+    assert len(found) == 3 and all(c.found for c in found)
+    centres = sorted(((c.box[1] + c.box[3]) / 2, (c.box[0] + c.box[2]) / 2) for c in found)
+    assert np.allclose(centres, sorted([(20, 20), (50, 75), (70, 30)]), atol=2)
+    assert all(abs(c.side - 1.5 * 2 * 8) <= 4 for c in found)  # 1.5 x the inscribed diameter
+    big = find_cells(disks([(25, 25), (70, 70)], 14))
+    assert big[0].side >= find_cells(disks([(70, 70)], 6))[0].side
+
+
+def test_touching_cells_stay_apart_and_nothing_violet_gives_none():
+    assert len(find_cells(disks([(48, 36), (48, 60)], 12))) == 2
+    assert find_cells(Image.new("RGB", (96, 96), (205, 215, 235))) == []
+    assert len(find_cells(disks([(48, 48)], 40, size=96))) == 1  # a single cell filling the image: one box
+
+
+def fields(base, n, seed):
+    rng = np.random.default_rng(seed)
+    for name, fg in (("benign", (150, 110, 190)), ("blast", (90, 40, 170))):
+        (base / name).mkdir(parents=True, exist_ok=True)
+        for i in range(n):
+            centres = [tuple(rng.integers(14, 82, 2)) for _ in range(int(rng.integers(2, 5)))]
+            disks(centres, 9, fg=fg, seed=int(rng.integers(1 << 30))).save(base / name / f"{name}_{i:03d}.png")
+    return base
+
+
+@pytest.fixture(scope="module")
+def cells_bundle(tmp_path_factory):
+    from leukoview.train import TrainConfig, fit
+
+    root = tmp_path_factory.mktemp("fields")
+    fields(root / "fields", 20, seed=4)
+    cfg = TrainConfig(dataset="folder:fields", positive=["blast"], arch="cnn32", data_root=str(root),
+                      out=str(tmp_path_factory.mktemp("m") / "cells"), pretrained=False, epochs=2, batch_size=8,
+                      workers=0, input_size=32, n_boot=20, lr=3e-3, ood_components=4, locate_cell=True,
+                      locate_method="cells", locate_scale=1.6, max_cells=3)
+    return fit(cfg, progress=False), root
+
+
+def test_image_logits_are_the_mean_of_its_cells_and_reproduce_training(cells_bundle):
+    from leukoview.calibration import softmax
+    from leukoview.predict import Predictor, score_files
+    from leukoview.transforms import cell_views
+
+    folder, root = cells_bundle
+    p = Predictor(folder, backend="torch")
+    assert p.cell_level and p.bundle.card["input"]["locate"]["method"] == "cells"
+    stored = p.bundle.predictions()
+    img = Image.open(root / stored["file"].iloc[0]).convert("RGB")
+    crops, views = cell_views(img, p.spec)
+    assert 1 <= len(crops) <= 3
+    logits, _ = p.forward(p.preprocess(views, located=True))
+    expected = softmax(logits.mean(0, keepdims=True), p.temperature)[0]
+    assert np.allclose(p.predict(img).probabilities[p.classes[0]], expected[0], atol=1e-5)
+    found, per_cell = p.score_cells(img)
+    assert len(found) == len(crops) and per_cell["suspicion"].shape == (len(crops),)
+    out = score_files([root / f for f in stored["file"]], p, base=root)
+    assert np.allclose(out["suspicion"].to_numpy(float), stored["suspicion"].to_numpy(float), atol=2e-3)
+    assert (out["cells"].astype(int) >= 1).all() and "cell_found" not in out
