@@ -41,6 +41,7 @@ def bundle_stats(bundle_path: Path, root: Path, *, max_images: int = 0, progress
 
     from . import explain  # torch loads here, not when a page imports this module for its read-out
     from .predict import Predictor
+    from .segment import crop_cell
     from .transforms import resize_for_display
 
     p = Predictor(bundle_path)
@@ -55,9 +56,11 @@ def bundle_stats(bundle_path: Path, root: Path, *, max_images: int = 0, progress
     for f, label in tqdm(list(zip(pred["file"], pred["label"], strict=True)), desc="Grad-CAM", unit="img",
                          disable=not progress):
         img = load_image(Path(root) / f)
-        x, target = p.preprocess([img]), p.classes.index(label)
+        crop = p.locate(img)  # as the pages explain it: the located cell (a cell-level model: its most suspicious)
+        view = img if crop is None else crop_cell(img, crop)
+        x, target = p.preprocess([view], located=True), p.classes.index(label)
         mask = explain.cam_mask(p.model, layer, x, target)
-        shown = np.asarray(resize_for_display(img, p.spec))
+        shown = np.asarray(resize_for_display(view, p.spec, located=True))
         shares = mass_shares(mask, regions(shown))
         gain = explain.faithfulness(p, x, mask, target)["gain"]
         deletion = explain.deletion_curve(p, x, mask, target)

@@ -54,7 +54,7 @@ def is_recommended(b: Bundle) -> bool:
     task = b.card.get("task", "")
     if task in TASKS and TASKS[task].superseded_by:
         return False
-    return b.id == f"{task}-{RECOMMENDED_ARCH}"
+    return b.id == ((TASKS[task].recommended if task in TASKS else "") or f"{task}-{RECOMMENDED_ARCH}")
 
 
 def picker_order(bundles: list[Bundle]) -> list[Bundle]:

@@ -21,6 +21,7 @@ class Task:
     superseded_by: str = ""  # a task whose model replaces this one's for reviewers (this one kept for comparison)
     per_patient: bool = False  # its models score single cells of patients: a per-patient share of positives means
     # something (C-NMC style file names carry the patient id)
+    recommended: str = ""  # the bundle id reviewers get for this task ("": <task>-efficientnet_lite0)
 
     def others(self) -> list[str]:
         """Registered tasks whose images this task's model never saw (the OOD evaluation's "other cells")."""
@@ -32,7 +33,7 @@ TASKS: dict[str, Task] = {t.name: t for t in (
          ("Benign", "Early Pre-B", "Pre-B", "Pro-B"), ("Early Pre-B", "Pre-B", "Pro-B"),
          "B-ALL vs benign and ALL subtype, peripheral-blood smear crops",
          "Taleqani Hospital ALL set (Aria et al. 2021; Ghaderzadeh et al. 2022); see Kaggle mehradaria/leukemia "
-         "for terms"),
+         "for terms", recommended="all4-efficientnet_lite0-cells"),
     Task("wbc5", "Myeloblast among leukocytes (5 types, 2 scanners)", "myeloblast (AML blast)",
          ("basophil", "erythroblast", "monocyte", "myeloblast", "seg_neutrophil"), ("myeloblast",),
          "Five leukocyte types; myeloblast (AML blast) is positive",

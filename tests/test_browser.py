@@ -129,6 +129,9 @@ def test_decisions_survive_kill_9_and_restart(tmp_path, tiny_bundle):
         page.keyboard.press("Enter")
         wait_until_idle(page)
         page.get_by_role("button", name="Score with").click()
+        page.wait_for_selector("text=/Cell 1 of/", timeout=90_000)
+        wait_until_idle(page)
+        page.get_by_text("Table", exact=True).click()  # the table view (the gallery is the default)
         page.wait_for_selector('[data-testid="stDataFrame"]', timeout=90_000)
         wait_until_idle(page)
         box = page.locator('[data-testid="stDataFrame"]').first.bounding_box()
@@ -204,7 +207,8 @@ def test_review_flow_keyboard_sign_off_export_and_kill_9(tmp_path, tiny_bundle):
         assert "Signed off by <b>Dr Keys</b>" in report and "DRAFT" not in report
         csv = pd.read_csv(t["csv"], keep_default_na=False)
         assert len(csv) == 110 and (csv["review_action"] != "").sum() == 100
-        assert set(csv["folder"]) == {str((data / "cells").resolve())} and set(csv["model"]) == {"tiny"}
+        card = json.loads((models / "tiny" / "card.json").read_text())
+        assert set(csv["folder"]) == {str((data / "cells").resolve())} and set(csv["model"]) == {card["id"]}
         proc, port = start_server(env, tmp_path / "second.log")
         try:  # the URL brings the folder back; scoring it again shows the stored sign-off
             open_folder(page, port, "0:cells", "Dr Keys")
