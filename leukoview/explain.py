@@ -237,12 +237,14 @@ def deletion_curve(predictor: Predictor, x: torch.Tensor, mask: np.ndarray, targ
 
 
 def explain(predictor: Predictor, image, *, method: str = "Grad-CAM", target: str | None = None,
-            fraction: float = 0.2) -> Explanation:
-    """CAM of a PIL image for ``target`` (class name; default the predicted class) with its faithfulness."""
+            fraction: float = 0.2, crop: CellCrop | None = None) -> Explanation:
+    """CAM of a PIL image for ``target`` (class name; default the predicted class) with its faithfulness.
+    ``crop``: the cell to explain when the caller already located it (default: :meth:`Predictor.locate`)."""
     if not predictor.explainable:
         raise ValueError(f"{predictor.bundle.id} is a classical model on image features: class-activation maps "
                          "need a network")
-    crop = predictor.locate(image)  # once: the map, the input shown and the box all come from this crop
+    if crop is None:
+        crop = predictor.locate(image)  # once: the map, the input shown and the box all come from this crop
     view = image if crop is None else crop_cell(image, crop)
     x = predictor.preprocess([view], located=True)
     if target is None:

@@ -101,16 +101,23 @@ class Predictor:
         if self.classical is not None:
             return None
         if self.cell_level:
-            found, out = self.score_cells(image)
+            _, found, out = self.predict_cells(image)
             return found[int(np.argmax(out["suspicion"]))]
         return locate(image, self.spec)
 
     def score_cells(self, image) -> tuple[list[CellCrop], dict[str, np.ndarray]]:
         """A cell-level model's cells of ``image`` and each one's own outputs (:meth:`outputs`), largest first; the
         image's prediction is the mean of these cells' logits."""
+        _, found, out = self.predict_cells(image)
+        return found, out
+
+    def predict_cells(self, image) -> tuple[Prediction, list[CellCrop], dict[str, np.ndarray]]:
+        """A cell-level model's prediction for ``image`` (from the mean of its cells' logits and features), its
+        cells, and each cell's own outputs — from one forward pass, for a page that shows all three."""
         found, views = cell_views(image, self.spec)
-        arrays = [resize_array(v, self.spec, located=True) for v in views]
-        return found, self.outputs(*self._run(arrays))
+        logits, feats = self._run([resize_array(v, self.spec, located=True) for v in views])
+        whole = self.outputs(logits.mean(0, keepdims=True), feats.mean(0, keepdims=True))
+        return self._prediction(whole), found, self.outputs(logits, feats)
 
     def prepare(self, image, *, located: bool = False):
         """The per-image part of preprocessing (the cell-locating step when the card has one, then resize to the
@@ -187,7 +194,11 @@ class Predictor:
         return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
 
     def predict(self, image) -> Prediction:
-        out = self.predict_batch([image])
+        if self.cell_level:
+            return self.predict_cells(image)[0]
+        return self._prediction(self.predict_batch([image]))
+
+    def _prediction(self, out: dict[str, np.ndarray]) -> Prediction:
         probs = out["probs"][0]
         return Prediction(probabilities=dict(zip(self.classes, map(float, probs), strict=False)),
                           predicted=self.classes[int(probs.argmax())], suspicion=float(out["suspicion"][0]),

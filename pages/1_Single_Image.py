@@ -65,7 +65,11 @@ if refused:
 model = ui.predictor(bundle)
 if model is None:
     st.stop()
-pred = model.predict(img)
+cells = per_cell = None
+if model.cell_level:  # one forward: the image's prediction, its cells and each cell's scores
+    pred, cells, per_cell = model.predict_cells(img)
+else:
+    pred = model.predict(img)
 seen = model.seen_split(source, img)
 if seen in ("train", "val"):
     st.warning(f"**Seen in training** ({seen} split of {bundle.id}, this file or a near copy): this score is not "
@@ -75,7 +79,6 @@ reading = advice.read_prediction(pred.suspicion, model.threshold, pred.predicted
 
 crop = None if model.cell_level else model.locate(img)
 if model.cell_level:
-    cells, per_cell = model.score_cells(img)
     if not any(c.found for c in cells):
         st.warning("No stained cell found in this image: the model scored the whole image, which it was not "
                    "trained to read.")
@@ -135,7 +138,8 @@ else:
         opacity = o3.slider("Overlay opacity", 0.0, 1.0, 0.45, 0.05, key="cam_opacity")
         try:
             with st.spinner("Computing the class-activation map…"):
-                ex = ui.explanation(model, bundle, img, image_key, method, target)
+                ex = ui.explanation(model, bundle, img, image_key, method, target,
+                                    crop=cells[int(np.argmax(per_cell["suspicion"]))] if cells else None)
         except (ValueError, RuntimeError) as e:
             st.error(f"The map could not be computed: {e}")
             return
