@@ -7,7 +7,8 @@ long each step took).
         [--keys 100] [--shots bench/review_shots]
 
 Figures: gallery render (Score pressed -> the first page of thumbnails painted), per-keystroke latency (key down ->
-the panel shows the decision saved and the next cell), the sign-off and the downloads."""
+the panel shows the decision saved and the next cell), the sign-off and the downloads; then, on the single-image
+page with the folder's first image, an opacity step and a CAM method change (action -> the overlay changed)."""
 from __future__ import annotations
 
 import argparse
@@ -148,6 +149,43 @@ def drive(page, port: int, *, folder_id: str, reviewer: str, keys: int, shots: P
     return out
 
 
+IMAGES_JS = "() => [...document.querySelectorAll('[data-testid=\"stImage\"] img')].map(i => i.src).join('|')"
+
+
+def cam_controls(page, port: int, image: Path, *, moves: int = 8) -> dict:
+    """The single-image page's Grad-CAM controls (a fragment with the map cached): seconds from an opacity step
+    (slider key press) and from a CAM method change to the overlay image having changed in the page."""
+    page.goto(f"http://127.0.0.1:{port}/Single_Image")
+    page.wait_for_selector('[data-testid="stAppViewContainer"] h1', timeout=90_000)
+    idle(page)
+    page.locator('input[type="file"]').first.set_input_files(str(image))
+    page.wait_for_selector("text=Overlay opacity", timeout=120_000)
+    idle(page, settle=1000)
+
+    def timed(action) -> float:
+        before = page.evaluate(IMAGES_JS)
+        t = time.perf_counter()
+        action()
+        page.wait_for_function(f"(old) => ({IMAGES_JS})() !== old && ({IMAGES_JS})().length > 0", arg=before,
+                               timeout=60_000)
+        dt = time.perf_counter() - t
+        page.wait_for_selector(IDLE, timeout=60_000)
+        return dt
+
+    slider = page.get_by_role("slider").last
+    opacity = []
+    for _ in range(moves):
+        slider.focus()
+        opacity.append(timed(lambda: page.keyboard.press("ArrowLeft")))
+    methods = []
+    for name in ("Grad-CAM++", "Grad-CAM"):
+        def choose(name=name):
+            page.locator('[data-testid="stSelectbox"]').filter(has_text="Method").click()
+            page.get_by_role("option", name=name, exact=True).click()
+        methods.append(timed(choose))
+    return {"opacity_s": opacity, "method_s": methods}
+
+
 def summary(t: dict) -> str:
     import numpy as np
 
@@ -158,7 +196,10 @@ def summary(t: dict) -> str:
         f"{t['keys']} review keys ({t['decisions']} cells decided, the rest moves): latency median "
         f"{np.median(lat):.0f} ms, p95 {np.quantile(lat, 0.95):.0f} ms, "
         f"max {lat.max():.0f} ms; {int((lat <= 300).sum())} of {len(lat)} within 300 ms",
-        f"sign-off: {t['sign_off_s']:.2f} s; report {Path(t['report']).name}, CSV {Path(t['csv']).name}"])
+        f"sign-off: {t['sign_off_s']:.2f} s; report {Path(t['report']).name}, CSV {Path(t['csv']).name}",
+        *([f"single image: opacity step median {1000 * np.median(t['cam']['opacity_s']):.0f} ms (max "
+           f"{1000 * max(t['cam']['opacity_s']):.0f}), CAM method change "
+           + ", ".join(f"{1000 * v:.0f}" for v in t['cam']['method_s']) + " ms"] if "cam" in t else [])])
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -185,6 +226,8 @@ def main(argv: list[str] | None = None) -> int:
                 page = browser.new_page(viewport={"width": 1400, "height": 1800})
                 t = drive(page, port, folder_id=f"0:{args.folder}", reviewer="Benchmark", keys=args.keys,
                           shots=Path(args.shots))
+                first = next(p for p in sorted((root / args.folder).rglob("*")) if p.is_file())
+                t["cam"] = cam_controls(page, port, first)
                 browser.close()
         finally:
             proc.terminate()
