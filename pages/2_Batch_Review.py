@@ -214,9 +214,14 @@ def review_panel():
         st.error(str(e))
         return
     c1, c2 = st.columns(2)
-    c1.plotly_chart(charts.cell_figure(np.asarray(img)), width="stretch",
-                    config={"scrollZoom": True, "displaylogo": False}, key="rv_zoom")
-    c1.caption(f"Original, {img.width}x{img.height} px: scroll to zoom, drag to pan, double-click to reset")
+    if st.session_state.get("rv_zoom_on"):  # plotly's zoom/pan view: costs ~0.5 s a cell to draw in the browser
+        c1.plotly_chart(charts.cell_figure(np.asarray(img)), width="stretch",
+                        config={"scrollZoom": True, "displaylogo": False}, key="rv_zoom")
+        c1.caption(f"Original, {img.width}x{img.height} px: scroll to zoom, drag to pan, double-click to reset")
+    else:
+        c1.image(img, width="stretch", caption=f"Original, {img.width}x{img.height} px (click ⤢ for full screen)")
+    c1.toggle("Zoom and pan", key="rv_zoom_on", help="A zoomable view of the original (slower to move between "
+              "cells)")
     model = ui.predictor(bundle)
     if model is not None and model.explainable:
         ex = ui.explanation(model, bundle, img, f"{bid}::{row['file']}", "Grad-CAM", None)
