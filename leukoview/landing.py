@@ -30,10 +30,12 @@ PAGE_GUIDE = [
                      "model's threshold — or 'cannot assess' when the image is unlike the training data, and no "
                      "score at all for what is not a blood-smear image — the located cell and a Grad-CAM overlay "
                      "with a faithfulness check."),
-    ("Batch Review", "score a folder from the data root, an upload or a zip; sort and filter by suspicion; open a "
-                     "row for its Grad-CAM; confirm, override or mark for second review (saved with your name); "
-                     "the differential count (blast % against the 20% line); which images the model was trained "
-                     "on; export CSV; per-patient summary for single-cell models."),
+    ("Batch Review", "score a folder from the data root, an upload or a zip; review its cells in a gallery grouped "
+                     "by predicted class (most suspicious first) with the cell and its Grad-CAM beside it; confirm, "
+                     "reclassify, mark unidentified or for second review by button or keyboard (saved at once with "
+                     "your name); the differential as pre-classified and as reviewed (blast % against the 20% "
+                     "line); sign off and download the report; which images the model was trained on; the table "
+                     "view and CSV export; per-patient summary for single-cell models."),
     ("Threshold Explorer", "move the threshold over the stored test predictions and watch the confusion matrix, "
                            "sensitivity/specificity, ROC/PR and, for teaching, what it means per 1,000 images "
                            "(or people, when the split is by patient)."),
