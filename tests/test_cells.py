@@ -80,3 +80,33 @@ def test_image_logits_are_the_mean_of_its_cells_and_reproduce_training(cells_bun
     out = score_files([root / f for f in stored["file"]], p, base=root)
     assert np.allclose(out["suspicion"].to_numpy(float), stored["suspicion"].to_numpy(float), atol=2e-3)
     assert (out["cells"].astype(int) >= 1).all() and "cell_found" not in out
+
+
+def test_single_image_page_boxes_every_cell_of_a_cell_level_model(cells_bundle, tmp_path, monkeypatch):
+    import io
+    import shutil
+
+    import streamlit as st
+    from streamlit.testing.v1 import AppTest
+
+    from tests.conftest import REPO
+
+    folder, root = cells_bundle
+    models = tmp_path / "models"
+    shutil.copytree(folder, models / "cells")
+    monkeypatch.setenv("LEUKOVIEW_MODELS_DIR", str(models))
+    monkeypatch.setenv("LEUKOVIEW_REVIEW_DIR", str(tmp_path / "reviews"))
+    st.cache_data.clear()
+    st.cache_resource.clear()
+    buf = io.BytesIO()
+    disks([(25, 25), (70, 40), (45, 75)], 9, fg=(90, 40, 170), seed=7).save(buf, format="PNG")
+    at = AppTest.from_file(str(REPO / "Home.py"), default_timeout=120).run()
+    at.switch_page("pages/1_Single_Image.py").run()
+    at.file_uploader(key="single_upload").set_value(("field.png", buf.getvalue(), "image/png")).run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert any("3 stained cell(s) found" in c.value for c in at.caption)
+    table = at.dataframe[0].value
+    assert table["cell"].tolist() == [1, 2, 3] and table["suspicion"].between(0, 1).all()
+    assert any("Faithfulness" in m.value for m in at.markdown)  # Grad-CAM of the most suspicious cell
+    st.cache_data.clear()
+    st.cache_resource.clear()
