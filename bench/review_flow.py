@@ -104,9 +104,16 @@ def drive(page, port: int, *, folder_id: str, reviewer: str, keys: int, shots: P
     page.keyboard.press("Enter")
     idle(page, settle=0)
     out["gallery_page_s"] = time.perf_counter() - t0
-    page.get_by_text("Keyboard review").click()
-    idle(page)
-    wait_for_keys(page)
+    for attempt in range(3):  # a click that lands while the page is still drawing can be lost: check, retry
+        page.get_by_text("Keyboard review").click()
+        idle(page)
+        try:
+            wait_for_keys(page, timeout=20)
+            break
+        except Exception:  # playwright's TimeoutError, or ours
+            if attempt == 2:
+                raise
+            idle(page, settle=1000)
     page.locator("h1").first.click()  # focus off the toggle: keys go to the page
     keys = min(keys, n)
     latencies, recorded, pos, k = [], 0, 0, 0

@@ -100,7 +100,7 @@ class Explanation:
     target: str
     mask: np.ndarray  # HxW in [0, 1], at the network's input size
     image: np.ndarray  # HxWx3 uint8: the input as the network saw it (located cell, resized)
-    faithfulness: dict
+    faithfulness: dict | None  # None when the caller did not ask for it (the batch page's review panel)
     crop: CellCrop | None = None  # where the cell-locating step cropped the original (None: the whole image)
 
 
@@ -237,9 +237,10 @@ def deletion_curve(predictor: Predictor, x: torch.Tensor, mask: np.ndarray, targ
 
 
 def explain(predictor: Predictor, image, *, method: str = "Grad-CAM", target: str | None = None,
-            fraction: float = 0.2, crop: CellCrop | None = None) -> Explanation:
+            fraction: float = 0.2, crop: CellCrop | None = None, with_faithfulness: bool = True) -> Explanation:
     """CAM of a PIL image for ``target`` (class name; default the predicted class) with its faithfulness.
-    ``crop``: the cell to explain when the caller already located it (default: :meth:`Predictor.locate`)."""
+    ``crop``: the cell to explain when the caller already located it (default: :meth:`Predictor.locate`);
+    ``with_faithfulness=False`` skips the faithfulness check (one forward of masked copies) for a view without it."""
     if not predictor.explainable:
         raise ValueError(f"{predictor.bundle.id} is a classical model on image features: class-activation maps "
                          "need a network")
@@ -262,7 +263,7 @@ def explain(predictor: Predictor, image, *, method: str = "Grad-CAM", target: st
     return Explanation(method=method, target=predictor.classes[target_index], mask=mask, image=shown,
                        faithfulness=faithfulness(predictor, x, mask, target_index, fraction=fraction,
                                                  band=predictor.bundle.json_file("cam_stats.json", {}).get(
-                                                     "faithfulness_band")),
+                                                     "faithfulness_band")) if with_faithfulness else None,
                        crop=crop)
 
 

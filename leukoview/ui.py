@@ -138,18 +138,20 @@ CAM_CACHE_KEY = "leukoview_cam_cache"
 CAM_CACHE_SIZE = 12
 
 
-def explanation(model, b: Bundle, image, image_key: str, method: str, target: str, crop=None):
+def explanation(model, b: Bundle, image, image_key: str, method: str, target: str, crop=None, *,
+                with_faithfulness: bool = True):
     """The Grad-CAM explanation of an image, cached in the session per (model, image, method, target): moving the
     opacity slider re-blends the cached map instead of running the network again. ``crop``: the cell to explain,
     when the page has already located it."""
     from . import explain
 
     cache = st.session_state.setdefault(CAM_CACHE_KEY, {})
-    key = (b.id, image_key, method, target)
+    key = (b.id, image_key, method, target, with_faithfulness)
     if key not in cache:
         if len(cache) >= CAM_CACHE_SIZE:
             cache.pop(next(iter(cache)))
-        cache[key] = explain.explain(model, image, method=method, target=target, crop=crop)
+        cache[key] = explain.explain(model, image, method=method, target=target, crop=crop,
+                                     with_faithfulness=with_faithfulness)
     return cache[key]
 
 
