@@ -175,18 +175,24 @@ def patient_summary(df: pd.DataFrame, *, reference: float = PATIENT_REFERENCE) -
     return g.reset_index().sort_values(["share", "patient"], ascending=[False, True]).reset_index(drop=True)
 
 
-def thumbnail_uri(path: Path, size: int = 72) -> str:
-    """A small JPEG of an image as a data URI (for table thumbnails); empty string if unreadable."""
-    import base64
-
+def thumbnail_jpeg(path: Path, size: int = 72, *, quality: int = 80) -> bytes:
+    """A small JPEG of an image file (at most ``size`` px a side); empty bytes if unreadable."""
     try:
         img = load_image(path)
     except (ImageError, OSError):
-        return ""
+        return b""
     img.thumbnail((size, size))
     buf = io.BytesIO()
-    img.save(buf, format="JPEG", quality=80)
-    return "data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode()
+    img.save(buf, format="JPEG", quality=quality)
+    return buf.getvalue()
+
+
+def thumbnail_uri(path: Path, size: int = 72) -> str:
+    """:func:`thumbnail_jpeg` as a data URI (for table thumbnails); empty string if unreadable."""
+    import base64
+
+    data = thumbnail_jpeg(path, size)
+    return "data:image/jpeg;base64," + base64.b64encode(data).decode() if data else ""
 
 
 def save_uploads(files: list[tuple[str, bytes]], dest: Path) -> list[Path]:

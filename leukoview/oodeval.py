@@ -20,6 +20,7 @@ import pandas as pd
 from PIL import Image, ImageDraw
 from tqdm import tqdm
 
+from .bundle import WRONG_TASK_INFO
 from .datasets import DatasetError, load_dataset
 from .images import load_image
 from .predict import Predictor
@@ -137,7 +138,7 @@ def ood_eval(bundle_path: Path, root: Path, *, n_generated: int = 200, per_set: 
                               np.concatenate(positive) if positive else np.zeros(0, bool), predicted,
                               gated=np.asarray(gated, bool))
     return {"threshold": p.ood_threshold, "seed": seed, "sets": rows,
-            "wrong_task": (b.json_file("wrong_task.json") or {}).get("method", "none"),
+            "wrong_task": (b.json_file(WRONG_TASK_INFO) or {}).get("method", "none"),
             "reading": "flag_rate on the own test split is the false-flag cost; on the other sets, the share "
                        "caught. called_positive: share the model calls positive at its shipped threshold"}
 

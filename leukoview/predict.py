@@ -23,7 +23,7 @@ from .images import ImageError, find_images, load_image
 from .ood import linear_scores, ood_scores
 from .seen import SeenIndex
 from .segment import NOT_A_SMEAR, CellCrop, crop_cell, smear_gate
-from .transforms import cell_level, cell_views, locate, normalise_batch, resize_array
+from .transforms import cell_arrays, cell_level, locate, normalise_batch, resize_array
 
 ProgressFn = Callable[[int, int], None]
 CANNOT_ASSESS = "cannot assess"  # the decision of an out-of-distribution image: no verdict, either way
@@ -114,8 +114,8 @@ class Predictor:
     def predict_cells(self, image) -> tuple[Prediction, list[CellCrop], dict[str, np.ndarray]]:
         """A cell-level model's prediction for ``image`` (from the mean of its cells' logits and features), its
         cells, and each cell's own outputs — from one forward pass, for a page that shows all three."""
-        found, views = cell_views(image, self.spec)
-        logits, feats = self._run([resize_array(v, self.spec, located=True) for v in views])
+        found, arrays = cell_arrays(image, self.spec)
+        logits, feats = self._run(list(arrays))
         whole = self.outputs(logits.mean(0, keepdims=True), feats.mean(0, keepdims=True))
         return self._prediction(whole), found, self.outputs(logits, feats)
 
@@ -249,9 +249,8 @@ def score_files(paths: list[Path], predictor: Predictor, *, base: Path, batch_si
             return None, "", None, gate
         seen = predictor.seen_split(path, img)
         if predictor.cell_level:  # every cell; found: how many (0: none, the whole image was scored)
-            found, views = cell_views(img, predictor.spec)
-            return (np.stack([resize_array(v, predictor.spec, located=True) for v in views]), "",
-                    sum(c.found for c in found), seen)
+            found, arrays = cell_arrays(img, predictor.spec)
+            return arrays, "", sum(c.found for c in found), seen
         if not locating:
             return predictor.prepare(img), "", None, seen
         crop = predictor.locate(img)  # once per image: the crop that is scored is the one reported

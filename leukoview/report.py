@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from .batch import thumbnail_uri
+from .batch import UNIDENTIFIED, thumbnail_uri
 from .bundle import WEIGHTS
 from .gallery import current_decisions, reviewed_class
 
@@ -81,7 +81,7 @@ def render(*, folder: str, queue: pd.DataFrame, decisions: pd.DataFrame | None, 
     status = (f"Signed off by <b>{html.escape(sign_off['reviewer'])}</b> at {html.escape(sign_off['created_at'])}"
               if sign_off else "<b class='draft'>DRAFT: not signed off</b>")
     reviewed_pos = queue[[reviewed_class(r, current.get(r["file"])) in positive for r in queue.to_dict("records")]]
-    flagged = queue[queue["group"] == "unidentified (out of distribution)"]
+    flagged = queue[queue["group"] == UNIDENTIFIED]
     pre_pos = queue[queue["group"].isin(positive)]
     pct = summary["positive_percent_reviewed"]
     line = (f"{positive_name} {pct:.1f}% of the reviewed classed cells "

@@ -138,27 +138,36 @@ class ReviewStore:
             raise ValueError("a reviewer name is required so that decisions can be attributed")
         if d.action == "override" and not d.label:
             raise ValueError("an override needs the corrected label")
+        def append(con) -> int:
+            current = self._latest_row(con, d.batch, d.file)
+            if (current["id"] if current else None) != seen:
+                raise ConflictError(current)
+            return con.execute(
+                "INSERT INTO decisions (batch, file, action, label, comment, reviewer, model, suspicion, "
+                "created_at, supersedes) VALUES (?,?,?,?,?,?,?,?,?,?)",
+                (d.batch, d.file, d.action, d.label, d.comment, d.reviewer.strip(), d.model, d.suspicion,
+                 datetime.now(UTC).isoformat(timespec="seconds"), seen)).lastrowid
+
+        return self._append("decision", append)
+
+    def _append(self, what: str, step) -> int:
+        """``step(con)`` — the checks, then one INSERT, returning the new row's id — in one serialised, committed
+        transaction (the check and the insert are one step); rolled back if anything fails. A store error other
+        than the step's own (conflict, stale) says the ``what`` was NOT saved."""
         try:
             with closing(self._connect()) as con:
-                con.execute("BEGIN IMMEDIATE")  # serialise writers: the check and the insert are one step
+                con.execute("BEGIN IMMEDIATE")  # serialise writers
                 try:
-                    current = self._latest_row(con, d.batch, d.file)
-                    if (current["id"] if current else None) != seen:
-                        raise ConflictError(current)
-                    cur = con.execute(
-                        "INSERT INTO decisions (batch, file, action, label, comment, reviewer, model, suspicion, "
-                        "created_at, supersedes) VALUES (?,?,?,?,?,?,?,?,?,?)",
-                        (d.batch, d.file, d.action, d.label, d.comment, d.reviewer.strip(), d.model, d.suspicion,
-                         datetime.now(UTC).isoformat(timespec="seconds"), seen))
+                    rowid = int(step(con))
                     con.execute("COMMIT")
-                    return int(cur.lastrowid)
+                    return rowid
                 except BaseException:
                     con.execute("ROLLBACK")
                     raise
-        except ConflictError:
+        except ReviewStoreError:
             raise
         except sqlite3.DatabaseError as e:
-            raise ReviewStoreError(f"could not save the decision to {self.path} ({e}); it was NOT saved") from None
+            raise ReviewStoreError(f"could not save the {what} to {self.path} ({e}); it was NOT saved") from None
 
     def sign_off(self, s: SignOff) -> int:
         """Append a sign-off, in one committed transaction. Refused (:class:`StaleSignOffError`) when a decision
@@ -166,41 +175,26 @@ class ReviewStore:
         longer the store's."""
         if not s.reviewer.strip():
             raise ValueError("a reviewer name is required to sign off")
-        try:
-            with closing(self._connect()) as con:
-                con.execute("BEGIN IMMEDIATE")
-                try:
-                    newest = con.execute("SELECT MAX(id) FROM decisions WHERE batch=?", (s.batch,)).fetchone()[0]
-                    if newest != s.last_decision:
-                        raise StaleSignOffError("a decision was recorded after this differential was read; reload "
-                                                "and check the differential before signing off")
-                    cur = con.execute(
-                        "INSERT INTO signoffs (batch, folder, reviewer, model, model_sha256, threshold, cells, "
-                        "reviewed, differential, comment, last_decision, created_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
-                        (s.batch, s.folder, s.reviewer.strip(), s.model, s.model_sha256, s.threshold, s.cells,
-                         s.reviewed, s.differential, s.comment, s.last_decision,
-                         datetime.now(UTC).isoformat(timespec="seconds")))
-                    con.execute("COMMIT")
-                    return int(cur.lastrowid)
-                except BaseException:
-                    con.execute("ROLLBACK")
-                    raise
-        except ReviewStoreError:
-            raise
-        except sqlite3.DatabaseError as e:
-            raise ReviewStoreError(f"could not save the sign-off to {self.path} ({e}); it was NOT saved") from None
+
+        def append(con) -> int:
+            newest = con.execute("SELECT MAX(id) FROM decisions WHERE batch=?", (s.batch,)).fetchone()[0]
+            if newest != s.last_decision:
+                raise StaleSignOffError("a decision was recorded after this differential was read; reload and "
+                                        "check the differential before signing off")
+            return con.execute(
+                "INSERT INTO signoffs (batch, folder, reviewer, model, model_sha256, threshold, cells, reviewed, "
+                "differential, comment, last_decision, created_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+                (s.batch, s.folder, s.reviewer.strip(), s.model, s.model_sha256, s.threshold, s.cells, s.reviewed,
+                 s.differential, s.comment, s.last_decision, datetime.now(UTC).isoformat(timespec="seconds"))
+            ).lastrowid
+
+        return self._append("sign-off", append)
 
     def sign_offs(self, batch: str) -> pd.DataFrame:
         """Every sign-off of a batch, oldest first."""
-        try:
-            with closing(self._connect()) as con:
-                rows = [dict(r) for r in con.execute("SELECT * FROM signoffs WHERE batch=? ORDER BY id",
-                                                     (batch,)).fetchall()]
-        except sqlite3.DatabaseError as e:
-            raise ReviewStoreError(f"could not read {self.path} ({e})") from None
-        return pd.DataFrame(rows, columns=["id", "batch", "folder", "reviewer", "model", "model_sha256", "threshold",
-                                           "cells", "reviewed", "differential", "comment", "last_decision",
-                                           "created_at"])
+        return pd.DataFrame(self._rows("SELECT * FROM signoffs WHERE batch=? ORDER BY id", (batch,)),
+                            columns=["id", "batch", "folder", "reviewer", "model", "model_sha256", "threshold",
+                                     "cells", "reviewed", "differential", "comment", "last_decision", "created_at"])
 
     def latest(self, batch: str) -> pd.DataFrame:
         """The current decision per file of a batch (one row per reviewed file)."""
@@ -213,15 +207,17 @@ class ReviewStore:
             return self._read("SELECT * FROM decisions WHERE batch=? ORDER BY id", (batch,))
         return self._read("SELECT * FROM decisions WHERE batch=? AND file=? ORDER BY id", (batch, file))
 
-    def _read(self, query: str, params: tuple) -> pd.DataFrame:
+    def _rows(self, query: str, params: tuple) -> list[dict]:
         try:
             with closing(self._connect()) as con:
-                rows = [dict(r) for r in con.execute(query, params).fetchall()]
+                return [dict(r) for r in con.execute(query, params).fetchall()]
         except sqlite3.DatabaseError as e:
             raise ReviewStoreError(f"could not read {self.path} ({e})") from None
+
+    def _read(self, query: str, params: tuple) -> pd.DataFrame:
         columns = ["id", "batch", "file", "action", "label", "comment", "reviewer", "model", "suspicion",
                    "created_at", "supersedes"]
-        return pd.DataFrame(rows, columns=columns)
+        return pd.DataFrame(self._rows(query, params), columns=columns)
 
 
 def export_table(scores: pd.DataFrame, decisions: pd.DataFrame, *, model: str = "", threshold: float | None = None,

@@ -32,7 +32,7 @@ from .evaluate import evaluate, predictions_frame
 from .images import load_image
 from .ood import fit_ood, ood_scores
 from .seen import SEEN, seen_for
-from .transforms import eval_transform, train_transform
+from .transforms import cell_level, eval_transform, train_transform
 
 
 @dataclass
@@ -231,7 +231,7 @@ class Run:
               if train else eval_transform(self.spec))
         data = ImageTable(self.ds.root, sub["file"].tolist(), self.targets(part).tolist(), tf)
         g = torch.Generator().manual_seed(self.cfg.seed)
-        cell_stacks = not train and self.spec.get("locate", {}).get("method") == "cells"
+        cell_stacks = not train and cell_level(self.spec)
         return DataLoader(data, batch_size=self.cfg.batch_size, shuffle=train, num_workers=self.cfg.workers,
                           generator=g, worker_init_fn=_worker_init, persistent_workers=False, drop_last=False,
                           pin_memory=self.device.type == "cuda", collate_fn=_collate_cells if cell_stacks else None)

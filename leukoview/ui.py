@@ -183,18 +183,9 @@ def reviewer_name(*, locked: bool = False) -> str:
 @st.cache_data(show_spinner=False, max_entries=20_000)
 def thumbnail(path: str, size: int = 96) -> bytes:
     """A JPEG thumbnail of an image file (cached; empty bytes when unreadable), for the cell gallery."""
-    import io
+    from .batch import thumbnail_jpeg
 
-    from .images import ImageError, load_image
-
-    try:
-        img = load_image(Path(path))
-    except (ImageError, OSError):
-        return b""
-    img.thumbnail((size, size))
-    buf = io.BytesIO()
-    img.save(buf, format="JPEG", quality=85)
-    return buf.getvalue()
+    return thumbnail_jpeg(Path(path), size, quality=85)
 
 
 def positive_name(b: Bundle) -> str:

@@ -166,10 +166,9 @@ def review_panel():
                               "reclassify, u unidentified, s second review. The reviewer name is locked meanwhile.")
     pressed = None
     if keyboard:
-        hotkeys.activate([hotkeys.hk(k.id, k.key, help=k.help) for k in gallery.key_map(bundle.classes)],
-                         key="review")
-        pressed = next((k.id for k in gallery.key_map(bundle.classes) if hotkeys.pressed(k.id, key="review")),
-                       None)
+        keys = gallery.key_map(bundle.classes)
+        hotkeys.activate([hotkeys.hk(k.id, k.key, help=k.help) for k in keys], key="review")
+        pressed = next((k.id for k in keys if hotkeys.pressed(k.id, key="review")), None)
     pressed = pressed or st.session_state.pop("review_click", None)
     pos = min(int(st.session_state.get("review_pos", 0)), max(n - 1, 0))
     if n == 0:
@@ -184,7 +183,8 @@ def review_panel():
         st.session_state["review_msg"] = msg
     st.session_state["review_pos"] = pos
     row = rows_dicts[pos]
-    current = gallery.current_decisions(store.latest(bid)) if store is not None else {}
+    latest = store.latest(bid) if store is not None else None  # after this run's decision: badges and differential
+    current = gallery.current_decisions(latest)
     msg = st.session_state.get("review_msg", "")
     if msg.startswith("error:"):
         st.error(msg[6:])
@@ -232,8 +232,7 @@ def review_panel():
                                                                  if ex.crop is not None else ""), width="stretch")
     elif model is not None:
         c2.caption("Classical model on image features: no class-activation map.")
-    table, diff = gallery.review_differential(queue, store.latest(bid) if store is not None else None,
-                                              bundle.classes, bundle.positive)
+    table, diff = gallery.review_differential(queue, latest, bundle.classes, bundle.positive)
     st.markdown(f"**Differential** — reviewed {diff['reviewed']} of {diff['cells']}; {ui.positive_name(bundle)}: "
                 f"pre-classified {diff['positive_percent_pre']:.1f}%, reviewed "
                 + (f"{diff['positive_percent_reviewed']:.1f}%" if diff["classed_reviewed"] else "—")

@@ -4,20 +4,14 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
-import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import pytest
 
+from bench.review_flow import ARGS, CHROMIUM
+from bench.review_flow import start_server as bench_start_server
 from tests.conftest import REPO
-
-CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
-ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-        "--disable-component-update", "--disable-sync"]
 
 pytestmark = pytest.mark.browser
 
@@ -32,28 +26,13 @@ def _skip_reason() -> str | None:
     return None
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def start_server(env: dict, log_path: Path) -> tuple[subprocess.Popen, int]:
-    port = _free_port()
-    log = open(log_path, "w")
-    proc = subprocess.Popen([sys.executable, "-m", "streamlit", "run", "Home.py", "--server.headless", "true",
-                             "--server.port", str(port), "--browser.gatherUsageStats", "false"],
-                            cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
-    deadline = time.time() + 90
-    while time.time() < deadline:
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/_stcore/health", timeout=2) as r:
-                if r.status == 200:
-                    return proc, port
-        except OSError:
-            time.sleep(0.3)
-    proc.kill()
-    pytest.fail(f"streamlit did not start: {log_path.read_text()[-2000:]}")
+    """:func:`bench.review_flow.start_server` (the one launcher the benchmark and these tests share); a server that
+    does not come up fails the test with its log."""
+    try:
+        return bench_start_server(env, log_path)
+    except RuntimeError as e:
+        pytest.fail(str(e))
 
 
 def stop_server(proc: subprocess.Popen) -> None:
