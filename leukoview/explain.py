@@ -35,45 +35,123 @@ def _cam_class(method: str):
     return table[method]
 
 
+@dataclass
+class CamInputs:
+    """What every method of the CAM family is computed from: the target layer's activations for one image and the
+    gradient of the target class's score with respect to them (CxHxW each), and the map's size (the input's)."""
+    activations: np.ndarray
+    gradients: np.ndarray
+    size: tuple[int, int]  # (width, height)
+    target: int  # the class index the gradients are of
+
+
+def cam_inputs(model: torch.nn.Module, layer: str, x: torch.Tensor, target: int | None, *,
+               n_classes: int | None = None) -> CamInputs:
+    """One forward pass and the backward pass from the target layer onwards (:func:`_gradients_from`) for class
+    index ``target`` of ``x`` (1xCxHxW, preprocessed; ``None``: the class this forward pass ranks first). Every
+    method's map then follows without the network (:func:`cam_from`): a method change on a page costs
+    milliseconds."""
+    if target is not None and n_classes is not None and not 0 <= target < n_classes:
+        raise ValueError(f"target class index {target} is outside 0..{n_classes - 1}")
+    if x.ndim != 4 or x.shape[0] != 1:
+        raise ValueError(f"expected one preprocessed image of shape 1xCxHxW, got {tuple(x.shape)}")
+    model.eval()
+    seen: dict = {}
+    with _CAM_LOCK, torch.enable_grad(), _gradients_from(model, model.get_submodule(layer), seen):
+        logits = model(x.clone())
+        target = int(logits[0].argmax()) if target is None else int(target)
+        logits[0, target].backward()
+    leaf = seen["leaf"]
+    if leaf.ndim != 4 or leaf.grad is None:
+        raise RuntimeError(f"layer {layer!r} gives no spatial map on the path to the class score")
+    return CamInputs(activations=leaf.detach()[0].float().numpy().copy(),
+                     gradients=leaf.grad[0].float().numpy().copy(), size=(int(x.shape[3]), int(x.shape[2])),
+                     target=target)
+
+
+def _scaled(cam: np.ndarray) -> np.ndarray:
+    cam = cam - np.min(cam)
+    return cam / (1e-7 + np.max(cam))
+
+
+def cam_from(inputs: CamInputs, method: str = "Grad-CAM") -> np.ndarray:
+    """The map of one method (HxW float in [0, 1], at the input's size) from :func:`cam_inputs`, by the formulas
+    pytorch-grad-cam uses (the equality is tested against it): channel weights from the gradients (Grad-CAM: their
+    mean; Grad-CAM++: positive gradients weighted by second/third-order terms; XGrad-CAM: gradients times
+    normalised activations), LayerCAM's element-wise positive gradients, EigenCAM's first principal component of
+    the activations; then ReLU, min-max scaling and bilinear resizing."""
+    import cv2
+
+    if method not in METHODS:
+        raise ValueError(f"unknown CAM method {method!r}; choose one of {list(METHODS)}")
+    a, g = inputs.activations, inputs.gradients
+    area = a.sum(axis=(1, 2))[:, None, None]
+    if method == "EigenCAM":
+        flat = np.nan_to_num(a).reshape(a.shape[0], -1).T
+        flat = flat - flat.mean(axis=0)
+        first = np.linalg.svd(flat, full_matrices=False)[2][0]  # the same first vector as the full SVD, far cheaper
+        cam = (flat @ first).reshape(a.shape[1:])
+    elif method == "LayerCAM":
+        cam = (np.maximum(g, 0) * a).sum(axis=0)
+    else:
+        if method == "Grad-CAM":
+            weights = g.mean(axis=(1, 2))
+        elif method == "Grad-CAM++":
+            g2 = g ** 2
+            aij = np.where(g != 0, g2 / (2 * g2 + area * g2 * g + 1e-6), 0)
+            weights = (np.maximum(g, 0) * aij).sum(axis=(1, 2))
+        else:  # XGrad-CAM
+            weights = (g * a / (area + 1e-7)).sum(axis=(1, 2))
+        cam = (weights[:, None, None] * a).sum(axis=0)
+    cam = cv2.resize(np.float32(_scaled(np.maximum(cam, 0))), inputs.size)
+    mask = _scaled(np.maximum(cam, 0))
+    return np.clip(np.nan_to_num(np.asarray(mask, dtype=np.float32)), 0.0, 1.0)
+
+
 def cam_mask(model: torch.nn.Module, layer: str, x: torch.Tensor, target: int, *, method: str = "Grad-CAM",
              n_classes: int | None = None, fast: bool = True) -> np.ndarray:
     """Class-activation map of ``x`` (1xCxHxW, preprocessed) for class index ``target``: HxW float in [0, 1].
 
-    ``fast`` (default) differentiates from the target layer onwards only (:func:`_gradients_from`); ``False`` is
-    the plain full backward pass, kept for the benchmark and the equality test."""
+    ``fast`` (default): :func:`cam_inputs` then :func:`cam_from`; ``False``: pytorch-grad-cam's own class with
+    the plain full backward pass, the reference kept for the benchmark and the equality test."""
+    if not fast:
+        return _reference_cam(model, layer, x, target, method=method, n_classes=n_classes)
+    if method not in METHODS:
+        raise ValueError(f"unknown CAM method {method!r}; choose one of {list(METHODS)}")
+    return cam_from(cam_inputs(model, layer, x, target, n_classes=n_classes), method)
+
+
+def _reference_cam(model, layer, x, target, *, method, n_classes):
     from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
     if n_classes is not None and not 0 <= target < n_classes:
         raise ValueError(f"target class index {target} is outside 0..{n_classes - 1}")
-    if x.ndim != 4 or x.shape[0] != 1:
-        raise ValueError(f"expected one preprocessed image of shape 1xCxHxW, got {tuple(x.shape)}")
     cam_cls = _cam_class(method)
     model.eval()
-    target_layer = model.get_submodule(layer)
-    with _CAM_LOCK, torch.enable_grad(), _gradients_from(model, target_layer if fast else None), \
-            cam_cls(model=model, target_layers=[target_layer]) as cam:
+    with _CAM_LOCK, torch.enable_grad(), cam_cls(model=model, target_layers=[model.get_submodule(layer)]) as cam:
         mask = cam(input_tensor=x.clone(), targets=[ClassifierOutputTarget(int(target))])[0]
-    mask = np.nan_to_num(np.asarray(mask, dtype=np.float32))
-    return np.clip(mask, 0.0, 1.0)
+    return np.clip(np.nan_to_num(np.asarray(mask, dtype=np.float32)), 0.0, 1.0)
 
 
 @contextmanager
-def _gradients_from(model: torch.nn.Module, layer: torch.nn.Module | None):
-    """Build the autograd graph only from ``layer``'s output onwards (``None``: do nothing).
+def _gradients_from(model: torch.nn.Module, layer: torch.nn.Module, seen: dict):
+    """Build the autograd graph only from ``layer``'s output onwards; that output (a fresh graph leaf, whose
+    ``.grad`` the backward pass fills) is put in ``seen["leaf"]``.
 
     Every CAM of the family needs the gradient of the class score with respect to the target layer's
     activations, never the parameters' gradients nor anything before that layer. With the parameters frozen and
     the layer's output turned into a fresh graph leaf, the forward pass before the layer records nothing and the
     backward pass runs through the classifier head only: same map, a fraction of the work.
     """
-    if layer is None:
-        yield
-        return
     flags = [(p, p.requires_grad) for p in model.parameters()]
     for p, _ in flags:
         p.requires_grad_(False)
-    # `* 1` makes the returned tensor a non-leaf, so in-place activations after the layer stay legal
-    handle = layer.register_forward_hook(lambda _m, _i, out: out.detach().requires_grad_(True) * 1)
+
+    def hook(_m, _i, out):
+        seen["leaf"] = out.detach().requires_grad_(True)
+        return seen["leaf"] * 1  # a non-leaf, so in-place activations after the layer stay legal
+
+    handle = layer.register_forward_hook(hook)
     try:
         yield
     finally:
@@ -118,6 +196,26 @@ def mask_on_original(ex: Explanation, size: tuple[int, int]) -> np.ndarray:
     if x1 > x0 and y1 > y0:
         out[y0:y1, x0:x1] = resized[y0 - top:y1 - top, x0 - left:x1 - left]
     return np.clip(out, 0.0, 1.0)
+
+
+DISPLAY_SIDE = 1024  # the original is shown at most this size: a camera's 4000 px frame would cost the page seconds
+
+
+def on_original(ex: Explanation, image, *, max_side: int = DISPLAY_SIDE) -> tuple[np.ndarray, np.ndarray]:
+    """The original image (scaled down to ``max_side`` when larger) with the located cell's box drawn, and the map
+    placed on it (:func:`mask_on_original`): what an overlay on the original blends, computed once per map so that
+    an opacity move only blends."""
+    from dataclasses import replace
+
+    from PIL import Image
+
+    scale = min(1.0, max_side / max(image.size))
+    if scale < 1.0:
+        image = image.resize((max(1, round(image.width * scale)), max(1, round(image.height * scale))),
+                             Image.Resampling.BILINEAR)
+        if ex.crop is not None:
+            ex = replace(ex, crop=replace(ex.crop, box=tuple(round(v * scale) for v in ex.crop.box)))
+    return np.asarray(draw_box(image, ex.crop)), mask_on_original(ex, image.size)
 
 
 def draw_box(image, crop: CellCrop | None, *, colour=(0, 200, 0)):
@@ -236,35 +334,58 @@ def deletion_curve(predictor: Predictor, x: torch.Tensor, mask: np.ndarray, targ
             "advantage": float(np.mean(probs[n:]) - np.mean(probs[:n]))}
 
 
+@dataclass
+class Prepared:
+    """One image made ready for the CAM family: the located cell, the network's input, the image shown, and the
+    target layer's activations and gradients. Every method's map and its faithfulness follow from it
+    (:func:`explain_prepared`) without running the network forwards and backwards again."""
+    x: torch.Tensor
+    crop: CellCrop | None
+    shown: np.ndarray
+    inputs: CamInputs
+
+
+def prepare(predictor: Predictor, image, *, target: str | None = None, crop: CellCrop | None = None) -> Prepared:
+    """Locate (unless ``crop`` is given: the cell the caller already located), preprocess, and run the forward and
+    head-backward pass for ``target`` (class name; default the class the network ranks first for this input)."""
+    if not predictor.explainable:
+        raise ValueError(f"{predictor.bundle.id} is a classical model on image features: class-activation maps "
+                         "need a network")
+    if target is not None and target not in predictor.classes:
+        raise ValueError(f"target class {target!r} is not one of {predictor.classes}")
+    if crop is None:
+        crop = predictor.locate(image)  # once: the map, the input shown and the box all come from this crop
+    view = image if crop is None else crop_cell(image, crop)
+    x = predictor.preprocess([view], located=True)
+    layer = predictor.bundle.card.get("cam_layer") or get_arch(predictor.bundle.card["architecture"]).cam_layer
+    inputs = cam_inputs(predictor.model, layer, x, None if target is None else predictor.classes.index(target),
+                        n_classes=len(predictor.classes))
+    return Prepared(x=x, crop=crop, shown=np.asarray(resize_for_display(view, predictor.spec, located=True)),
+                    inputs=inputs)
+
+
+def explain_prepared(predictor: Predictor, prep: Prepared, *, method: str = "Grad-CAM", fraction: float = 0.2,
+                     with_faithfulness: bool = True) -> Explanation:
+    """The ``method``'s map of a :class:`Prepared` image, with its faithfulness (one forward of masked copies)
+    unless ``with_faithfulness=False``."""
+    mask = cam_from(prep.inputs, method)
+    target = prep.inputs.target
+    faith = faithfulness(predictor, prep.x, mask, target, fraction=fraction,
+                         band=predictor.bundle.json_file("cam_stats.json", {}).get("faithfulness_band")) \
+        if with_faithfulness else None
+    return Explanation(method=method, target=predictor.classes[target], mask=mask, image=prep.shown,
+                       faithfulness=faith, crop=prep.crop)
+
+
 def explain(predictor: Predictor, image, *, method: str = "Grad-CAM", target: str | None = None,
             fraction: float = 0.2, crop: CellCrop | None = None, with_faithfulness: bool = True) -> Explanation:
     """CAM of a PIL image for ``target`` (class name; default the predicted class) with its faithfulness.
     ``crop``: the cell to explain when the caller already located it (default: :meth:`Predictor.locate`);
     ``with_faithfulness=False`` skips the faithfulness check (one forward of masked copies) for a view without it."""
-    if not predictor.explainable:
-        raise ValueError(f"{predictor.bundle.id} is a classical model on image features: class-activation maps "
-                         "need a network")
-    if crop is None:
-        crop = predictor.locate(image)  # once: the map, the input shown and the box all come from this crop
-    view = image if crop is None else crop_cell(image, crop)
-    x = predictor.preprocess([view], located=True)
-    if target is None:
-        logits, _ = predictor.forward(x)
-        target_index = int(logits.argmax(1)[0])
-    else:
-        if target not in predictor.classes:
-            raise ValueError(f"target class {target!r} is not one of {predictor.classes}")
-        target_index = predictor.classes.index(target)
-    layer = predictor.bundle.card.get("cam_layer")
-    if not layer:
-        layer = get_arch(predictor.bundle.card["architecture"]).cam_layer
-    mask = cam_mask(predictor.model, layer, x, target_index, method=method, n_classes=len(predictor.classes))
-    shown = np.asarray(resize_for_display(view, predictor.spec, located=True))
-    return Explanation(method=method, target=predictor.classes[target_index], mask=mask, image=shown,
-                       faithfulness=faithfulness(predictor, x, mask, target_index, fraction=fraction,
-                                                 band=predictor.bundle.json_file("cam_stats.json", {}).get(
-                                                     "faithfulness_band")) if with_faithfulness else None,
-                       crop=crop)
+    if method not in METHODS:
+        raise ValueError(f"unknown CAM method {method!r}; choose one of {list(METHODS)}")
+    return explain_prepared(predictor, prepare(predictor, image, target=target, crop=crop), method=method,
+                            fraction=fraction, with_faithfulness=with_faithfulness)
 
 
 def tta_suspicion(predictor: Predictor, image) -> np.ndarray:

@@ -135,24 +135,40 @@ def page(title: str, icon: str = "🔬") -> Bundle | None:
 
 
 CAM_CACHE_KEY = "leukoview_cam_cache"
-CAM_CACHE_SIZE = 12
+CAM_CACHE_SIZE = 30  # six images' maps by every method
 
 
-def explanation(model, b: Bundle, image, image_key: str, method: str, target: str, crop=None, *,
-                with_faithfulness: bool = True):
-    """The Grad-CAM explanation of an image, cached in the session per (model, image, method, target): moving the
-    opacity slider re-blends the cached map instead of running the network again. ``crop``: the cell to explain,
-    when the page has already located it."""
-    from . import explain
-
-    cache = st.session_state.setdefault(CAM_CACHE_KEY, {})
-    key = (b.id, image_key, method, target, with_faithfulness)
+def _session_cache(name: str, key, make):
+    cache = st.session_state.setdefault(name, {})
     if key not in cache:
         if len(cache) >= CAM_CACHE_SIZE:
             cache.pop(next(iter(cache)))
-        cache[key] = explain.explain(model, image, method=method, target=target, crop=crop,
-                                     with_faithfulness=with_faithfulness)
+        cache[key] = make()
     return cache[key]
+
+
+def explanation(model, b: Bundle, image, image_key: str, method: str, target: str, crop=None, *,
+                with_faithfulness: bool = True, every_method: bool = False):
+    """The Grad-CAM explanation of an image, cached in the session: the network's pass per (model, image, target)
+    (:func:`explain.prepare`), the map per method on top of it. An opacity move re-blends the cached map; a method
+    change recomputes the map from the cached activations and gradients without the network's backward pass, or,
+    with ``every_method`` (the single-image page, whose method menu is one click away), finds it already made
+    with the first: each method's map and faithfulness are computed when the image's pass is.
+    ``crop``: the cell to explain, when the page has already located it."""
+    from . import explain
+
+    prep = _session_cache(CAM_CACHE_KEY + "_prepared", (b.id, image_key, target),
+                          lambda: explain.prepare(model, image, target=target, crop=crop))
+
+    def one(m: str):
+        return _session_cache(CAM_CACHE_KEY, (b.id, image_key, m, target, with_faithfulness),
+                              lambda: explain.explain_prepared(model, prep, method=m,
+                                                               with_faithfulness=with_faithfulness))
+
+    shown = one(method)
+    for other in explain.METHODS if every_method else ():
+        one(other)
+    return shown
 
 
 def models_that_fit(image, current: Bundle) -> list[Bundle]:

@@ -226,8 +226,8 @@ def review_panel():
     if model is not None and model.explainable:
         ex = ui.explanation(model, bundle, img, f"{bid}::{row['file']}", "Grad-CAM", None,
                             with_faithfulness=False)  # the panel shows no faithfulness read-out
-        shown = explain.overlay(np.asarray(explain.draw_box(img, ex.crop)), explain.mask_on_original(ex, img.size)) \
-            if ex.crop is not None else explain.overlay(ex.image, ex.mask)
+        shown = explain.overlay(*explain.on_original(ex, img)) if ex.crop is not None else \
+            explain.overlay(ex.image, ex.mask)
         c2.image(shown, caption=f"Grad-CAM for '{ex.target}'" + (" (boxed: the cell the network read)"
                                                                  if ex.crop is not None else ""), width="stretch")
     elif model is not None:

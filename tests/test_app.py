@@ -243,21 +243,27 @@ def test_comparison_table_puts_key_metrics_first(app_env):
     assert cols[:7] == ["model", "accuracy", "balanced accuracy", "ROC-AUC", "sensitivity", "specificity", "ECE"]
 
 
-def test_opacity_moves_reuse_the_map_and_a_method_change_recomputes_it(app_env, monkeypatch):
+def test_opacity_moves_reuse_the_map_and_a_method_change_skips_the_network(app_env, monkeypatch):
     from leukoview import explain
 
-    calls = []
-    real = explain.explain
-    monkeypatch.setattr(explain, "explain", lambda *a, **k: calls.append(k.get("method")) or real(*a, **k))
+    passes, maps = [], []
+    real_prepare, real_from = explain.prepare, explain.cam_from
+    monkeypatch.setattr(explain, "prepare", lambda *a, **k: passes.append(k.get("target")) or real_prepare(*a, **k))
+    monkeypatch.setattr(explain, "cam_from", lambda inputs, method: maps.append(method) or real_from(inputs, method))
     at = run_page("pages/1_Single_Image.py")
     at.file_uploader(key="single_upload").set_value(("cell.png", png_bytes(size=64), "image/png")).run()
-    assert calls == ["Grad-CAM"]
+    # one network pass; every method's map made from it at once (the method menu is one click away)
+    assert len(passes) == 1 and sorted(maps) == sorted(explain.METHODS)
     for v in (0.2, 0.8):
         at.slider(key="cam_opacity").set_value(v).run()
-    no_exceptions(at)
-    assert calls == ["Grad-CAM"]  # the map is cached: only the blend changed
     at.selectbox(key="cam_method").set_value("Grad-CAM++").run()
-    assert calls == ["Grad-CAM", "Grad-CAM++"]
+    no_exceptions(at)
+    assert len(passes) == 1 and len(maps) == len(explain.METHODS)  # nothing recomputed: blends and cache lookups
+    assert at.image[-1].proto.imgs[0].caption.startswith("Grad-CAM++ for class")  # the cached map is shown
+    other = next(c for c in at.selectbox(key="cam_target").options if c != at.selectbox(key="cam_target").value)
+    at.selectbox(key="cam_target").set_value(other).run()
+    no_exceptions(at)
+    assert passes[-1] == other and len(passes) == 2  # another class's gradients need the network again
 
 
 def _gallery(app_env, reviewer="Dr G"):

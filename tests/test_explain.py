@@ -138,3 +138,36 @@ def test_tta_scores_the_eight_views(predictor):
     assert scores[0] == pytest.approx(predictor.predict(img).suspicion, abs=1e-6)  # view 0 is the image itself
     flat = explain.tta_suspicion(predictor, Image.new("RGB", img.size, (200, 120, 180)))
     np.testing.assert_allclose(flat, flat[0], atol=1e-6)  # a symmetric image looks the same in every view
+
+
+@pytest.mark.parametrize("method", explain.METHODS)
+def test_maps_follow_from_activations_and_gradients_alone(method):
+    # two channels: one active on a bright spot with a positive gradient (evidence for the class), one spread
+    # thinly with none; every method's map, made without any network, peaks on the spot
+    a = np.full((2, 8, 8), 0.1, np.float32)
+    a[0, 5, 2] = 5.0
+    g = np.zeros_like(a)
+    g[0] = 0.5
+    mask = explain.cam_from(explain.CamInputs(activations=a, gradients=g, size=(32, 16), target=0), method)
+    assert mask.shape == (16, 32) and mask.max() == pytest.approx(1.0, abs=1e-3)
+    y, x = np.unravel_index(mask.argmax(), mask.shape)
+    assert abs(y - (5 + 0.5) * 2) <= 2 and abs(x - (2 + 0.5) * 4) <= 3  # where the spot is, at the map's scale
+    with pytest.raises(ValueError, match="unknown CAM method"):
+        explain.cam_from(explain.CamInputs(activations=a, gradients=g, size=(8, 8), target=0), "Score-CAM")
+
+
+def test_a_large_original_is_shown_scaled_down_with_its_box_and_map_in_place():
+    from PIL import Image
+
+    from leukoview.segment import CellCrop
+
+    big = Image.new("RGB", (4096, 2048), (230, 200, 200))
+    mask = np.zeros((16, 16), np.float32)
+    mask[4:12, 4:12] = 1.0
+    ex = explain.Explanation(method="Grad-CAM", target="x", mask=mask, image=np.zeros((16, 16, 3), np.uint8),
+                             faithfulness=None, crop=CellCrop(box=(2048, 1024, 2560, 1536), found=True, note=""))
+    shown, on = explain.on_original(ex, big)
+    assert shown.shape == (512, 1024, 3) and on.shape == (512, 1024)  # 4096 px wide -> DISPLAY_SIDE
+    ys, xs = np.nonzero(on > 0.5)
+    assert 512 <= xs.min() and xs.max() < 640 and 256 <= ys.min() and ys.max() < 384  # inside the scaled box
+    assert (shown[256, 512:640] != (230, 200, 200)).any(axis=-1).all()  # the box's top edge is drawn there
