@@ -302,7 +302,8 @@ def _cmd_wrongtask(a) -> int:
     from . import settings, wrongtask
 
     for folder in a.bundles:
-        info = wrongtask.fit(Path(folder), settings.data_root(), per_dataset=a.per_dataset, progress=not a.quiet)
+        info = wrongtask.fit(Path(folder), settings.data_root(), per_dataset=a.per_dataset,
+                             isolated_renders=a.isolated_renders, progress=not a.quiet)
         print(f"{folder}: wrong-task detector fitted on {info['own_train_images']} own training images and "
               f"{info['wrong_task_images']} of {', '.join(info['wrong_task_datasets'])} (fit accuracy "
               f"{info['fit_accuracy']:.3f}); threshold {info['threshold']:.3f} flags {info['val_flag_rate']:.1%} of "
@@ -460,6 +461,9 @@ def main(argv: list[str] | None = None) -> int:
     wt.add_argument("bundles", nargs="+")
     wt.add_argument("--per-dataset", dest="per_dataset", type=int, default=1000,
                     help="images sampled from each other dataset (default 1000)")
+    wt.add_argument("--isolated-renders", dest="isolated_renders", type=int, default=0,
+                    help="also fit on this many other-task and as many own training images rendered as isolated "
+                         "cells on black (a wrong acquisition; default 0)")
     wt.add_argument("--quiet", action="store_true")
     wt.set_defaults(func=_cmd_wrongtask)
 

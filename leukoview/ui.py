@@ -41,7 +41,18 @@ def shortcut_audits() -> dict:
 def _predictor(path: str):
     from .predict import Predictor
 
-    return Predictor(load_bundle(path, verify=True))
+    loaded = Predictor(load_bundle(path, verify=True))
+    long_lived()
+    return loaded
+
+
+def long_lived() -> None:
+    """Everything alive now (modules, the network, a scored batch) lives as long as the app or the review: moved
+    out of the garbage collector's reach, a full collection no longer walks it (it paused review keys ~150 ms,
+    python -m bench.review_flow). Objects made later are collected as usual."""
+    import gc
+
+    gc.freeze()
 
 
 def predictor(b: Bundle):

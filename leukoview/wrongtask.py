@@ -29,15 +29,24 @@ from .tasks import TASKS
 NEVER_FITTED = ("cnmc",)  # kept unseen: the probe of whether the detector generalises to a wrong task it never saw
 
 
-def features(p, paths: list[Path], *, progress: str = "") -> np.ndarray:
+def features(p, paths: list[Path], *, progress: str = "", render=None) -> np.ndarray:
     """Penultimate features of image files through the predictor's own preprocessing (cell-level models: the
-    mean over each image's cells, as the predictor uses them)."""
+    mean over each image's cells, as the predictor uses them); ``render``: a change made to each image first."""
     from tqdm import tqdm
 
     out = []
     for i in tqdm(range(0, len(paths), 32), desc=progress, unit="batch", disable=not progress):
-        out.append(p.raw_outputs([p.prepare(load_image(x)) for x in paths[i:i + 32]])[1])
+        imgs = [load_image(x) for x in paths[i:i + 32]]
+        out.append(p.raw_outputs([p.prepare(render(m) if render else m) for m in imgs])[1])
     return np.concatenate(out) if out else np.zeros((0, 0), np.float32)
+
+
+def isolated(img):
+    """The image's cells kept by leukoview's own segmentation, everything else black: cells as an isolated-cell
+    acquisition shows them (segmented cells on black), which no registered task trains on."""
+    from .augment import replace_background
+
+    return replace_background(img, np.zeros(3))
 
 
 def negatives(task: str, root: Path, *, per_dataset: int = 1000, seed: int = 0) -> list[Path]:
@@ -58,9 +67,12 @@ def negatives(task: str, root: Path, *, per_dataset: int = 1000, seed: int = 0) 
 
 
 def fit(bundle_path: Path, root: Path, *, per_dataset: int = 1000, own: int = 2000, seed: int = 0,
-        quantile: float = 0.99, wrong: list[Path] | None = None, progress: bool = True) -> dict:
+        quantile: float = 0.99, wrong: list[Path] | None = None, isolated_renders: int = 0,
+        progress: bool = True) -> dict:
     """Fit the detector for a bundle and write it into the bundle; returns its record (``wrong_task.json``).
-    ``wrong``: the wrong-task images to fit on (default: :func:`negatives`)."""
+    ``wrong``: the wrong-task images to fit on (default: :func:`negatives`); ``isolated_renders``: that many of
+    them, and as many of the own training images not used as in-distribution examples, also shown to it as
+    :func:`isolated` renders (cells on black), a wrong acquisition."""
     from safetensors.numpy import save
     from sklearn.linear_model import LogisticRegression
     from sklearn.preprocessing import StandardScaler
@@ -84,8 +96,19 @@ def fit(bundle_path: Path, root: Path, *, per_dataset: int = 1000, own: int = 20
                                                                          seed=seed)
     if not wrong:
         raise ValueError(f"no other registered dataset under {data_root} to fit a wrong-task detector for {task!r}")
-    x_in = features(p, own_files("train", own), progress="own train" if progress else "")
+    train_files = own_files("train", 0)
+    x_in_files = [train_files[i] for i in sorted(rng.choice(len(train_files), min(own, len(train_files)),
+                                                            replace=False))] if own else train_files
+    x_in = features(p, x_in_files, progress="own train" if progress else "")
     x_out = features(p, wrong, progress="other tasks" if progress else "")
+    rendered: list[Path] = []
+    if isolated_renders:
+        rest = sorted(set(train_files) - set(x_in_files)) or train_files
+        pick = rng.permutation(len(wrong))[:isolated_renders].tolist()
+        own_pick = rng.permutation(len(rest))[:isolated_renders].tolist()
+        rendered = [wrong[i] for i in pick] + [rest[i] for i in own_pick]
+        x_out = np.concatenate([x_out, features(p, rendered, render=isolated,
+                                                progress="isolated renders" if progress else "")])
     x_val = features(p, own_files("val", 0), progress="own validation" if progress else "")
     scaler = StandardScaler().fit(np.concatenate([x_in, x_out]))
     clf = LogisticRegression(C=0.1, class_weight="balanced", max_iter=3000)
@@ -103,6 +126,11 @@ def fit(bundle_path: Path, root: Path, *, per_dataset: int = 1000, own: int = 20
             "never_fitted": list(NEVER_FITTED),
             "fitted_files": sorted(str(f.resolve().relative_to(data_root.resolve())) for f in wrong
                                    if f.resolve().is_relative_to(data_root.resolve())),
+            "isolated_renders": {"images": len(rendered), "how": "cells kept by leukoview's segmentation, the "
+                                 "rest black (wrongtask.isolated), of other-task and own training images",
+                                 "files": sorted(str(f.resolve().relative_to(data_root.resolve())) for f in rendered
+                                                 if f.resolve().is_relative_to(data_root.resolve()))}
+            if rendered else None,
             "fit_accuracy": float(clf.score(scaler.transform(np.concatenate([x_in, x_out])),
                                             np.r_[np.zeros(len(x_in)), np.ones(len(x_out))])),
             "val_flag_rate": float((val_scores > threshold).mean()), "seed": seed}

@@ -66,6 +66,7 @@ if job is not None and st.button(f"Score with {bundle.id}", type="primary", key=
                  "scores": df, "notes": notes}
         st.session_state["batch_result"] = state
         st.session_state["review_pos"] = 0
+        ui.long_lived()
 
 if not state:
     st.info("Choose images and press Score. Decisions are saved per batch and reviewer and survive restarts.")
@@ -186,10 +187,14 @@ def review_panel():
     latest = store.latest(bid) if store is not None else None  # after this run's decision: badges and differential
     current = gallery.current_decisions(latest)
     msg = st.session_state.get("review_msg", "")
+    # always one message line, so that the elements below keep their places and the browser updates them in place
+    # instead of redrawing the panel (a move without a message cost ~150 ms more per key, bench.review_flow)
     if msg.startswith("error:"):
         st.error(msg[6:])
     elif msg:
         st.success(msg)
+    else:
+        st.info("Keys and buttons act on this cell; each decision is saved at once.")
     tags = gallery.badges(row, current.get(row["file"]))
     st.markdown(f"**Cell {pos + 1} of {n}** · `{row['file']}` · group **{row['group']}** · predicted "
                 f"**{row['predicted']}** {row['suspicion']:.1%}" + (f" · {' · '.join(tags)}" if tags else ""))
@@ -239,6 +244,15 @@ def review_panel():
                 + f" (the {diff['reference_percent']:.0f}% line)")
     st.dataframe(gallery.compact(table), hide_index=True, width="stretch", key="rv_diff",
                  height=ui.table_height(len(table)))
+    if model is not None and model.explainable and pos + 1 < n:
+        # the cell that confirm, a reclassification or → opens next: its map made now, after this one is drawn,
+        # so the next key shows it from the cache (python -m bench.review_flow: the map was most of a key's time)
+        nxt = rows_dicts[pos + 1]
+        try:
+            ui.explanation(model, bundle, load_image(folder / nxt["file"]), f"{bid}::{nxt['file']}", "Grad-CAM",
+                           None, with_faithfulness=False)
+        except (ImageError, ValueError, RuntimeError):
+            pass  # that cell shows its own message when it is opened
 
 
 if mode == "Cell gallery":
