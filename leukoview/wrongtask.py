@@ -24,6 +24,7 @@ from .bundle import WRONG_TASK_INFO as INFO
 from .datasets import DatasetError, load_dataset
 from .images import load_image
 from .ood import linear_scores as scores
+from .ood import ood_scores
 from .tasks import TASKS
 
 NEVER_FITTED = ("cnmc",)  # kept unseen: the probe of whether the detector generalises to a wrong task it never saw
@@ -67,12 +68,12 @@ def negatives(task: str, root: Path, *, per_dataset: int = 1000, seed: int = 0) 
 
 
 def fit(bundle_path: Path, root: Path, *, per_dataset: int = 1000, own: int = 2000, seed: int = 0,
-        quantile: float = 0.99, wrong: list[Path] | None = None, isolated_renders: int = 0,
+        quantile: float = 0.99, budget: float = 0.015, wrong: list[Path] | None = None, isolated_renders: int = 0,
         progress: bool = True) -> dict:
     """Fit the detector for a bundle and write it into the bundle; returns its record (``wrong_task.json``).
     ``wrong``: the wrong-task images to fit on (default: :func:`negatives`); ``isolated_renders``: that many of
     them, and as many of the own training images not used as in-distribution examples, also shown to it as
-    :func:`isolated` renders (cells on black), a wrong acquisition."""
+    :func:`isolated` renders (cells on black), a wrong acquisition. The threshold: :func:`combined_threshold`."""
     from safetensors.numpy import save
     from sklearn.linear_model import LogisticRegression
     from sklearn.preprocessing import StandardScaler
@@ -116,10 +117,13 @@ def fit(bundle_path: Path, root: Path, *, per_dataset: int = 1000, own: int = 20
     state = {"mean": scaler.mean_.astype(np.float32), "scale": scaler.scale_.astype(np.float32),
              "coef": clf.coef_[0].astype(np.float32), "intercept": clf.intercept_.astype(np.float32)}
     val_scores = scores(state, x_val)
-    threshold = float(np.quantile(val_scores, quantile))
+    maha = (ood_scores(p.ood, x_val) > p.ood_threshold) if p.ood is not None else np.zeros(len(x_val), bool)
+    threshold = combined_threshold(val_scores, maha, quantile=quantile, budget=budget)
     info = {"method": "logistic regression (C 0.1, balanced) on standardised penultimate features: own train "
                       "split vs other registered datasets' images",
-            "threshold": threshold, "threshold_rule": f"{quantile:.0%} quantile of the own validation split's scores",
+            "threshold": threshold,
+            "threshold_rule": f"the {quantile:.0%} quantile of the own validation split's scores, raised where needed "
+                              f"so that this flag or the Mahalanobis flag fires on at most {budget:.1%} of that split",
             "own_train_images": len(x_in), "wrong_task_images": len(x_out),
             "wrong_task_datasets": sorted({n for n in TASKS[task].others() if n not in NEVER_FITTED})
             if task in TASKS else [],
@@ -133,9 +137,25 @@ def fit(bundle_path: Path, root: Path, *, per_dataset: int = 1000, own: int = 20
             if rendered else None,
             "fit_accuracy": float(clf.score(scaler.transform(np.concatenate([x_in, x_out])),
                                             np.r_[np.zeros(len(x_in)), np.ones(len(x_out))])),
-            "val_flag_rate": float((val_scores > threshold).mean()), "seed": seed}
+            "val_flag_rate": float((val_scores > threshold).mean()),
+            "val_combined_flag_rate": float(((val_scores > threshold) | maha).mean()), "seed": seed}
     bundle.update(b.path, files={INFO: info, FILE: save(state)})
     return info
+
+
+def combined_threshold(val_scores: np.ndarray, other_flag: np.ndarray, *, quantile: float = 0.99,
+                       budget: float = 0.015) -> float:
+    """The detector's threshold from the own validation split: its ``quantile`` of ``val_scores``, raised (never
+    lowered) to the lowest score at which the detector's flag together with the other check's (``other_flag``,
+    the Mahalanobis flag) fires on at most ``budget`` of the split; when the other check alone exceeds the budget,
+    the detector flags no validation image. The two flags' false alarms add up: the budget bounds their sum."""
+    base = float(np.quantile(val_scores, quantile))
+    if ((val_scores > base) | other_flag).mean() <= budget:
+        return base
+    for t in np.sort(val_scores[val_scores > base]):  # each candidate: flag what lies strictly above it
+        if ((val_scores > t) | other_flag).mean() <= budget:
+            return float(t)
+    return float(val_scores.max())
 
 
 def fitted_files(b, root: Path) -> set[Path]:

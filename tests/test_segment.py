@@ -58,3 +58,21 @@ def test_crop_past_the_edge_is_padded_with_the_background():
     out = np.asarray(segment.crop_cell(img, crop))
     assert out.shape[:2] == (crop.side, crop.side)
     np.testing.assert_allclose(out[0, 0], (230, 190, 200), atol=1)  # the padded corner: background colour
+
+
+def test_the_gate_tells_a_blue_sky_from_violet_nuclei():
+    from leukoview.segment import smear_gate
+
+    rng = np.random.default_rng(0)
+    sky = np.empty((96, 96, 3), np.float32)
+    sky[:60] = (140, 185, 230)  # blue sky: blue well above green, red below green
+    sky[60:] = (200, 120, 60)  # an orange roof
+    sky += rng.normal(0, 4, sky.shape)
+    refused = smear_gate(Image.fromarray(sky.clip(0, 255).astype(np.uint8)))
+    assert "no violet stained pixels" in refused
+    smear = np.empty((96, 96, 3), np.float32)
+    smear[:] = (235, 215, 220)  # pale pink background
+    yy, xx = np.mgrid[:96, :96]
+    smear[(yy - 48) ** 2 + (xx - 48) ** 2 < 15 ** 2] = (120, 60, 170)  # a violet nucleus: red above green
+    smear += rng.normal(0, 4, smear.shape)
+    assert smear_gate(Image.fromarray(smear.clip(0, 255).astype(np.uint8))) == ""

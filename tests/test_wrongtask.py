@@ -78,3 +78,15 @@ def test_isolated_renders_teach_the_detector_cells_on_black(tmp_path, tiny_bundl
     # the tiny network's few features barely tell a cell on black from one on its own background, so the own kind
     # pays a little here; the real bundles' rates are measured by oodeval
     assert p.predict_batch([cell_image(k, rng) for k in (0, 3) * 20])["ood_flag"].mean() <= 0.2
+
+
+def test_threshold_keeps_both_flags_together_within_the_validation_budget():
+    scores = np.arange(200, dtype=float)  # one validation image per score
+    none = np.zeros(200, bool)
+    assert wrongtask.combined_threshold(scores, none, quantile=0.99, budget=0.015) == np.quantile(scores, 0.99)
+    other = np.zeros(200, bool)
+    other[:2] = True  # the Mahalanobis flag already fires on 1 % of the split, on images the detector rates low
+    t = wrongtask.combined_threshold(scores, other, quantile=0.99, budget=0.015)
+    assert ((scores > t) | other).mean() <= 0.015 and ((scores > t - 1) | other).mean() > 0.015  # the lowest such
+    other[:5] = True  # 2.5 % alone: over budget whatever the detector does, so it flags no validation image
+    assert not (scores > wrongtask.combined_threshold(scores, other, budget=0.015)).any()
