@@ -76,3 +76,19 @@ def test_the_gate_tells_a_blue_sky_from_violet_nuclei():
     smear[(yy - 48) ** 2 + (xx - 48) ** 2 < 15 ** 2] = (120, 60, 170)  # a violet nucleus: red above green
     smear += rng.normal(0, 4, smear.shape)
     assert smear_gate(Image.fromarray(smear.clip(0, 255).astype(np.uint8))) == ""
+
+
+def test_the_gate_refuses_random_pixels_but_not_a_grainy_smear():
+    from leukoview.segment import pixel_noise, smear_gate
+
+    rng = np.random.default_rng(1)
+    noise = rng.normal((150, 90, 200), 50, (128, 128, 3)).clip(0, 255).astype(np.uint8)  # violet on average
+    assert "pixel-to-pixel noise" in smear_gate(Image.fromarray(noise))
+    smear = np.empty((128, 128, 3), np.float32)
+    smear[:] = (235, 215, 220)
+    yy, xx = np.mgrid[:128, :128]
+    for cy, cx in ((40, 40), (90, 80), (30, 100)):
+        smear[(yy - cy) ** 2 + (xx - cx) ** 2 < 14 ** 2] = (120, 60, 170)
+    smear += rng.normal(0, 8, smear.shape)  # a grainy camera
+    smear = smear.clip(0, 255).astype(np.uint8)
+    assert pixel_noise(np.asarray(smear, np.float32)) < 0.45 and smear_gate(Image.fromarray(smear)) == ""
