@@ -7,7 +7,7 @@ import argparse
 
 from leukoview import settings
 from leukoview.images import find_images, load_image
-from leukoview.oodeval import not_cells
+from leukoview.oodeval import held_out_non_cells, not_cells
 from leukoview.segment import smear_gate
 
 SETS = ("all4", "wbc5", "pbc_extra", "bccd_wbc", "cnmc_sample")
@@ -25,6 +25,9 @@ def main() -> None:
         print(f"| {name} (real) | {len(files)} | {len(refused)} |")
     for name, images in not_cells(a.generated, seed=0).items():
         print(f"| {name} (generated) | {len(images)} | {sum(bool(smear_gate(im)) for im in images)} |")
+    for name, images in held_out_non_cells(a.generated // 4).items():
+        print(f"| {name} (held out: not looked at when the gate's rules were set) | {len(images)} | "
+              f"{sum(bool(smear_gate(im)) for im in images)} |")
 
 
 if __name__ == "__main__":

@@ -144,8 +144,8 @@ BRIEF_COLUMNS = ["model", "kind", "ImageNet init", "parameters", "size (MB)", "i
                  "CPU latency (ms/img)"]
 
 
-def _section_table(section: str, bundles):
-    """The comparison page's other tables: shift test, Grad-CAM mass, OOD evaluation."""
+def _section_table(section: str, bundles, *, brief: bool = False):
+    """The comparison page's other tables: shift test, Grad-CAM mass, OOD evaluation (``brief``: one row a model)."""
     from . import compare
 
     if section == "shift":
@@ -155,7 +155,7 @@ def _section_table(section: str, bundles):
         return compare.cam_table(bundles)
     if section == "external":
         return compare.external_table(bundles)
-    return compare.ood_table(bundles)
+    return compare.ood_summary(bundles) if brief else compare.ood_table(bundles)
 
 
 def _cmd_compare(a) -> int:
@@ -168,7 +168,7 @@ def _cmd_compare(a) -> int:
         print("no bundles" + (f" for task {a.task}" if a.task else ""))
         return 1
     if a.section != "models":
-        table = _section_table(a.section, found)
+        table = _section_table(a.section, found, brief=a.brief)
         print(markdown_table(table) if a.markdown else table.to_string(index=False))
         return 0
     table = comparison_table(found).drop(columns=["split"])
@@ -405,7 +405,8 @@ def main(argv: list[str] | None = None) -> int:
     c = sub.add_parser("compare", help="print the model-comparison table (the one the comparison page shows)")
     c.add_argument("--task", help="only bundles of this task (all4, wbc5, …)")
     c.add_argument("--markdown", action="store_true", help="as a Markdown table (for the README)")
-    c.add_argument("--brief", action="store_true", help="the columns the README shows")
+    c.add_argument("--brief", action="store_true",
+                   help="the columns the README shows (with --section ood: one row a model)")
     c.add_argument("--section", choices=["models", "shift", "cam", "ood", "external"], default="models",
                    help="models (default), or the shift-test, Grad-CAM-mass, OOD-evaluation or external-set table")
     c.add_argument("--models-dir", dest="models_dir",

@@ -157,6 +157,35 @@ def ood_table(bundles) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+FAR_OOD = ("photographs (crops)", "coloured noise", "gradients and flat colours", "drawn shapes and text",
+           "matplotlib sample photos (crops)", "matplotlib charts")
+OWN_SET = "own test split (in distribution)"
+
+
+def ood_summary(bundles) -> pd.DataFrame:
+    """One row per bundle of its OOD evaluation (``leukoview oodeval``): the own test split's false flags, each other
+    dataset's cells flagged (wrong task; C-NMC never fitted), and the generated non-cell images gated or flagged,
+    with how many would still get a verdict."""
+    rows = []
+    for b in bundles:
+        e = b.metrics.get("ood_eval")
+        if not e or OWN_SET not in e["sets"]:
+            continue
+        sets, own = e["sets"], e["sets"][OWN_SET]
+        other = {k.split(" cells (another dataset)")[0]: r for k, r in sets.items() if "(another dataset)" in k}
+        far = [sets[k] for k in FAR_OOD if k in sets]
+        caught = sum(r.get("gated_or_flagged", r["flagged"]) for r in far)
+        rows.append({
+            "model": b.id, "wrong-task detector": "yes" if b.wrong_task() is not None else "no",
+            "own test split flagged": f"{own['flag_rate']:.1%} ({own['flagged']}/{own['images']})",
+            "other tasks' cells flagged": ", ".join(f"{k} {r['flag_rate']:.1%}" for k, r in other.items()
+                                                    if k != "cnmc"),
+            "C-NMC flagged (never fitted)": f"{other['cnmc']['flag_rate']:.1%}" if "cnmc" in other else "",
+            "far OOD gated or flagged": f"{caught}/{sum(r['images'] for r in far)}",
+            "far OOD with a verdict": sum(r.get("verdicts", r["images"] - r["flagged"]) for r in far)})
+    return pd.DataFrame(rows)
+
+
 def shortcut_rows(result: dict) -> pd.DataFrame:
     """The cue-only classifiers as rows to read next to the models' figures (comparison page, CLI)."""
     rows = [{"non-cell cues": name, "classifier": g["classifier"], "balanced accuracy": g["balanced_accuracy"],

@@ -3,7 +3,8 @@
 Sets scored with the bundle (every image through :class:`~leukoview.predict.Predictor`, the flag as shipped):
 
 - *not blood cells*: generated images — random crops of the two photographs shipped with scikit-learn, coloured
-  noise, smooth gradients and flat colours, and drawn patterns with text;
+  noise, smooth gradients and flat colours, and drawn patterns with text; and two kinds the input gate's rules
+  were not set on (:func:`held_out_non_cells`): crops of matplotlib's sample images and charts drawn with it;
 - *cells of another dataset*: the test splits of the other datasets under the data root (e.g. wbc5 leukocytes for
   the all4 model) and the C-NMC single cells;
 - the bundle's own test split (in distribution): its flag rate is the cost in false flags.
@@ -64,6 +65,46 @@ def not_cells(n: int = 200, *, size: int = 224, seed: int = 0) -> dict[str, list
             "drawn shapes and text": drawn}
 
 
+def held_out_non_cells(n: int, *, size: int = 224, seed: int = 7) -> dict[str, list[Image.Image]]:
+    """Non-smear images of kinds the gate's rules were not designed on: random crops of matplotlib's sample images
+    (a portrait, a product photo, a logo) and charts drawn with matplotlib, each ``n``: the far-OOD sets that test
+    whether the input gate's rules, set while looking at :func:`not_cells`, hold on other kinds of picture."""
+    import io
+
+    import matplotlib
+    from matplotlib import cbook
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rng = np.random.default_rng(seed)
+    photos = [Image.open(cbook.get_sample_data(f)).convert("RGB")
+              for f in ("grace_hopper.jpg", "Minduka_Present_Blue_Pack.png", "logo2.png")]
+    crops = []
+    for i in range(n):
+        ph = photos[i % len(photos)]
+        side = int(rng.integers(min(ph.size) // 3, min(ph.size)))
+        x, y = int(rng.integers(0, ph.width - side + 1)), int(rng.integers(0, ph.height - side + 1))
+        crops.append(ph.crop((x, y, x + side, y + side)).resize((size, size)))
+    charts = []
+    for _ in range(n):
+        fig, ax = plt.subplots(figsize=(3, 3), dpi=75)
+        kind = int(rng.integers(3))
+        data = rng.normal(size=(30, 2)).cumsum(0)
+        if kind == 0:
+            ax.plot(data, color=tuple(rng.uniform(0, 1, 3)))
+        elif kind == 1:
+            ax.bar(range(8), rng.uniform(1, 5, 8), color=tuple(rng.uniform(0, 1, 3)))
+        else:
+            ax.imshow(rng.normal(size=(16, 16)).cumsum(0), cmap=str(rng.choice(["viridis", "plasma", "magma"])))
+        ax.set_title("Figure")
+        buf = io.BytesIO()
+        fig.savefig(buf, format="png")
+        plt.close(fig)
+        charts.append(Image.open(buf).convert("RGB").resize((size, size)))
+    return {"matplotlib sample photos (crops)": crops, "matplotlib charts": charts}
+
+
 def other_cells(task: str, root: Path, *, per_set: int = 200, seed: int = 0, exclude: set[Path] = frozenset()
                 ) -> dict[str, list[Path]]:
     """Files of the other registered datasets found under ``root`` (a sample of ``per_set`` each): those that
@@ -103,7 +144,7 @@ def image_sets(b, root: Path, *, n_generated: int = 200, per_set: int = 200, see
     """Every set a bundle's OOD flag is judged on: generated non-cells, other tasks' cells, held-out classes."""
     from .wrongtask import fitted_files
 
-    return {**not_cells(n_generated, seed=seed),
+    return {**not_cells(n_generated, seed=seed), **held_out_non_cells(n_generated // 4),
             **other_cells(b.card.get("task", ""), root, per_set=per_set, seed=seed, exclude=fitted_files(b, root)),
             **held_out_classes(b.card, root, per_set=per_set, seed=seed)}
 

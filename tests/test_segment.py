@@ -92,3 +92,25 @@ def test_the_gate_refuses_random_pixels_but_not_a_grainy_smear():
     smear += rng.normal(0, 8, smear.shape)  # a grainy camera
     smear = smear.clip(0, 255).astype(np.uint8)
     assert pixel_noise(np.asarray(smear, np.float32)) < 0.45 and smear_gate(Image.fromarray(smear)) == ""
+
+
+def test_the_gate_refuses_gradients_and_drawings_but_not_smears():
+    from leukoview.segment import smear_gate
+
+    yy, xx = np.mgrid[:128, :128] / 128
+    t = (0.6 * xx + 0.4 * yy)[..., None]
+    gradient = ((150, 80, 200) * (1 - t) + (230, 200, 240) * t).astype(np.uint8)  # violet to pale: no cells
+    assert "smooth colour gradient" in smear_gate(Image.fromarray(gradient))
+    drawing = np.full((128, 128, 3), (240, 235, 245), np.uint8)  # a flat page
+    drawing[20:100, 20:24] = drawing[20:24, 20:100] = (120, 60, 170)  # violet strokes
+    drawing[60:80, 60:90] = (120, 60, 170)
+    assert "one exact colour" in smear_gate(Image.fromarray(drawing))
+    rng = np.random.default_rng(2)
+    smear = drawing.astype(np.float32) + rng.normal(0, 4, drawing.shape)  # the same strokes through a camera
+    smear[:, :, :] = (235, 215, 220) + rng.normal(0, 4, drawing.shape)
+    smear[(yy * 128 - 64) ** 2 + (xx * 128 - 64) ** 2 < 15 ** 2] = (120, 60, 170)
+    assert smear_gate(Image.fromarray(smear.clip(0, 255).astype(np.uint8))) == ""
+    cnmc_like = np.zeros((128, 128, 3), np.uint8)  # a segmented cell on exact black, as C-NMC ships them
+    cnmc_like[(yy * 128 - 64) ** 2 + (xx * 128 - 64) ** 2 < 30 ** 2] = (150, 90, 190)
+    cnmc_like = (cnmc_like + rng.integers(0, 3, cnmc_like.shape) * (cnmc_like > 0)).astype(np.uint8)
+    assert smear_gate(Image.fromarray(cnmc_like)) == ""

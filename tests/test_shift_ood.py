@@ -92,3 +92,21 @@ def test_compare_sections_print_the_pages_tables(tiny_bundle, tmp_path):
     t = _section_table("shift", [b])
     assert list(t["shift"]) == list(shift.SHIFTS) and b.id in t.columns
     assert _section_table("ood", [b]).empty and _section_table("cam", [b]).empty  # not computed for this bundle
+
+
+def test_ood_summary_agrees_with_the_per_set_table(tiny_bundle, tmp_path):
+    from leukoview.bundle import load_bundle
+
+    folder = tmp_path / "b"
+    shutil.copytree(tiny_bundle, folder)
+    bundle.update(folder, metrics={"ood_eval": oodeval.ood_eval(folder, _root(folder), n_generated=8,
+                                                                progress=False)})
+    b = load_bundle(folder)
+    row = compare.ood_summary([b]).iloc[0]
+    sets = compare.ood_table([b]).set_index("image set")
+    far = sets.loc[list(compare.FAR_OOD)]
+    own = sets.loc[compare.OWN_SET]
+    assert row["own test split flagged"].endswith(f"({own['flagged']}/{own['images']})")
+    assert row["far OOD with a verdict"] == far["would get a verdict"].sum()
+    assert row["far OOD gated or flagged"] == f"{far['images'].sum() - far['would get a verdict'].sum()}/8"
+    assert row["wrong-task detector"] == "no"
