@@ -108,5 +108,7 @@ def test_ood_summary_agrees_with_the_per_set_table(tiny_bundle, tmp_path):
     own = sets.loc[compare.OWN_SET]
     assert row["own test split flagged"].endswith(f"({own['flagged']}/{own['images']})")
     assert row["far OOD with a verdict"] == far["would get a verdict"].sum()
-    assert row["far OOD gated or flagged"] == f"{far['images'].sum() - far['would get a verdict'].sum()}/8"
+    assert row["far OOD gated or flagged"] == \
+        f"{far['images'].sum() - far['would get a verdict'].sum()}/{far['images'].sum()}"
+    assert far["images"].sum() == 8 + 2 * (8 // 4)  # the generated sets and the two held-out kinds
     assert row["wrong-task detector"] == "no"
