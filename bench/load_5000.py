@@ -19,15 +19,21 @@ from leukoview.predict import Predictor, score_folder
 
 
 def make_images(folder: Path, n: int, size: int) -> None:
+    """``n`` smear-like JPEGs (a pale pink field with camera grain and two to four violet cells), 1,000 a subfolder:
+    they pass the input gate, so every one is scored."""
     rng = np.random.default_rng(0)
-    base = rng.integers(150, 255, (size, size, 3), dtype=np.uint8)
+    yy, xx = np.mgrid[:size, :size]
     for i in range(n):
-        arr = base.copy()
-        y, x = rng.integers(size // 4, 3 * size // 4, 2)
-        arr[max(0, y - 20): y + 20, max(0, x - 20): x + 20] = (110, 60, 160)
+        arr = np.empty((size, size, 3), np.float32)
+        arr[:] = (235, 215, 220)
+        for _ in range(int(rng.integers(2, 5))):
+            cy, cx = rng.integers(size // 6, 5 * size // 6, 2)
+            r = int(rng.integers(size // 14, size // 7))
+            arr[(yy - cy) ** 2 + (xx - cx) ** 2 < r * r] = (120, 60, 170)
+        arr += rng.normal(0, 4, arr.shape)
         sub = folder / f"set{i // 1000}"
         sub.mkdir(exist_ok=True)
-        Image.fromarray(arr).save(sub / f"cell_{i:05d}.jpg", quality=85)
+        Image.fromarray(arr.clip(0, 255).astype(np.uint8)).save(sub / f"cell_{i:05d}.jpg", quality=85)
 
 
 def main() -> None:

@@ -105,8 +105,7 @@ def drive(page, port: int, *, folder_id: str, reviewer: str, keys: int, shots: P
         page.locator('[data-testid="stNumberInput"] input').first.fill("2")
         page.keyboard.press("Enter")
         page.wait_for_function(f"(old) => ({IMAGES_JS})() !== old && ({IMAGES_JS})().split('|').length >= "
-                               f"{min(100, n - 100)} && [...document.querySelectorAll('[data-testid=\"stImage\"] img')]"
-                               ".every(i => i.complete)", arg=before, timeout=60_000)
+                               f"{min(100, n - 100)} && ({LOADED_JS})()", arg=before, timeout=60_000)
         out["gallery_page_s"] = time.perf_counter() - t0
         idle(page)
     for attempt in range(3):  # a click that lands while the page is still drawing can be lost: check, retry
@@ -162,6 +161,7 @@ def drive(page, port: int, *, folder_id: str, reviewer: str, keys: int, shots: P
 
 
 IMAGES_JS = "() => [...document.querySelectorAll('[data-testid=\"stImage\"] img')].map(i => i.src).join('|')"
+LOADED_JS = "() => [...document.querySelectorAll('[data-testid=\"stImage\"] img')].every(i => i.complete)"
 
 
 def cam_controls(page, port: int, image: Path, *, moves: int = 8) -> dict:
