@@ -32,7 +32,7 @@ def make_images(folder: Path, n: int, size: int) -> None:
             arr[(yy - cy) ** 2 + (xx - cx) ** 2 < r * r] = (120, 60, 170)
         arr += rng.normal(0, 4, arr.shape)
         sub = folder / f"set{i // 1000}"
-        sub.mkdir(exist_ok=True)
+        sub.mkdir(parents=True, exist_ok=True)
         Image.fromarray(arr.clip(0, 255).astype(np.uint8)).save(sub / f"cell_{i:05d}.jpg", quality=85)
 
 
