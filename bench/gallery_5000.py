@@ -8,14 +8,12 @@ The images are generated smear-like JPEGs (:func:`bench.load_5000.make_images`) 
 from __future__ import annotations
 
 import argparse
-import os
-import shutil
 import tempfile
 import time
 from pathlib import Path
 
 from bench.load_5000 import make_images
-from bench.review_flow import ARGS, CHROMIUM, IMAGES_JS, LOADED_JS, REPO, idle, open_folder, start_server, wait_for_keys
+from bench.review_flow import IMAGES_JS, LOADED_JS, REPO, idle, open_folder, served, wait_for_keys
 
 
 def peak_mb(pid: int) -> float:
@@ -32,45 +30,31 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--bundle", default=str(REPO / "models" / "wbc9-efficientnet_lite0"))
     ap.add_argument("--keys", type=int, default=10)
     a = ap.parse_args(argv)
-    from playwright.sync_api import sync_playwright
-
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp) / "root"
         make_images(root / "slide", a.n, 224)
-        models = Path(tmp) / "models"
-        shutil.copytree(a.bundle, models / Path(a.bundle).name)
-        env = {**os.environ, "LEUKOVIEW_MODELS_DIR": str(models), "LEUKOVIEW_REVIEW_DIR": str(Path(tmp) / "rv"),
-               "LEUKOVIEW_DATA_ROOT": str(root)}
-        proc, port = start_server(env, Path(tmp) / "streamlit.log")
-        try:
-            with sync_playwright() as pw:
-                browser = pw.chromium.launch(executable_path=CHROMIUM, args=ARGS)
-                page = browser.new_page(viewport={"width": 1400, "height": 1800})
-                t0 = time.perf_counter()
-                open_folder(page, port, "0:slide", "Benchmark")
-                scored = time.perf_counter() - t0
-                before = page.evaluate(IMAGES_JS)
-                t0 = time.perf_counter()
-                page.locator('[data-testid="stNumberInput"] input').first.fill("50")
-                page.keyboard.press("Enter")
-                page.wait_for_function(f"(old) => ({IMAGES_JS})() !== old && ({LOADED_JS})()", arg=before,
-                                       timeout=60_000)
-                flip = time.perf_counter() - t0
-                idle(page)
-                page.get_by_text("Keyboard review").click()
-                idle(page)
-                wait_for_keys(page)
-                page.locator("h1").first.click()
-                for k in range(a.keys):
-                    page.keyboard.press("c")
-                    page.wait_for_function("s => document.body.innerText.includes(s)",
-                                           arg=f"reviewed {k + 1} of {a.n}", timeout=30_000)
-                idle(page)
-                browser.close()
+        with served(Path(a.bundle), root, Path(tmp)) as (proc, port, page):
+            t0 = time.perf_counter()
+            open_folder(page, port, "0:slide", "Benchmark")
+            scored = time.perf_counter() - t0
+            before = page.evaluate(IMAGES_JS)
+            t0 = time.perf_counter()
+            page.locator('[data-testid="stNumberInput"] input').first.fill("50")
+            page.keyboard.press("Enter")
+            page.wait_for_function(f"(old) => ({IMAGES_JS})() !== old && ({LOADED_JS})()", arg=before,
+                                   timeout=60_000)
+            flip = time.perf_counter() - t0
+            idle(page)
+            page.get_by_text("Keyboard review").click()
+            idle(page)
+            wait_for_keys(page)
+            page.locator("h1").first.click()
+            for k in range(a.keys):
+                page.keyboard.press("c")
+                page.wait_for_function("s => document.body.innerText.includes(s)",
+                                       arg=f"reviewed {k + 1} of {a.n}", timeout=30_000)
+            idle(page)
             mb = peak_mb(proc.pid)
-        finally:
-            proc.terminate()
-            proc.wait(10)
     print(f"{a.n} images: scored and first gallery page in {scored:.1f} s; gallery page 50 drawn and loaded in "
           f"{flip:.2f} s; {a.keys} cells confirmed with the keyboard")
     print(f"peak resident memory of the Streamlit server: {mb:.0f} MB (target < 2048 MB)")

@@ -21,6 +21,7 @@ import sys
 import tempfile
 import time
 import urllib.request
+from contextlib import contextmanager
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -217,6 +218,27 @@ def summary(t: dict) -> str:
            + ", ".join(f"{1000 * v:.0f}" for v in t['cam']['method_s']) + " ms"] if "cam" in t else [])])
 
 
+@contextmanager
+def served(bundle: Path, root: Path, tmp: Path):
+    """The app on ``bundle`` alone (copied into ``tmp``) over the data root ``root``, with a fresh review store, and
+    a headless chromium page: yields (server process, port, page); stops both afterwards."""
+    from playwright.sync_api import sync_playwright
+
+    models = tmp / "models"
+    shutil.copytree(bundle, models / bundle.name)
+    env = {**os.environ, "LEUKOVIEW_MODELS_DIR": str(models), "LEUKOVIEW_REVIEW_DIR": str(tmp / "rv"),
+           "LEUKOVIEW_DATA_ROOT": str(root)}
+    proc, port = start_server(env, tmp / "streamlit.log")
+    try:
+        with sync_playwright() as pw:
+            browser = pw.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+            yield proc, port, browser.new_page(viewport={"width": 1400, "height": 1800})
+            browser.close()
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--bundle", default=str(REPO / "models" / "wbc9-efficientnet_lite0"))
@@ -224,29 +246,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--keys", type=int, default=100)
     ap.add_argument("--shots", default=str(REPO / "bench" / "review_shots"))
     args = ap.parse_args(argv)
-    from playwright.sync_api import sync_playwright
-
     from leukoview import settings
 
     root = settings.data_roots()[0]
-    with tempfile.TemporaryDirectory() as tmp:
-        models = Path(tmp) / "models"
-        shutil.copytree(args.bundle, models / Path(args.bundle).name)
-        env = {**os.environ, "LEUKOVIEW_MODELS_DIR": str(models), "LEUKOVIEW_REVIEW_DIR": str(Path(tmp) / "rv"),
-               "LEUKOVIEW_DATA_ROOT": str(root)}
-        proc, port = start_server(env, Path(tmp) / "streamlit.log")
-        try:
-            with sync_playwright() as pw:
-                browser = pw.chromium.launch(executable_path=CHROMIUM, args=ARGS)
-                page = browser.new_page(viewport={"width": 1400, "height": 1800})
-                t = drive(page, port, folder_id=f"0:{args.folder}", reviewer="Benchmark", keys=args.keys,
-                          shots=Path(args.shots))
-                first = next(p for p in sorted((root / args.folder).rglob("*")) if p.is_file())
-                t["cam"] = cam_controls(page, port, first)
-                browser.close()
-        finally:
-            proc.terminate()
-            proc.wait(10)
+    with tempfile.TemporaryDirectory() as tmp, served(Path(args.bundle), root, Path(tmp)) as (_, port, page):
+        t = drive(page, port, folder_id=f"0:{args.folder}", reviewer="Benchmark", keys=args.keys,
+                  shots=Path(args.shots))
+        first = next(p for p in sorted((root / args.folder).rglob("*")) if p.is_file())
+        t["cam"] = cam_controls(page, port, first)
     print(f"bundle {Path(args.bundle).name}, folder {args.folder}")
     print(summary(t))
     (Path(args.shots) / "timings.json").write_text(json.dumps(t, indent=1))
