@@ -129,8 +129,10 @@ def input_summary(spec: dict) -> str:
         text = f"{spec.get('feature_description') or spec['features']} ({spec['size']} px)"
     else:
         text = f"{spec['size']} px, mean {spec['mean']}, std {spec['std']}"
-    return text + (f"; cell located first: {spec['locate'].get('what', '')}" if spec.get("locate") else
-                   "; the whole image")
+    text += (f"; cell located first: {spec['locate'].get('what', '')}" if spec.get("locate") else
+             "; the whole image")
+    return text + (f"; colours normalised ({spec['colour'].get('what', spec['colour'].get('method', ''))})"
+                   if spec.get("colour") else "")
 
 
 def external_line(result: dict, name: str, positive_name: str) -> str:

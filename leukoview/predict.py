@@ -173,13 +173,13 @@ class Predictor:
         """Outputs for items from :meth:`prepare`, normalised and run one micro-batch at a time (a 4-image float
         batch stays in cache; normalising a 128-image chunk at once cost ~4x more per image). A cell-level model's
         items are stacks of cells: each image's logits and features are the mean over its cells."""
-        if self.classical is not None:
-            return self.outputs(*self.classical.logits_and_features(items))
         return self.outputs(*self.raw_outputs(items))
 
     def raw_outputs(self, items: list) -> tuple[np.ndarray, np.ndarray]:
         """Logits and penultimate features of items from :meth:`prepare` (networks; for a cell-level model the
-        mean over each image's cells)."""
+        mean over each image's cells; classical models: their standardised features, which their OOD checks use)."""
+        if self.classical is not None:
+            return self.classical.logits_and_features(items)
         if not self.cell_level:
             return self._run(items)
         counts = np.array([len(it) for it in items])

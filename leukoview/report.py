@@ -53,7 +53,8 @@ def card_summary(card: dict, metrics: dict) -> list[tuple[str, str]]:
              ("architecture", card.get("architecture_description") or card.get("architecture", "")),
              ("initialised from", card.get("pretrained_source", "")),
              ("input", f"{card.get('input', {}).get('size', '')} px"
-              + (f"; {card['input']['locate'].get('what', '')}" if card.get("input", {}).get("locate") else "")),
+              + (f"; {card['input']['locate'].get('what', '')}" if card.get("input", {}).get("locate") else "")
+              + (f"; {card['input']['colour'].get('what', '')}" if card.get("input", {}).get("colour") else "")),
              ("threshold", f"{card.get('threshold', float('nan')):.4f} ({card.get('threshold_rule', '')})"),
              ("weights sha256", card.get("files", {}).get(WEIGHTS, ""))]
     at = metrics.get("at_threshold") or {}

@@ -32,7 +32,7 @@ from .evaluate import evaluate, predictions_frame
 from .images import load_image
 from .ood import fit_ood, ood_scores
 from .seen import SEEN, seen_for
-from .transforms import cell_level, eval_transform, train_transform
+from .transforms import COLOUR_METHODS, cell_level, colour_spec, eval_transform, train_transform
 
 
 @dataclass
@@ -62,6 +62,7 @@ class TrainConfig:
     crop_jitter: float = 0.15  # training: log-scale and shift jitter of the located cell's box
     locate_method: str = "nucleus"  # "nucleus": one cell per image; "cells": every cell, field = mean of cells
     max_cells: int = 6  # "cells": at most this many cells per image, largest first
+    colour_norm: str = ""  # "reinhard": every input's colours standardised (leukoview.augment.normalise_lab)
     background_swap: float = 0.0  # probability of replacing the background (and the corners) around the cells
     patience: int = 3  # epochs without improvement of the calibrated validation NLL before stopping
     seed: int = 0
@@ -101,6 +102,8 @@ class TrainConfig:
             raise ValueError(f"optimizer must be adamw or adam, not {cfg.optimizer!r}")
         if cfg.locate_method not in ("nucleus", "cells"):
             raise ValueError(f"locate_method must be nucleus or cells, not {cfg.locate_method!r}")
+        if cfg.colour_norm not in ("", *COLOUR_METHODS):
+            raise ValueError(f"colour_norm must be empty or one of {list(COLOUR_METHODS)}, not {cfg.colour_norm!r}")
         if cfg.schedule not in ("onecycle", "plateau"):
             raise ValueError(f"schedule must be onecycle or plateau, not {cfg.schedule!r}")
         return cfg
@@ -271,6 +274,8 @@ def prepare_run(cfg: TrainConfig, *, progress: bool, split: pd.DataFrame | None 
         spec["locate"] = {"method": "nucleus", "scale": cfg.locate_scale,
                           "what": "square around the largest stained nucleus (blue minus green above Otsu), "
                                   f"{cfg.locate_scale:g}x its larger side; the whole image when none is found"}
+    if cfg.colour_norm:
+        spec["colour"] = colour_spec(cfg.colour_norm)
     return Run(cfg, ds, split, spec, _device(cfg.device))
 
 

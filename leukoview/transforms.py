@@ -8,7 +8,12 @@ cell fills the input the same way whatever the camera. Bundles without ``locate`
 ``"locate": {"method": "cells", "scale": 1.8, "max_cells": 6}`` is the cell-level mode of the ALL model: every
 stained cell of a field is found (:func:`leukoview.segment.find_cells`) and scored on its own, and the field's
 logits are the mean of its cells' logits (:func:`cell_views`); a single-cell image is one cell. In training each
-field gives one of its cells at random, with the field's label."""
+field gives one of its cells at random, with the field's label.
+
+``"colour": {"method": "reinhard", "target_mean", "target_std"}`` standardises every input's colours after it is
+resized (:func:`leukoview.augment.normalise_lab`: each channel of Reinhard's l-alpha-beta space given the card's
+target mean and spread), so a camera's or stain's colour cast does not reach the network; training normalises
+after its augmentation, so the network sees normalised colours only. Bundles without it see colours as taken."""
 from __future__ import annotations
 
 import numpy as np
@@ -17,10 +22,41 @@ from PIL import Image
 from torchvision import transforms as T
 from torchvision.transforms import functional as F
 
-from .augment import AcquisitionJitter, BackgroundSwap
+from .augment import LAB_TARGET_MEAN, LAB_TARGET_STD, AcquisitionJitter, BackgroundSwap, normalise_lab
 from .segment import CellCrop, crop_cell, find_cells, locate_cell
 
 METHODS = ("nucleus", "cells")
+COLOUR_METHODS = ("reinhard",)
+
+
+def colour_spec(method: str) -> dict:
+    """The input spec's ``colour`` entry for a normalisation method (its targets written out, so a card keeps
+    exactly what training did even if the defaults change)."""
+    if method != "reinhard":
+        raise ValueError(f"unknown colour normalisation {method!r}; known: {list(COLOUR_METHODS)}")
+    return {"method": "reinhard", "target_mean": [round(float(v), 5) for v in LAB_TARGET_MEAN],
+            "target_std": [round(float(v), 5) for v in LAB_TARGET_STD],
+            "what": "Reinhard colour normalisation: each channel of l-alpha-beta standardised to fixed targets"}
+
+
+def normalise_colour(img: Image.Image, spec: dict) -> Image.Image:
+    """``img`` with the spec's colour normalisation applied (unchanged when the spec has none)."""
+    colour = spec.get("colour")
+    if not colour:
+        return img
+    if colour.get("method") != "reinhard":
+        raise ValueError(f"unknown colour normalisation {colour.get('method')!r}; known: {list(COLOUR_METHODS)}")
+    return normalise_lab(img, mean=colour.get("target_mean"), std=colour.get("target_std"))
+
+
+class NormaliseColour:
+    """:func:`normalise_colour` as a transform."""
+
+    def __init__(self, spec: dict):
+        self.spec = spec
+
+    def __call__(self, img):
+        return normalise_colour(img, self.spec)
 
 
 def _method(spec: dict) -> str:
@@ -105,6 +141,7 @@ def eval_transform(spec: dict):
     """PIL RGB image -> normalised float tensor CxHxW; for a ``cells`` spec, KxCxHxW (one per cell)."""
     size = int(spec["size"])
     one = T.Compose([T.Resize((size, size), interpolation=T.InterpolationMode.BILINEAR, antialias=True),
+                     *([NormaliseColour(spec)] if spec.get("colour") else []),
                      T.ToTensor(), T.Normalize(spec["mean"], spec["std"])])
     if cell_level(spec):
         return lambda img: torch.stack([one(view) for view in cell_views(img, spec)[1]])
@@ -123,7 +160,7 @@ def resize_array(img: Image.Image, spec: dict, *, located: bool = False) -> np.n
     img = img if located else network_view(img, spec)
     if img.size != (size, size):
         img = img.resize((size, size), Image.BILINEAR)
-    return np.asarray(img, dtype=np.uint8)
+    return np.asarray(normalise_colour(img, spec), dtype=np.uint8)
 
 
 def cell_arrays(img: Image.Image, spec: dict) -> tuple[list[CellCrop], np.ndarray]:
@@ -162,13 +199,15 @@ def train_transform(spec: dict, *, colour: float = 0.1, acquisition: bool = Fals
         T.RandomResizedCrop(size, scale=(0.8, 1.0), ratio=(0.9, 1.1), antialias=True),
         T.RandomHorizontalFlip(), T.RandomVerticalFlip(), RandomRot90(),
         T.ColorJitter(brightness=colour, contrast=colour, saturation=colour, hue=colour / 5),
+        *([NormaliseColour(spec)] if spec.get("colour") else []),
         T.ToTensor(), T.Normalize(spec["mean"], spec["std"]),
     ])
 
 
 def resize_for_display(img, spec: dict, *, located: bool = False):
-    """The image exactly as the network sees it (located cell, resized; before normalisation), as PIL;
+    """The image exactly as the network sees it (located cell, resized, colour-normalised when the card says so;
+    before the tensor normalisation), as PIL;
     ``located``: ``img`` is already the located cell."""
     size = int(spec["size"])
-    return F.resize(img if located else network_view(img, spec), [size, size],
-                    interpolation=T.InterpolationMode.BILINEAR, antialias=True)
+    return normalise_colour(F.resize(img if located else network_view(img, spec), [size, size],
+                                     interpolation=T.InterpolationMode.BILINEAR, antialias=True), spec)

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from PIL import Image
 
 from leukoview import augment
 from leukoview.segment import background_mask
@@ -60,3 +61,39 @@ def test_background_swap_keeps_the_cells_and_changes_the_rest(smear):
     swap = BackgroundSwap(p=1.0, p_corners=0.0)
     first = np.asarray(swap(smear), float)
     assert np.allclose(first[keep], src[keep])  # cells untouched whatever the fill
+
+
+def test_reinhard_normalisation_maps_colour_casts_of_one_image_together(smear):
+    """Two acquisitions of one cell, one with a cold cast and lower contrast, normalise to nearly the same image,
+    with their l-alpha-beta means moved towards the targets."""
+    src = np.asarray(smear, np.float32)
+    cast = np.clip((src - 128) * 0.6 + 128 + np.array([-25, 5, 30]), 0, 255).astype(np.uint8)
+
+    before = np.abs(cast.astype(float) - src).mean()
+    a = np.asarray(augment.normalise_lab(smear), float)
+    b = np.asarray(augment.normalise_lab(Image.fromarray(cast)), float)
+    assert np.abs(a - b).mean() < before / 4
+    for img, out in ((smear, a), (Image.fromarray(cast), b)):  # means move onto the targets (up to clipping)
+        own = augment.to_lab(np.asarray(img)).reshape(-1, 3).mean(0)
+        moved = augment.to_lab(out.astype(np.uint8)).reshape(-1, 3).mean(0)
+        assert (np.abs(moved - augment.LAB_TARGET_MEAN) < np.abs(own - augment.LAB_TARGET_MEAN)).all()
+    # a grey image gets the target's mean tint, evenly: its near-zero colour spread is not stretched into noise
+    grey = np.asarray(augment.normalise_lab(smear.convert("L").convert("RGB")), float)
+    tint = (grey - grey.mean(2, keepdims=True))[grey.max(2) < 250]
+    assert tint.std(0).max() < 4
+
+
+def test_colour_normalised_spec_is_applied_alike_by_training_evaluation_and_the_predictor_path(smear):
+    from leukoview.transforms import (colour_spec, eval_transform, normalise_batch, resize_array,
+                                      resize_for_display, train_transform)
+
+    spec = {"size": 48, "mean": [0.5] * 3, "std": [0.5] * 3, "colour": colour_spec("reinhard")}
+    plain = {k: v for k, v in spec.items() if k != "colour"}
+    a = eval_transform(spec)(smear).numpy()
+    b = normalise_batch([resize_array(smear, spec)], spec)[0]
+    np.testing.assert_allclose(a, b, atol=2e-2)
+    assert np.abs(normalise_batch([resize_array(smear, plain)], plain)[0] - b).mean() > 0.05
+    np.testing.assert_array_equal(np.asarray(resize_for_display(smear, spec)), resize_array(smear, spec))
+    assert train_transform(spec, acquisition=True)(smear).shape == (3, 48, 48)
+    with pytest.raises(ValueError, match="unknown colour normalisation"):
+        resize_array(smear, {**spec, "colour": {"method": "magic"}})

@@ -182,3 +182,34 @@ def test_single_image_and_batch_pages_work_with_a_classical_model(ridge_bundle, 
     finally:
         st.cache_data.clear()
         st.cache_resource.clear()
+
+
+def test_a_classical_bundle_gets_a_wrong_task_detector(ridge_bundle, tmp_path):
+    """The wrong-task detector fits on a classical model's own features (the ones its Mahalanobis check reads) and
+    then flags held-out images of the other kind, which get "cannot assess"."""
+    import shutil
+
+    from leukoview import wrongtask
+    from leukoview.predict import Predictor, score_folder
+    from tests.test_wrongtask import field
+
+    folder, root = ridge_bundle
+    b = tmp_path / "ridge"
+    shutil.copytree(folder, b)
+    rng = np.random.default_rng(11)
+    fit_dir, held = tmp_path / "fit", tmp_path / "held"
+    for d, n in ((fit_dir, 60), (held, 40)):
+        d.mkdir()
+        for i in range(n):
+            field(rng).save(d / f"f{i:03d}.png")
+    before = Predictor(b)
+    assert before.wrong_task is None
+    base_rate = score_folder(held, before)["ood_flag"].astype(bool).mean()
+    info = wrongtask.fit(b, root, wrong=sorted(fit_dir.glob("*.png")), own=0, progress=False)
+    assert info["wrong_task_images"] == 60
+    p = Predictor(b)
+    assert p.backend == "classical" and p.wrong_task is not None
+    held_scores = score_folder(held, p)
+    flagged = held_scores["ood_flag"].astype(bool)
+    assert flagged.mean() >= max(0.9, base_rate)
+    assert set(held_scores.loc[flagged, "decision"]) == {"cannot assess"}
