@@ -29,10 +29,12 @@ from PIL import Image
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from leukoview import settings  # noqa: E402
-from leukoview.augment import recolour_background  # noqa: E402
+from leukoview.augment import (
+    normalise_lab,  # noqa: E402
+    recolour_background,  # noqa: E402
+)
 from leukoview.images import find_images, load_image  # noqa: E402
 from leukoview.segment import crop_cell, locate_cell  # noqa: E402
-from leukoview.augment import normalise_lab  # noqa: E402
 
 BCCD_MAP = {"Neutrophil": "neutrophil", "Eosinophil": "eosinophil", "Lymphocyte": "lymphocyte",
             "Monocyte": "monocyte", "Basophil": "basophil"}

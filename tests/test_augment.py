@@ -84,8 +84,14 @@ def test_reinhard_normalisation_maps_colour_casts_of_one_image_together(smear):
 
 
 def test_colour_normalised_spec_is_applied_alike_by_training_evaluation_and_the_predictor_path(smear):
-    from leukoview.transforms import (colour_spec, eval_transform, normalise_batch, resize_array,
-                                      resize_for_display, train_transform)
+    from leukoview.transforms import (
+        colour_spec,
+        eval_transform,
+        normalise_batch,
+        resize_array,
+        resize_for_display,
+        train_transform,
+    )
 
     spec = {"size": 48, "mean": [0.5] * 3, "std": [0.5] * 3, "colour": colour_spec("reinhard")}
     plain = {k: v for k, v in spec.items() if k != "colour"}
