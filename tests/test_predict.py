@@ -3,6 +3,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from PIL import Image
 
 from leukoview import metrics as M
 from leukoview.__main__ import main
@@ -180,3 +181,31 @@ def test_score_says_which_images_the_model_was_trained_on(tiny_bundle, tmp_path)
     train_file = picks.loc[picks["split"] == "train", "file"].iloc[0]
     assert p.seen_split(root / train_file) == "train"
     assert p.seen_split(root / picks.loc[picks["split"] == "test", "file"].iloc[0]) == ""
+
+
+def test_a_colour_normalised_bundle_records_the_step_and_the_predictor_reproduces_its_test_split(tmp_path):
+    """colour_norm in training puts the normalisation in the card's input spec; the predictor (ONNX and eager)
+    then applies exactly it, so the stored test predictions come back, and a colour cast does not reach the
+    network."""
+    from leukoview.predict import score_files
+    from leukoview.train import TrainConfig, fit
+
+    root = tmp_path / "data"
+    make_class_folders(root / "cells", {"normal": 0, "blast": 3}, 16, seed=9)
+    cfg = TrainConfig(dataset="folder:cells", positive=["blast"], arch="cnn32", data_root=str(root),
+                      out=str(tmp_path / "m"), pretrained=False, epochs=1, batch_size=8, workers=0, input_size=48,
+                      n_boot=20, lr=3e-3, ood_components=4, colour_norm="reinhard")
+    folder = fit(cfg, progress=False)
+    p = Predictor(folder)
+    assert p.spec["colour"]["method"] == "reinhard"
+    stored = p.bundle.predictions()
+    for predictor in (p, Predictor(folder, backend="torch")):
+        scored = score_files([root / f for f in stored["file"]], predictor, base=root)
+        np.testing.assert_allclose(scored["suspicion"].to_numpy(), stored["suspicion"].to_numpy(), atol=1e-4)
+    img = cell_image(3, np.random.default_rng(1))
+    cast = Image.fromarray(np.clip(np.asarray(img, float) * (0.8, 0.95, 1.1), 0, 255).astype(np.uint8))
+    seen = [p.prepare(x).astype(float) for x in (img, cast)]  # what the network gets: the cast is taken out
+    raw = [np.asarray(x.resize((48, 48)), float) for x in (img, cast)]
+    assert np.abs(seen[0] - seen[1]).mean() < np.abs(raw[0] - raw[1]).mean() / 4
+    with pytest.raises(ValueError, match="colour_norm"):
+        TrainConfig.from_file(None, colour_norm="macenko")
