@@ -163,7 +163,7 @@ def _cmd_compare(a) -> int:
     from .compare import comparison_table, markdown_table
 
     folder = Path(a.models_dir) if a.models_dir else None
-    found = [b for b in list_bundles(folder, verify=True) if not a.task or b.card.get("task") == a.task]
+    found = [b for b in list_bundles(folder, verify=not a.records) if not a.task or b.card.get("task") == a.task]
     if not found:
         print("no bundles" + (f" for task {a.task}" if a.task else ""))
         return 1
@@ -411,6 +411,9 @@ def main(argv: list[str] | None = None) -> int:
                    help="models (default), or the shift-test, Grad-CAM-mass, OOD-evaluation or external-set table")
     c.add_argument("--models-dir", dest="models_dir",
                    help="bundles from this folder instead of the models folder (e.g. reports, for experiments)")
+    c.add_argument("--records", action="store_true",
+                   help="the folder holds bundle records kept without their weights (recipe screens, ablation "
+                        "runs): read their cards and metrics without checking the files' sha256")
     c.set_defaults(func=_cmd_compare)
 
     sc = sub.add_parser("shortcuts", help="shortcut audit: how well do non-cell cues alone classify the bundle's "

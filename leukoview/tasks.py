@@ -45,7 +45,7 @@ TASKS: dict[str, Task] = {t.name: t for t in (
          "Nine peripheral-blood cell types from two scanners (wbc5 + pbc_extra; PBC and LMU neutrophils merged); "
          "myeloblast (AML blast) is positive",
          "PBC dataset (Acevedo et al. 2020, CC BY 4.0) and AML-Cytomorphology_LMU (Matek et al. 2019, CC BY 3.0)",
-         shares_images_with=("wbc5",)),
+         shares_images_with=("wbc5",), recommended="wbc9-efficientnet_lite0-reinhard"),
     Task("cnmc", "C-NMC single-cell ALL vs HEM", "ALL blast", ("hem", "all"), ("all",),
          "Single segmented cells: ALL blast vs normal B-lymphoid (hem), with patient ids",
          "C-NMC 2019 (SBI Lab IIIT Delhi / AIIMS; TCIA, CC BY 3.0; Gupta A., Gupta R. et al.)", per_patient=True),

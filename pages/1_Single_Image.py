@@ -137,7 +137,9 @@ else:
             i0, i1, i2 = st.columns(3)
             i0.image(explain.overlay(original, on_original, opacity=opacity),
                      caption=f"{ex.method} on the original, with the located cell's box", width="stretch")
-        i1.image(ex.image, caption=f"Input as the network sees it ({ex.image.shape[1]} px)", width="stretch")
+        normalised = ", colours normalised" if bundle.card["input"].get("colour") else ""
+        i1.image(ex.image, caption=f"Input as the network sees it ({ex.image.shape[1]} px{normalised})",
+                 width="stretch")
         i2.image(explain.overlay(ex.image, ex.mask, opacity=opacity),
                  caption=f"{ex.method} for class '{ex.target}'", width="stretch")
 

@@ -112,3 +112,20 @@ def test_ood_summary_agrees_with_the_per_set_table(tiny_bundle, tmp_path):
         f"{far['images'].sum() - far['would get a verdict'].sum()}/{far['images'].sum()}"
     assert far["images"].sum() == 8 + 2 * (8 // 4)  # the generated sets and the two held-out kinds
     assert row["wrong-task detector"] == "no"
+
+
+def test_compare_reads_a_record_kept_without_its_weights_only_when_asked(tiny_bundle, tmp_path, capsys):
+    """Recipe-screen and ablation folders keep cards, metrics and predictions, not weights: `compare --records`
+    tables them; without it, such a folder is no usable bundle."""
+    from leukoview.__main__ import main
+
+    folder = tmp_path / "runs" / "b"
+    shutil.copytree(tiny_bundle, folder)
+    bundle.update(folder, metrics={"shift": shift.shift_eval(folder, _root(folder), max_images=4, progress=False)})
+    (folder / "model.safetensors").unlink()
+    assert main(["compare", "--models-dir", str(tmp_path / "runs"), "--section", "shift"]) == 1
+    assert "no bundles" in capsys.readouterr().out
+    assert main(["compare", "--models-dir", str(tmp_path / "runs"), "--section", "shift", "--records",
+                 "--markdown"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("| shift |") and f"| {bundle.load_bundle(folder, verify=False).id} |" in out

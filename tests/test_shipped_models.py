@@ -45,3 +45,14 @@ def test_all4_bundles_share_one_split():
     """The model zoo compares architectures on the same leakage-aware split."""
     hashes = {b.id: b.card["split"]["hash"] for b in SHIPPED if b.card["task"] == "all4"}
     assert len(set(hashes.values())) == 1, hashes
+
+
+def test_every_task_registry_choice_is_a_shipped_bundle_of_that_task():
+    """A task's recommended bundle (the one reviewers get first) must exist in models/ and be of that task."""
+    from leukoview.tasks import TASKS
+
+    shipped = {b.id: b for b in SHIPPED}
+    for task in TASKS.values():
+        if task.recommended:
+            assert task.recommended in shipped, f"{task.name}: {task.recommended} is not in models/"
+            assert shipped[task.recommended].card["task"] == task.name
