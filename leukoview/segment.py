@@ -15,7 +15,6 @@ the input spec (:mod:`leukoview.transforms`).
 from __future__ import annotations
 
 import functools
-
 from dataclasses import dataclass
 
 import numpy as np
