@@ -16,6 +16,8 @@ target mean and spread), so a camera's or stain's colour cast does not reach the
 after its augmentation, so the network sees normalised colours only. Bundles without it see colours as taken."""
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import torch
 from PIL import Image
@@ -32,8 +34,7 @@ COLOUR_METHODS = ("reinhard",)
 def colour_spec(method: str) -> dict:
     """The input spec's ``colour`` entry for a normalisation method (its targets written out, so a card keeps
     exactly what training did even if the defaults change)."""
-    if method != "reinhard":
-        raise ValueError(f"unknown colour normalisation {method!r}; known: {list(COLOUR_METHODS)}")
+    _known_colour_method(method)
     return {"method": "reinhard", "target_mean": [round(float(v), 5) for v in LAB_TARGET_MEAN],
             "target_std": [round(float(v), 5) for v in LAB_TARGET_STD],
             "what": "Reinhard colour normalisation: each channel of l-alpha-beta standardised to fixed targets"}
@@ -44,19 +45,19 @@ def normalise_colour(img: Image.Image, spec: dict) -> Image.Image:
     colour = spec.get("colour")
     if not colour:
         return img
-    if colour.get("method") != "reinhard":
-        raise ValueError(f"unknown colour normalisation {colour.get('method')!r}; known: {list(COLOUR_METHODS)}")
+    _known_colour_method(colour.get("method"))
     return normalise_lab(img, mean=colour.get("target_mean"), std=colour.get("target_std"))
 
 
-class NormaliseColour:
-    """:func:`normalise_colour` as a transform."""
+def _known_colour_method(method) -> None:
+    if method not in COLOUR_METHODS:
+        raise ValueError(f"unknown colour normalisation {method!r}; known: {list(COLOUR_METHODS)}")
 
-    def __init__(self, spec: dict):
-        self.spec = spec
 
-    def __call__(self, img):
-        return normalise_colour(img, self.spec)
+def _colour_steps(spec: dict) -> list:
+    """The colour normalisation as a transform step of a Compose (none when the spec has no ``colour``); a partial
+    of a module function, so DataLoader workers can pickle it."""
+    return [functools.partial(normalise_colour, spec=spec)] if spec.get("colour") else []
 
 
 def _method(spec: dict) -> str:
@@ -141,7 +142,7 @@ def eval_transform(spec: dict):
     """PIL RGB image -> normalised float tensor CxHxW; for a ``cells`` spec, KxCxHxW (one per cell)."""
     size = int(spec["size"])
     one = T.Compose([T.Resize((size, size), interpolation=T.InterpolationMode.BILINEAR, antialias=True),
-                     *([NormaliseColour(spec)] if spec.get("colour") else []),
+                     *_colour_steps(spec),
                      T.ToTensor(), T.Normalize(spec["mean"], spec["std"])])
     if cell_level(spec):
         return lambda img: torch.stack([one(view) for view in cell_views(img, spec)[1]])
@@ -199,7 +200,7 @@ def train_transform(spec: dict, *, colour: float = 0.1, acquisition: bool = Fals
         T.RandomResizedCrop(size, scale=(0.8, 1.0), ratio=(0.9, 1.1), antialias=True),
         T.RandomHorizontalFlip(), T.RandomVerticalFlip(), RandomRot90(),
         T.ColorJitter(brightness=colour, contrast=colour, saturation=colour, hue=colour / 5),
-        *([NormaliseColour(spec)] if spec.get("colour") else []),
+        *_colour_steps(spec),
         T.ToTensor(), T.Normalize(spec["mean"], spec["std"]),
     ])
 

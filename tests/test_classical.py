@@ -191,17 +191,12 @@ def test_a_classical_bundle_gets_a_wrong_task_detector(ridge_bundle, tmp_path):
 
     from leukoview import wrongtask
     from leukoview.predict import Predictor, score_folder
-    from tests.test_wrongtask import field
+    from tests.test_wrongtask import field_folders
 
     folder, root = ridge_bundle
     b = tmp_path / "ridge"
     shutil.copytree(folder, b)
-    rng = np.random.default_rng(11)
-    fit_dir, held = tmp_path / "fit", tmp_path / "held"
-    for d, n in ((fit_dir, 60), (held, 40)):
-        d.mkdir()
-        for i in range(n):
-            field(rng).save(d / f"f{i:03d}.png")
+    fit_dir, held = field_folders(tmp_path, np.random.default_rng(11))
     before = Predictor(b)
     assert before.wrong_task is None
     base_rate = score_folder(held, before)["ood_flag"].astype(bool).mean()

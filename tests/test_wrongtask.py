@@ -26,16 +26,24 @@ def field(rng, size=64) -> Image.Image:
     return Image.fromarray(img.clip(0, 255).astype(np.uint8))
 
 
+def field_folders(base, rng, *, fit: int = 60, held: int = 40):
+    """Two folders of :func:`field` images under ``base``: ``fit`` to fit a detector on, ``held`` held out."""
+    out = []
+    for name, n in (("fit", fit), ("held", held)):
+        d = base / name
+        d.mkdir()
+        for i in range(n):
+            field(rng).save(d / f"f{i:03d}.png")
+        out.append(d)
+    return out
+
+
 def test_fitted_detector_flags_held_out_wrong_task_images(tmp_path, tiny_bundle):
     b = tmp_path / "tiny"
     shutil.copytree(tiny_bundle, b)
     root = load_bundle(b).card["training"]["config"]["data_root"]
     rng = np.random.default_rng(3)
-    fit_dir, held = tmp_path / "fit", tmp_path / "held"
-    for d, n in ((fit_dir, 60), (held, 40)):
-        d.mkdir()
-        for i in range(n):
-            field(rng).save(d / f"f{i:03d}.png")
+    fit_dir, held = field_folders(tmp_path, rng)
     before = Predictor(b)
     base_rate = score_folder(held, before)["ood_flag"].astype(bool).mean()
     info = wrongtask.fit(b, root, wrong=sorted(fit_dir.glob("*.png")), own=0, progress=False)
@@ -63,10 +71,7 @@ def test_isolated_renders_teach_the_detector_cells_on_black(tmp_path, tiny_bundl
     shutil.copytree(tiny_bundle, b)
     root = load_bundle(b).card["training"]["config"]["data_root"]
     rng = np.random.default_rng(5)
-    fit_dir = tmp_path / "fit"
-    fit_dir.mkdir()
-    for i in range(40):
-        field(rng).save(fit_dir / f"f{i:03d}.png")
+    fit_dir, _ = field_folders(tmp_path, rng, fit=40, held=0)
     held = [wrongtask.isolated(cell_image(k, rng)) for k in (0, 3) * 15]  # own kind of cell, another acquisition
     info = wrongtask.fit(b, root, wrong=sorted(fit_dir.glob("*.png")), own=0, isolated_renders=20, progress=False)
     assert info["isolated_renders"]["images"] == 40 and info["wrong_task_images"] == 80  # 20 of each, on top
