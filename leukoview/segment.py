@@ -98,10 +98,16 @@ def nucleus_mask(image: np.ndarray) -> np.ndarray:
     return fg
 
 
-def locate_cell(img: Image.Image, *, scale: float = 1.6, min_area: float = 0.002) -> CellCrop:
+def locate_cell(img: Image.Image, *, scale: float = 1.6, min_area: float = 0.002, min_side: float = 0.0,
+                inside: bool = False) -> CellCrop:
     """The leukocyte of a single-cell image: the largest stained-nucleus component (weighted towards the centre,
     where cell crops put their cell), boxed by a square ``scale`` times the component's larger side, centred on it.
-    Falls back to the whole image (``found=False``) when no component covers ``min_area`` of the image."""
+    Falls back to the whole image (``found=False``) when no component covers ``min_area`` of the image.
+
+    ``min_side`` (a fraction of the image's shorter side) stops a tiny object (a platelet) being blown up to fill
+    the input as a blurry blob that looks like a low-resolution camera's leukocyte; ``inside`` keeps the square
+    within the image (shrunk to the shorter side and shifted in) instead of padding it with a flat colour, for
+    crops whose cell fills the frame."""
     from scipy import ndimage
 
     w, h = img.size
@@ -124,11 +130,23 @@ def locate_cell(img: Image.Image, *, scale: float = 1.6, min_area: float = 0.002
     ys, xs = np.nonzero(labels == best + 1)
     cy, cx = (ys.min() + ys.max() + 1) / 2 * k, (xs.min() + xs.max() + 1) / 2 * k
     side = max(ys.max() - ys.min() + 1, xs.max() - xs.min() + 1) * k * scale
-    side = max(8.0, side)
-    left, top = int(round(cx - side / 2)), int(round(cy - side / 2))
+    box = square_box(cx, cy, side, w, h, min_side=min_side, inside=inside)
+    return CellCrop(box, True, f"cell found: a {box[2] - box[0]}-px square around its nucleus ({scale:g}x the nucleus)")
+
+
+def square_box(cx: float, cy: float, side: float, w: int, h: int, *, min_side: float = 0.0,
+               inside: bool = False) -> tuple[int, int, int, int]:
+    """The integer square of ``side`` centred on (cx, cy) in a ``w`` x ``h`` image: at least ``min_side`` of the
+    shorter side and 8 px; with ``inside``, at most the shorter side and shifted to lie within the image."""
+    short = min(w, h)
+    side = max(8.0, side, min_side * short)
+    if inside:
+        side = min(side, short)
     s = int(round(side))
-    return CellCrop((left, top, left + s, top + s), True,
-                    f"cell found: a {s}-px square around its nucleus ({scale:g}x the nucleus)")
+    left, top = int(round(cx - side / 2)), int(round(cy - side / 2))
+    if inside:
+        left, top = min(max(left, 0), w - s), min(max(top, 0), h - s)
+    return left, top, left + s, top + s
 
 
 CELLS_SIDE = 224  # find_cells works on a thumbnail of at most this side (all4 fields are 224 px)

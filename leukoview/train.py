@@ -59,6 +59,8 @@ class TrainConfig:
     lowres_jitter: float = 0.0  # probability of down/up-sampling (a low-resolution camera) in acquisition_jitter
     locate_cell: bool = False  # crop the located cell (leukoview.segment.locate_cell) before everything else
     locate_scale: float = 1.6  # the crop's side as a multiple of the nucleus's larger side
+    locate_min_side: float = 0.0  # the crop's side at least this fraction of the image's shorter side (0: no floor)
+    locate_inside: bool = False  # keep the crop inside the image (shrunk and shifted in) instead of padding it
     crop_jitter: float = 0.15  # training: log-scale and shift jitter of the located cell's box
     locate_method: str = "nucleus"  # "nucleus": one cell per image; "cells": every cell, field = mean of cells
     max_cells: int = 6  # "cells": at most this many cells per image, largest first
@@ -104,6 +106,9 @@ class TrainConfig:
             raise ValueError(f"locate_method must be nucleus or cells, not {cfg.locate_method!r}")
         if cfg.colour_norm not in ("", *COLOUR_METHODS):
             raise ValueError(f"colour_norm must be empty or one of {list(COLOUR_METHODS)}, not {cfg.colour_norm!r}")
+        if not 0.0 <= cfg.locate_min_side <= 1.0:
+            raise ValueError(f"locate_min_side is a fraction of the image's shorter side (0 to 1), "
+                             f"not {cfg.locate_min_side}")
         if cfg.schedule not in ("onecycle", "plateau"):
             raise ValueError(f"schedule must be onecycle or plateau, not {cfg.schedule!r}")
         return cfg
@@ -274,6 +279,12 @@ def prepare_run(cfg: TrainConfig, *, progress: bool, split: pd.DataFrame | None 
         spec["locate"] = {"method": "nucleus", "scale": cfg.locate_scale,
                           "what": "square around the largest stained nucleus (blue minus green above Otsu), "
                                   f"{cfg.locate_scale:g}x its larger side; the whole image when none is found"}
+        if cfg.locate_min_side:
+            spec["locate"]["min_side"] = cfg.locate_min_side
+            spec["locate"]["what"] += f"; at least {cfg.locate_min_side:g} of the image's shorter side"
+        if cfg.locate_inside:
+            spec["locate"]["inside"] = True
+            spec["locate"]["what"] += "; kept inside the image (shrunk and shifted in, never padded)"
     if cfg.colour_norm:
         spec["colour"] = colour_spec(cfg.colour_norm)
     return Run(cfg, ds, split, spec, _device(cfg.device))

@@ -25,7 +25,7 @@ from torchvision import transforms as T
 from torchvision.transforms import functional as F
 
 from .augment import LAB_TARGET_MEAN, LAB_TARGET_STD, AcquisitionJitter, BackgroundSwap, normalise_lab
-from .segment import CellCrop, crop_cell, find_cells, locate_cell
+from .segment import CellCrop, crop_cell, find_cells, locate_cell, square_box
 
 METHODS = ("nucleus", "cells")
 COLOUR_METHODS = ("reinhard",)
@@ -89,7 +89,8 @@ def locate(img: Image.Image, spec: dict) -> CellCrop | None:
         return None
     if _method(spec) == "cells":
         return cells(img, spec)[0]
-    return locate_cell(img, scale=float(how.get("scale", 1.6)))
+    return locate_cell(img, scale=float(how.get("scale", 1.6)), min_side=float(how.get("min_side", 0.0)),
+                       inside=bool(how.get("inside", False)))
 
 
 def cell_views(img: Image.Image, spec: dict) -> tuple[list[CellCrop], list[Image.Image]]:
@@ -120,13 +121,13 @@ class LocateCell:
         if crop is None:
             return img
         if self.jitter:
-            left, top, right, _ = crop.box
+            left, top, right, bottom = crop.box
             side = (right - left) * float(np.exp(np.random.uniform(-self.jitter, self.jitter)))
             cx = (left + right) / 2 + np.random.uniform(-self.jitter, self.jitter) * side / 2
-            cy = (top + crop.box[3]) / 2 + np.random.uniform(-self.jitter, self.jitter) * side / 2
-            s = max(8, int(round(side)))
-            x0, y0 = int(round(cx - s / 2)), int(round(cy - s / 2))
-            crop = CellCrop((x0, y0, x0 + s, y0 + s), crop.found, crop.note)
+            cy = (top + bottom) / 2 + np.random.uniform(-self.jitter, self.jitter) * side / 2
+            how = self.spec.get("locate") or {}
+            box = square_box(cx, cy, side, *img.size, inside=bool(how.get("inside", False)))
+            crop = CellCrop(box, crop.found, crop.note)
         return crop_cell(img, crop)
 
 

@@ -60,6 +60,44 @@ def test_crop_past_the_edge_is_padded_with_the_background():
     np.testing.assert_allclose(out[0, 0], (230, 190, 200), atol=1)  # the padded corner: background colour
 
 
+def test_min_side_keeps_a_tiny_object_small_in_its_frame():
+    tiny = _cell(size=120, centre=(60, 60), radius=7)  # a platelet-sized stained dot
+    plain = segment.locate_cell(tiny, scale=1.6)
+    assert plain.found and plain.side < 30  # without a floor the dot would be blown up to fill the input
+    floored = segment.locate_cell(tiny, scale=1.6, min_side=0.5)
+    assert floored.found and floored.side == 60  # half the image's shorter side
+    left, top, right, bottom = floored.box
+    assert abs((left + right) / 2 - 60) <= 2 and abs((top + bottom) / 2 - 60) <= 2  # still centred on it
+    big = _cell(size=120, centre=(60, 60), radius=30)  # a leukocyte: the floor does not touch its box
+    assert segment.locate_cell(big, min_side=0.5).box == segment.locate_cell(big).box
+
+
+def test_inside_keeps_a_frame_filling_cell_unpadded():
+    img = _cell(size=96, centre=(44, 50), radius=40)  # a whole-cell crop: the cell fills the frame
+    padded = segment.locate_cell(img, scale=1.6)
+    assert padded.side > 96 and padded.box[0] < 0  # 1.6x the nucleus reaches past the image
+    kept = segment.locate_cell(img, scale=1.6, inside=True)
+    left, top, right, bottom = kept.box
+    assert kept.found and (left, top, right, bottom) == (0, 0, 96, 96)
+    shifted = segment.square_box(90, 10, 40, 96, 96, inside=True)  # a square near a corner is moved in
+    assert shifted == (56, 0, 96, 40)
+    assert segment.square_box(90, 10, 40, 96, 96) == (70, -10, 110, 30)  # without inside it reaches past
+
+
+def test_training_jitter_stays_inside_when_the_spec_says_so():
+    from leukoview.transforms import LocateCell
+
+    img = _cell(size=96, centre=(44, 50), radius=40)
+    spec = {"size": 64, "locate": {"method": "nucleus", "scale": 1.6, "inside": True}}
+    np.random.seed(0)
+    for _ in range(30):  # jittered boxes are shrunk and shifted in, so no crop is padded
+        out = LocateCell(spec, jitter=0.15)(img)
+        assert out.size[0] == out.size[1] <= 96
+    spec["locate"]["inside"] = False
+    sizes = {LocateCell(spec, jitter=0.15)(img).size[0] for _ in range(30)}
+    assert max(sizes) > 96  # the old framing pads past the image
+
+
 def test_the_gate_tells_a_blue_sky_from_violet_nuclei():
     from leukoview.segment import smear_gate
 
