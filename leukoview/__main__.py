@@ -3,7 +3,8 @@
 Commands: ``train`` (a network or classical model -> bundle), ``reevaluate`` (post-training steps from shipped
 weights), ``audit`` (dataset leakage), ``score`` (a folder -> CSV), ``models`` (list and verify bundles),
 ``compare`` (the comparison tables), the audits ``shortcuts``, ``camstats``, ``shift``, ``oodeval``,
-``oodcompare`` (alternative OOD scores), ``wrongtask`` (the wrong-task detector), ``external`` (a labelled
+``oodcompare`` (alternative OOD scores), ``wrongtask`` (the wrong-task detector), ``palette`` (the colour
+check), ``external`` (a labelled
 folder from another lab), ``seen``
 (training-set membership) and ``measure`` (each writes into the bundle), and ``sample-data`` (the app's sample
 images). The speed benchmark is ``python -m bench``.
@@ -311,6 +312,17 @@ def _cmd_wrongtask(a) -> int:
     return 0
 
 
+def _cmd_palette(a) -> int:
+    from . import palette, settings
+
+    for folder in a.bundles:
+        info = palette.fit(Path(folder), settings.data_root(), progress=not a.quiet)
+        print(f"{folder}: palette check on {info['reference_images']} own training images; threshold "
+              f"{info['threshold']:.2f} flags {info['val_flag_rate']:.1%} of the own validation split "
+              f"({info['val_combined_flag_rate']:.1%} with the other flags). Run `oodeval` to measure it.")
+    return 0
+
+
 def _cmd_oodcompare(a) -> int:
     from . import oodcompare, settings
 
@@ -470,6 +482,12 @@ def main(argv: list[str] | None = None) -> int:
                          "cells on black (a wrong acquisition; default 0)")
     wt.add_argument("--quiet", action="store_true")
     wt.set_defaults(func=_cmd_wrongtask)
+
+    pa = sub.add_parser("palette", help="add the palette check (colour histograms against the own training "
+                                        "images) to a single-source bundle; the OOD flag then uses it")
+    pa.add_argument("bundles", nargs="+")
+    pa.add_argument("--quiet", action="store_true")
+    pa.set_defaults(func=_cmd_palette)
 
     oc = sub.add_parser("oodcompare", help="compare OOD scores (Mahalanobis, kNN, energy, MSP) on the OOD sets "
                                           "(stored in the bundle's metrics.json)")

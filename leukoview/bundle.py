@@ -30,6 +30,7 @@ VAL_PREDICTIONS = "val_predictions.csv"
 SPLIT = "split.csv"
 OOD = "ood.safetensors"
 WRONG_TASK, WRONG_TASK_INFO = "wrong_task.safetensors", "wrong_task.json"  # see leukoview.wrongtask
+PALETTE, PALETTE_INFO = "palette.safetensors", "palette.json"  # see leukoview.palette
 LOG = "train_log.csv"
 REQUIRED_CARD_KEYS = ("format", "id", "architecture", "classes", "positive_classes", "input", "threshold",
                       "files", "dataset")
@@ -199,6 +200,15 @@ class Bundle:
         from safetensors.numpy import load_file
 
         return load_file(str(self.path / WRONG_TASK)), float(info["threshold"])
+
+    def palette(self) -> tuple[dict, float] | None:
+        """The palette check's reference and flag threshold (:mod:`leukoview.palette`), or None."""
+        info = self.json_file(PALETTE_INFO)
+        if not info or PALETTE not in self.card.get("files", {}):
+            return None
+        from safetensors.numpy import load_file
+
+        return load_file(str(self.path / PALETTE)), float(info["threshold"])
 
 
 def load_bundle(path: Path | str, *, verify: bool = True) -> Bundle:

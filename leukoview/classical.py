@@ -57,14 +57,21 @@ def pixels_hist(images: Iterable) -> np.ndarray:
     for img in images:
         img = img.convert("RGB")
         small = np.asarray(img.resize((32, 32), Image.Resampling.BILINEAR, reducing_gap=None), np.float32) / 255
-        mid = img.resize((64, 64), Image.Resampling.BILINEAR)
-        hists = []
-        for arr in (np.asarray(mid), np.asarray(mid.convert("HSV"))):
-            for c in range(3):
-                h, _ = np.histogram(arr[..., c], bins=16, range=(0, 256))
-                hists.append(h / arr[..., c].size)
-        rows.append(np.concatenate([small.ravel(), np.concatenate(hists)]).astype(np.float32))
+        rows.append(np.concatenate([small.ravel(), colour_histograms(img)]).astype(np.float32))
     return np.stack(rows) if rows else np.zeros((0, 32 * 32 * 3 + 96), np.float32)
+
+
+def colour_histograms(img) -> np.ndarray:
+    """96 numbers: 16-bin histograms (shares of pixels) of R, G, B, hue, saturation and value of the image at
+    64 x 64 px; the colour half of ``pixels_hist`` and the palette check's features (:mod:`leukoview.palette`)."""
+    from PIL import Image
+
+    mid = img.convert("RGB").resize((64, 64), Image.Resampling.BILINEAR)
+    hists = []
+    for arr in (np.asarray(mid), np.asarray(mid.convert("HSV"))):
+        for c in range(3):
+            hists.append(np.bincount(arr[..., c].ravel() >> 4, minlength=16) / arr[..., c].size)
+    return np.concatenate(hists)
 
 
 class Lite0Embedder:

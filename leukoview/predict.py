@@ -56,6 +56,7 @@ class Predictor:
         self.ood = self.bundle.ood_state()
         self.ood_threshold = float(card.get("ood", {}).get("threshold", np.inf))
         self.wrong_task = self.bundle.wrong_task()  # (arrays, threshold) or None: leukoview.wrongtask
+        self.palette = self.bundle.palette()  # (arrays, threshold) or None: leukoview.palette
         self.seen = SeenIndex.of(self.bundle)  # None: the bundle records no training-set membership
         self._features: list[torch.Tensor] = []
         self.onnx = None
@@ -116,8 +117,10 @@ class Predictor:
         cells, and each cell's own outputs — from one forward pass, for a page that shows all three."""
         found, arrays = cell_arrays(image, self.spec)
         logits, feats = self._run(list(arrays))
-        whole = self.outputs(logits.mean(0, keepdims=True), feats.mean(0, keepdims=True))
-        return self._prediction(whole), found, self.outputs(logits, feats)
+        colours = self.palette_distances([image])
+        whole = self.outputs(logits.mean(0, keepdims=True), feats.mean(0, keepdims=True), palette=colours)
+        per_cell = None if colours is None else np.repeat(colours, len(logits))  # the cells share their image's
+        return self._prediction(whole), found, self.outputs(logits, feats, palette=per_cell)
 
     def prepare(self, image, *, located: bool = False):
         """The per-image part of preprocessing (the cell-locating step when the card has one, then resize to the
@@ -141,10 +144,21 @@ class Predictor:
         feats = self._features[-1].flatten(1) if self._features else torch.zeros(len(batch), 0)
         return logits.float().numpy(), feats.float().numpy()
 
-    def outputs(self, logits: np.ndarray, features: np.ndarray) -> dict[str, np.ndarray]:
+    def palette_distances(self, images: list) -> np.ndarray | None:
+        """The palette check's distances of (whole, original) images, or None when the bundle has no palette
+        check (:mod:`leukoview.palette`)."""
+        if self.palette is None:
+            return None
+        from .palette import distances, histograms
+
+        return distances(self.palette[0], histograms(images))
+
+    def outputs(self, logits: np.ndarray, features: np.ndarray, *, palette: np.ndarray | None = None
+                ) -> dict[str, np.ndarray]:
         """Probabilities (temperature-scaled), suspicion, decision and OOD for a batch of raw outputs. The OOD
         flag fires on the Mahalanobis distance (``ood_score``) or, when the bundle has one, on the wrong-task
-        detector (``wrong_task`` score above its threshold)."""
+        detector (``wrong_task`` score above its threshold) or on the palette check (``palette``: the images'
+        :meth:`palette_distances`, above its threshold)."""
         probs = softmax(logits, self.temperature)
         suspicion = probs[:, self.positive_index].sum(1)
         ood = ood_scores(self.ood, features) if self.ood is not None else np.full(len(probs), np.nan)
@@ -153,8 +167,12 @@ class Predictor:
         if self.wrong_task is not None:
             wrong = linear_scores(self.wrong_task[0], features)
             flag = flag | (wrong > self.wrong_task[1])
+        colours = np.full(len(probs), np.nan)
+        if self.palette is not None and palette is not None:
+            colours = np.asarray(palette, np.float64)
+            flag = flag | (colours > self.palette[1])
         return {"probs": probs, "suspicion": suspicion, "decision": suspicion >= self.threshold,
-                "ood_score": ood, "ood_flag": flag, "wrong_task": wrong}
+                "ood_score": ood, "ood_flag": flag, "wrong_task": wrong, "palette": colours}
 
     # `python -m bench.micro_batch --backend torch` on the 2-core CPU (EfficientNet-Lite0, 128 all4 images):
     # micro-batches of 2-4 ran at ~59-63 images/s, 1 at ~49, 16 at ~38, 32 at ~30. ONNX Runtime on the network alone:
@@ -167,13 +185,14 @@ class Predictor:
         return self.model is not None
 
     def predict_batch(self, images: list) -> dict[str, np.ndarray]:
-        return self.predict_prepared([self.prepare(im) for im in images])
+        return self.predict_prepared([self.prepare(im) for im in images], palette=self.palette_distances(images))
 
-    def predict_prepared(self, items: list) -> dict[str, np.ndarray]:
+    def predict_prepared(self, items: list, *, palette: np.ndarray | None = None) -> dict[str, np.ndarray]:
         """Outputs for items from :meth:`prepare`, normalised and run one micro-batch at a time (a 4-image float
         batch stays in cache; normalising a 128-image chunk at once cost ~4x more per image). A cell-level model's
-        items are stacks of cells: each image's logits and features are the mean over its cells."""
-        return self.outputs(*self.raw_outputs(items))
+        items are stacks of cells: each image's logits and features are the mean over its cells. ``palette``: the
+        original images' :meth:`palette_distances` (a bundle with a palette check flags on it only when given)."""
+        return self.outputs(*self.raw_outputs(items), palette=palette)
 
     def raw_outputs(self, items: list) -> tuple[np.ndarray, np.ndarray]:
         """Logits and penultimate features of items from :meth:`prepare` (networks; for a cell-level model the
@@ -243,18 +262,19 @@ def score_files(paths: list[Path], predictor: Predictor, *, base: Path, batch_si
     def load(path: Path):
         img, err = _decode(path)
         if img is None:
-            return None, err, None, ""
+            return None, err, None, "", None
         gate = smear_gate(img)
         if gate:  # not a stained blood image: no model sees it
-            return None, "", None, gate
+            return None, "", None, gate, None
         seen = predictor.seen_split(path, img)
+        colours = predictor.palette_distances([img])
         if predictor.cell_level:  # every cell; found: how many (0: none, the whole image was scored)
             found, arrays = cell_arrays(img, predictor.spec)
-            return arrays, "", sum(c.found for c in found), seen
+            return arrays, "", sum(c.found for c in found), seen, colours
         if not locating:
-            return predictor.prepare(img), "", None, seen
+            return predictor.prepare(img), "", None, seen, colours
         crop = predictor.locate(img)  # once per image: the crop that is scored is the one reported
-        return predictor.prepare(crop_cell(img, crop), located=True), "", crop.found, seen
+        return predictor.prepare(crop_cell(img, crop), located=True), "", crop.found, seen, colours
 
     rows: list[dict] = []
     chunks = [paths[i:i + batch_size] for i in range(0, len(paths), batch_size)]
@@ -264,9 +284,11 @@ def score_files(paths: list[Path], predictor: Predictor, *, base: Path, batch_si
             loaded = [f.result() for f in upcoming]
             upcoming = [pool.submit(load, p) for p in chunks[n + 1]] if n + 1 < len(chunks) else []
             good = [item for item, *_ in loaded if item is not None]
-            out = predictor.predict_prepared(good) if good else None
+            colours = None if predictor.palette is None else \
+                np.concatenate([c for item, *_, c in loaded if item is not None] or [np.zeros(0)])
+            out = predictor.predict_prepared(good, palette=colours) if good else None
             k = 0
-            for p, (item, err, found, seen) in zip(chunk, loaded, strict=True):
+            for p, (item, err, found, seen, _) in zip(chunk, loaded, strict=True):
                 row = {"file": p.relative_to(base).as_posix() if p.is_relative_to(base) else str(p)}
                 if item is None:  # unreadable (err), or refused by the input gate (seen holds its reason)
                     row.update({c: np.nan for c in predictor.classes})

@@ -1,0 +1,84 @@
+"""A third out-of-distribution check, on the image itself rather than the network's features: are this image's
+colours like those of the model's training images?
+
+Some networks' penultimate features (the U-Net-style classifier's, VGG16's) do not separate a chart or a crop of a
+portrait from an ALL field: their Mahalanobis and wrong-task flags let a few such pictures through to a verdict,
+even after the input gate. This check does not depend on the network: each image is described by its colour
+histograms (:func:`leukoview.classical.colour_histograms`, 96 numbers, ~0.3 ms), standardised by the own training
+split's spread, and scored by its mean Euclidean distance to the ``k`` nearest training images. The flag threshold is
+set on the own validation split only (:func:`leukoview.wrongtask.combined_threshold`: its 99.5 % quantile, raised
+where needed so that this flag and the bundle's other flags together fire on at most 1.5 % of that split); no
+out-of-distribution image is used to fit or set it, so :mod:`leukoview.oodeval`'s rates are on unseen kinds.
+
+It knows one lab's palette: another lab's images, or a segmented cell on black, are flagged under a model that has
+it. So it is added to a bundle only on request, ``python -m leukoview palette BUNDLE`` (it writes
+``palette.safetensors`` + ``palette.json``), for models trained on one source whose own flags are weak, and
+:class:`~leukoview.predict.Predictor` then flags an image when any check fires. Bundles without it are unchanged."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from . import bundle
+from .bundle import PALETTE as FILE
+from .bundle import PALETTE_INFO as INFO
+from .classical import colour_histograms
+from .images import load_image
+
+QUANTILE, BUDGET, K = 0.995, 0.015, 5
+
+
+def histograms(images) -> np.ndarray:
+    return np.stack([colour_histograms(im) for im in images]) if len(images) else np.zeros((0, 96))
+
+
+def distances(state: dict, hists: np.ndarray) -> np.ndarray:
+    """Mean distance of each row of ``hists`` to its ``k`` nearest reference images, in standardised units."""
+    ref, mean, scale = state["reference"].astype(np.float64), state["mean"], state["scale"]
+    k = int(state["k"][0])
+    x = (np.asarray(hists, np.float64) - mean) / scale
+    d2 = (x ** 2).sum(1)[:, None] + (ref ** 2).sum(1)[None] - 2 * x @ ref.T
+    nearest = np.sort(np.sqrt(np.clip(d2, 0, None)), axis=1)[:, :k]
+    return nearest.mean(1)
+
+
+def _file_histograms(paths: list[Path], *, progress: str = "") -> np.ndarray:
+    from tqdm import tqdm
+
+    return histograms([load_image(p) for p in tqdm(paths, desc=progress, unit="img", disable=not progress)])
+
+
+def fit(bundle_path: Path, root: Path, *, k: int = K, quantile: float = QUANTILE, budget: float = BUDGET,
+        progress: bool = True) -> dict:
+    """Fit the palette check for a bundle from its own train split (reference) and validation split (threshold)
+    and write it into the bundle; returns its record (``palette.json``)."""
+    from safetensors.numpy import save
+
+    from .predict import Predictor
+    from .wrongtask import combined_threshold
+
+    p = Predictor(bundle_path)
+    split = p.bundle.split()
+    files = {part: [Path(root) / f for f in split.loc[split["split"] == part, "file"]] for part in ("train", "val")}
+    if not files["train"] or not files["val"]:
+        raise ValueError(f"{bundle_path}: its split has no train or no validation images to fit a palette check on")
+    train = _file_histograms(files["train"], progress="own train" if progress else "")
+    mean, scale = train.mean(0), train.std(0) + 1e-3  # the floor: a bin the training images never fill stays finite
+    state = {"reference": ((train - mean) / scale).astype(np.float32), "mean": mean, "scale": scale,
+             "k": np.array([k])}
+    val = _file_histograms(files["val"], progress="own validation" if progress else "")
+    val_d = distances(state, val)
+    out = p.outputs(*p.raw_outputs([p.prepare(load_image(f)) for f in files["val"]]))  # the other flags on val
+    threshold = combined_threshold(val_d, out["ood_flag"], quantile=quantile, budget=budget)
+    info = {"method": f"mean distance to the {k} nearest own training images in standardised colour histograms "
+                      "(RGB and HSV, 16 bins each, at 64 px): a check of the image, independent of the network",
+            "threshold": threshold,
+            "threshold_rule": f"the {quantile:.1%} quantile of the own validation split's distances, raised where "
+                              f"needed so that this flag and the bundle's other flags together fire on at most "
+                              f"{budget:.1%} of that split",
+            "reference_images": len(train), "val_images": len(val),
+            "val_flag_rate": float((val_d > threshold).mean()),
+            "val_combined_flag_rate": float(((val_d > threshold) | out["ood_flag"]).mean())}
+    bundle.update(p.bundle.path, files={INFO: info, FILE: save({k_: np.asarray(v) for k_, v in state.items()})})
+    return info
