@@ -177,6 +177,7 @@ def ood_summary(bundles) -> pd.DataFrame:
         caught = sum(r.get("gated_or_flagged", r["flagged"]) for r in far)
         rows.append({
             "model": b.id, "wrong-task detector": "yes" if b.wrong_task() is not None else "no",
+            "palette check": "yes" if b.palette() is not None else "no",
             "own test split flagged": f"{own['flag_rate']:.1%} ({own['flagged']}/{own['images']})",
             "other tasks' cells flagged": ", ".join(f"{k} {r['flag_rate']:.1%}" for k, r in other.items()
                                                     if k != "cnmc"),

@@ -111,7 +111,7 @@ def test_ood_summary_agrees_with_the_per_set_table(tiny_bundle, tmp_path):
     assert row["far OOD gated or flagged"] == \
         f"{far['images'].sum() - far['would get a verdict'].sum()}/{far['images'].sum()}"
     assert far["images"].sum() == 8 + 2 * (8 // 4)  # the generated sets and the two held-out kinds
-    assert row["wrong-task detector"] == "no"
+    assert row["wrong-task detector"] == "no" and row["palette check"] == "no"
 
 
 def test_compare_reads_a_record_kept_without_its_weights_only_when_asked(tiny_bundle, tmp_path, capsys):
