@@ -40,3 +40,14 @@ def linear_scores(state: dict, features: np.ndarray) -> np.ndarray:
     wrong-task check of :mod:`leukoview.wrongtask`; larger = more like another task's images."""
     z = (np.asarray(features, np.float32) - state["mean"]) / np.maximum(state["scale"], 1e-12)
     return z @ state["coef"] + float(state["intercept"][0])
+
+
+def knn_distances(state: dict, x: np.ndarray) -> np.ndarray:
+    """Mean Euclidean distance of each row of ``x`` to its ``k`` nearest reference rows, in standardised units:
+    ``state`` holds the standardised ``reference`` rows, the ``mean`` and ``scale`` that standardised them and ``k``
+    (the palette check, :mod:`leukoview.palette`)."""
+    ref = state["reference"].astype(np.float64)
+    k = int(np.asarray(state["k"]).ravel()[0])
+    z = (np.asarray(x, np.float64) - state["mean"]) / state["scale"]
+    d2 = (z ** 2).sum(1)[:, None] + (ref ** 2).sum(1)[None] - 2 * z @ ref.T
+    return np.sort(np.sqrt(np.clip(d2, 0, None)), axis=1)[:, :k].mean(1)

@@ -25,22 +25,14 @@ from .bundle import PALETTE as FILE
 from .bundle import PALETTE_INFO as INFO
 from .classical import colour_histograms
 from .images import load_image
+from .ood import knn_distances
 
 QUANTILE, BUDGET, K = 0.995, 0.015, 5
 
 
 def histograms(images) -> np.ndarray:
+    """The palette check's features of PIL images, one row each (96 colour-histogram shares)."""
     return np.stack([colour_histograms(im) for im in images]) if len(images) else np.zeros((0, 96))
-
-
-def distances(state: dict, hists: np.ndarray) -> np.ndarray:
-    """Mean distance of each row of ``hists`` to its ``k`` nearest reference images, in standardised units."""
-    ref, mean, scale = state["reference"].astype(np.float64), state["mean"], state["scale"]
-    k = int(state["k"][0])
-    x = (np.asarray(hists, np.float64) - mean) / scale
-    d2 = (x ** 2).sum(1)[:, None] + (ref ** 2).sum(1)[None] - 2 * x @ ref.T
-    nearest = np.sort(np.sqrt(np.clip(d2, 0, None)), axis=1)[:, :k]
-    return nearest.mean(1)
 
 
 def _file_histograms(paths: list[Path], *, progress: str = "") -> np.ndarray:
@@ -68,7 +60,7 @@ def fit(bundle_path: Path, root: Path, *, k: int = K, quantile: float = QUANTILE
     state = {"reference": ((train - mean) / scale).astype(np.float32), "mean": mean, "scale": scale,
              "k": np.array([k])}
     val = _file_histograms(files["val"], progress="own validation" if progress else "")
-    val_d = distances(state, val)
+    val_d = knn_distances(state, val)
     out = p.outputs(*p.raw_outputs([p.prepare(load_image(f)) for f in files["val"]]))  # the other flags on val
     threshold = combined_threshold(val_d, out["ood_flag"], quantile=quantile, budget=budget)
     info = {"method": f"mean distance to the {k} nearest own training images in standardised colour histograms "

@@ -149,9 +149,10 @@ class Predictor:
         check (:mod:`leukoview.palette`)."""
         if self.palette is None:
             return None
-        from .palette import distances, histograms
+        from .classical import colour_histograms
+        from .ood import knn_distances
 
-        return distances(self.palette[0], histograms(images))
+        return knn_distances(self.palette[0], np.stack([colour_histograms(im) for im in images]))
 
     def outputs(self, logits: np.ndarray, features: np.ndarray, *, palette: np.ndarray | None = None
                 ) -> dict[str, np.ndarray]:

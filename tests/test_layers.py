@@ -14,7 +14,8 @@ FLOORS = {
     0: {"__init__", "settings", "images", "metrics", "calibration", "ood", "segment", "augment", "tasks"},
     1: {"datasets", "archs", "bundle", "transforms", "classical", "onnx_backend", "seen"},
     2: {"train", "classical_train", "predict", "explain", "evaluate"},
-    3: {"shift", "oodeval", "camstats", "shortcuts", "latency", "external", "oodcompare", "wrongtask"},
+    3: {"shift", "oodeval", "camstats", "shortcuts", "latency", "external", "oodcompare", "wrongtask",
+        "palette"},
     4: {"ui", "landing", "compare", "batch", "review", "gallery", "report", "charts", "advice", "threshold", "samples"},
     5: {"__main__"},
 }
