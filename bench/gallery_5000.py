@@ -2,7 +2,7 @@
 cells with the keyboard; report the Streamlit server's peak resident memory (its VmHWM, children included) and the
 times.
 
-    python -m bench.gallery_5000 [--n 5000] [--bundle models/wbc9-efficientnet_lite0] [--keys 10]
+    python -m bench.gallery_5000 [--n 5000] [--bundle models/<the recommended wbc9 model>] [--keys 10]
 
 The images are generated smear-like JPEGs (:func:`bench.load_5000.make_images`) in a temporary data root."""
 from __future__ import annotations
@@ -14,6 +14,7 @@ from pathlib import Path
 
 from bench.load_5000 import make_images
 from bench.review_flow import IMAGES_JS, LOADED_JS, REPO, idle, open_folder, served, wait_for_keys
+from leukoview.tasks import TASKS
 
 
 def peak_mb(pid: int) -> float:
@@ -27,7 +28,7 @@ def peak_mb(pid: int) -> float:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--n", type=int, default=5000)
-    ap.add_argument("--bundle", default=str(REPO / "models" / "wbc9-efficientnet_lite0"))
+    ap.add_argument("--bundle", default=str(REPO / "models" / TASKS["wbc9"].recommended))
     ap.add_argument("--keys", type=int, default=10)
     a = ap.parse_args(argv)
     with tempfile.TemporaryDirectory() as tmp:

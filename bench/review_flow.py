@@ -3,7 +3,7 @@ from the URL, score it, look at the gallery, review cells with the keyboard alon
 the CSV. ``drive`` is shared by the browser test (which checks what was saved) and this benchmark (which prints how
 long each step took).
 
-    python -m bench.review_flow [--bundle models/wbc9-efficientnet_lite0] [--folder wbc5/test/myeloblast]
+    python -m bench.review_flow [--bundle models/<the recommended wbc9 model>] [--folder wbc5/test/myeloblast]
         [--keys 100] [--shots bench/review_shots]
 
 Figures: gallery render (Score pressed -> the first page of thumbnails painted), per-keystroke latency (key down ->
@@ -23,6 +23,8 @@ import time
 import urllib.request
 from contextlib import contextmanager
 from pathlib import Path
+
+from leukoview.tasks import TASKS
 
 REPO = Path(__file__).resolve().parents[1]
 CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
@@ -241,7 +243,7 @@ def served(bundle: Path, root: Path, tmp: Path):
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--bundle", default=str(REPO / "models" / "wbc9-efficientnet_lite0"))
+    ap.add_argument("--bundle", default=str(REPO / "models" / TASKS["wbc9"].recommended))
     ap.add_argument("--folder", default="wbc5/test/myeloblast", help="folder under the data root")
     ap.add_argument("--keys", type=int, default=100)
     ap.add_argument("--shots", default=str(REPO / "bench" / "review_shots"))
