@@ -299,12 +299,20 @@ def _cmd_seen(a) -> int:
     return 0
 
 
+GENERATED_SEED = 101  # wrongtask --generated: not oodeval's seed
+
+
 def _cmd_wrongtask(a) -> int:
     from . import settings, wrongtask
 
     for folder in a.bundles:
+        generated = None
+        if a.generated:  # another seed than oodeval's (0): the evaluation's pictures stay unseen
+            from . import oodeval
+
+            generated = oodeval.not_cells(a.generated, seed=GENERATED_SEED)
         info = wrongtask.fit(Path(folder), settings.data_root(), per_dataset=a.per_dataset,
-                             isolated_renders=a.isolated_renders, progress=not a.quiet)
+                             isolated_renders=a.isolated_renders, generated=generated, progress=not a.quiet)
         print(f"{folder}: wrong-task detector fitted on {info['own_train_images']} own training images and "
               f"{info['wrong_task_images']} of {', '.join(info['wrong_task_datasets'])} (fit accuracy "
               f"{info['fit_accuracy']:.3f}); threshold {info['threshold']:.3f} flags {info['val_flag_rate']:.1%} of "
@@ -480,6 +488,9 @@ def main(argv: list[str] | None = None) -> int:
     wt.add_argument("--isolated-renders", dest="isolated_renders", type=int, default=0,
                     help="also fit on this many other-task and as many own training images rendered as isolated "
                          "cells on black (a wrong acquisition; default 0)")
+    wt.add_argument("--generated", type=int, default=0,
+                    help="also fit on this many generated non-smear pictures (photo crops, noise, gradients, "
+                         "drawings: oodeval's designed-on kinds, drawn with another seed; default 0)")
     wt.add_argument("--quiet", action="store_true")
     wt.set_defaults(func=_cmd_wrongtask)
 

@@ -32,7 +32,7 @@ from .evaluate import evaluate, predictions_frame
 from .images import load_image
 from .ood import fit_ood, ood_scores
 from .seen import SEEN, seen_for
-from .transforms import COLOUR_METHODS, cell_level, colour_spec, eval_transform, train_transform
+from .transforms import COLOUR_METHODS, cell_level, colour_spec, eval_transform, sharpen_spec, train_transform
 
 
 @dataclass
@@ -65,6 +65,8 @@ class TrainConfig:
     locate_method: str = "nucleus"  # "nucleus": one cell per image; "cells": every cell, field = mean of cells
     max_cells: int = 6  # "cells": at most this many cells per image, largest first
     colour_norm: str = ""  # "reinhard": every input's colours standardised (leukoview.augment.normalise_lab)
+    sharpen: float = 0.0  # unsharp-mask percent applied to every input after the colour step (0: none)
+    sharpen_radius: float = 2.0  # its radius in pixels at the input size
     background_swap: float = 0.0  # probability of replacing the background (and the corners) around the cells
     patience: int = 3  # epochs without improvement of the calibrated validation NLL before stopping
     seed: int = 0
@@ -106,6 +108,8 @@ class TrainConfig:
             raise ValueError(f"locate_method must be nucleus or cells, not {cfg.locate_method!r}")
         if cfg.colour_norm not in ("", *COLOUR_METHODS):
             raise ValueError(f"colour_norm must be empty or one of {list(COLOUR_METHODS)}, not {cfg.colour_norm!r}")
+        if cfg.sharpen < 0 or cfg.sharpen_radius <= 0:
+            raise ValueError("sharpen (percent) must be 0 or more and sharpen_radius above 0")
         if not 0.0 <= cfg.locate_min_side <= 1.0:
             raise ValueError(f"locate_min_side is a fraction of the image's shorter side (0 to 1), "
                              f"not {cfg.locate_min_side}")
@@ -287,6 +291,8 @@ def prepare_run(cfg: TrainConfig, *, progress: bool, split: pd.DataFrame | None 
             spec["locate"]["what"] += "; kept inside the image (shrunk and shifted in, never padded)"
     if cfg.colour_norm:
         spec["colour"] = colour_spec(cfg.colour_norm)
+    if cfg.sharpen:
+        spec["sharpen"] = sharpen_spec(cfg.sharpen, cfg.sharpen_radius)
     return Run(cfg, ds, split, spec, _device(cfg.device))
 
 

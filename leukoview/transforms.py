@@ -49,6 +49,33 @@ def normalise_colour(img: Image.Image, spec: dict) -> Image.Image:
     return normalise_lab(img, mean=colour.get("target_mean"), std=colour.get("target_std"))
 
 
+SHARPEN_METHODS = ("unsharp",)
+
+
+def sharpen_spec(percent: float, radius: float) -> dict:
+    """The input spec's ``sharpen`` entry: PIL's unsharp mask of the resized, colour-normalised input."""
+    return {"method": "unsharp", "radius": float(radius), "percent": int(percent), "threshold": 0,
+            "what": f"unsharp mask (radius {radius:g} px at the input size, {int(percent)}%) after the colour step"}
+
+
+def sharpen(img: Image.Image, spec: dict) -> Image.Image:
+    """``img`` with the spec's sharpening applied (unchanged when the spec has none)."""
+    how = spec.get("sharpen")
+    if not how:
+        return img
+    if how.get("method") not in SHARPEN_METHODS:
+        raise ValueError(f"unknown sharpening {how.get('method')!r}; known: {list(SHARPEN_METHODS)}")
+    from PIL import ImageFilter
+
+    return img.filter(ImageFilter.UnsharpMask(radius=float(how["radius"]), percent=int(how["percent"]),
+                                              threshold=int(how.get("threshold", 0))))
+
+
+def finish_input(img: Image.Image, spec: dict) -> Image.Image:
+    """The steps after the resize, in order: colour normalisation, then sharpening (each when the spec has it)."""
+    return sharpen(normalise_colour(img, spec), spec)
+
+
 def _known_colour_method(method) -> None:
     if method not in COLOUR_METHODS:
         raise ValueError(f"unknown colour normalisation {method!r}; known: {list(COLOUR_METHODS)}")
@@ -57,7 +84,7 @@ def _known_colour_method(method) -> None:
 def _colour_steps(spec: dict) -> list:
     """The colour normalisation as a transform step of a Compose (none when the spec has no ``colour``); a partial
     of a module function, so DataLoader workers can pickle it."""
-    return [functools.partial(normalise_colour, spec=spec)] if spec.get("colour") else []
+    return [functools.partial(finish_input, spec=spec)] if spec.get("colour") or spec.get("sharpen") else []
 
 
 def _method(spec: dict) -> str:
@@ -162,7 +189,7 @@ def resize_array(img: Image.Image, spec: dict, *, located: bool = False) -> np.n
     img = img if located else network_view(img, spec)
     if img.size != (size, size):
         img = img.resize((size, size), Image.BILINEAR)
-    return np.asarray(normalise_colour(img, spec), dtype=np.uint8)
+    return np.asarray(finish_input(img, spec), dtype=np.uint8)
 
 
 def cell_arrays(img: Image.Image, spec: dict) -> tuple[list[CellCrop], np.ndarray]:
@@ -211,5 +238,5 @@ def resize_for_display(img, spec: dict, *, located: bool = False):
     before the tensor normalisation), as PIL;
     ``located``: ``img`` is already the located cell."""
     size = int(spec["size"])
-    return normalise_colour(F.resize(img if located else network_view(img, spec), [size, size],
+    return finish_input(F.resize(img if located else network_view(img, spec), [size, size],
                                      interpolation=T.InterpolationMode.BILINEAR, antialias=True), spec)

@@ -69,11 +69,14 @@ def negatives(task: str, root: Path, *, per_dataset: int = 1000, seed: int = 0) 
 
 def fit(bundle_path: Path, root: Path, *, per_dataset: int = 1000, own: int = 2000, seed: int = 0,
         quantile: float = 0.99, budget: float = 0.015, wrong: list[Path] | None = None, isolated_renders: int = 0,
-        progress: bool = True) -> dict:
+        generated: dict | None = None, progress: bool = True) -> dict:
     """Fit the detector for a bundle and write it into the bundle; returns its record (``wrong_task.json``).
     ``wrong``: the wrong-task images to fit on (default: :func:`negatives`); ``isolated_renders``: that many of
     them, and as many of the own training images not used as in-distribution examples, also shown to it as
-    :func:`isolated` renders (cells on black), a wrong acquisition. The threshold: :func:`combined_threshold`."""
+    :func:`isolated` renders (cells on black), a wrong acquisition; ``generated``: ``{kind: [PIL images]}`` of
+    non-smear pictures also shown to it as wrong (the command line passes
+    :func:`leukoview.oodeval.not_cells` with another seed than the evaluation's). The threshold:
+    :func:`combined_threshold`."""
     from safetensors.numpy import save
     from sklearn.linear_model import LogisticRegression
     from sklearn.preprocessing import StandardScaler
@@ -110,6 +113,10 @@ def fit(bundle_path: Path, root: Path, *, per_dataset: int = 1000, own: int = 20
         rendered = [wrong[i] for i in pick] + [rest[i] for i in own_pick]
         x_out = np.concatenate([x_out, features(p, rendered, render=isolated,
                                                 progress="isolated renders" if progress else "")])
+    pictures = [im for ims in (generated or {}).values() for im in ims]
+    if pictures:
+        x_out = np.concatenate([x_out] + [p.raw_outputs([p.prepare(m) for m in pictures[i:i + 32]])[1]
+                                          for i in range(0, len(pictures), 32)])
     x_val = features(p, own_files("val", 0), progress="own validation" if progress else "")
     scaler = StandardScaler().fit(np.concatenate([x_in, x_out]))
     clf = LogisticRegression(C=0.1, class_weight="balanced", max_iter=3000)
@@ -135,6 +142,7 @@ def fit(bundle_path: Path, root: Path, *, per_dataset: int = 1000, own: int = 20
                                  "files": sorted(str(f.resolve().relative_to(data_root.resolve())) for f in rendered
                                                  if f.resolve().is_relative_to(data_root.resolve()))}
             if rendered else None,
+            "generated": {"images": len(pictures), "kinds": sorted(generated)} if pictures else None,
             "fit_accuracy": float(clf.score(scaler.transform(np.concatenate([x_in, x_out])),
                                             np.r_[np.zeros(len(x_in)), np.ones(len(x_out))])),
             "val_flag_rate": float((val_scores > threshold).mean()),

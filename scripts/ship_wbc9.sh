@@ -13,7 +13,7 @@ CONFIG="${CONFIG:-configs/wbc9_efficientnet_lite0.yaml}"
 EXTERNAL="${EXTERNAL:-$LEUKOVIEW_DATA_ROOT/bccd_wbc}"
 [ "${SKIP_TRAIN:-0}" = 1 ] || "$PY" -m leukoview train --config "$CONFIG" --quiet
 "$PY" -m leukoview measure "$B"
-"$PY" -m leukoview wrongtask "$B" --isolated-renders 500 --quiet  # before external: its flags count there
+"$PY" -m leukoview wrongtask "$B" --isolated-renders 500 --generated 400 --quiet  # before external: its flags count there
 "$PY" -m leukoview external "$EXTERNAL" --bundle "$B" --quiet
 "$PY" -m leukoview external "$EXTERNAL" --bundle models/wbc5-efficientnet_lite0 models/wbc5-efficientnet_lite0-noaug \
   --map Neutrophil=seg_neutrophil --quiet

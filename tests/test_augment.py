@@ -104,3 +104,34 @@ def test_colour_normalised_spec_is_applied_alike_by_training_evaluation_and_the_
     with pytest.raises(ValueError, match="unknown colour normalisation"):
         resize_array(smear, {**spec, "colour": {"method": "magic"}})
 
+
+
+def test_sharpening_is_applied_alike_by_every_path_and_after_the_colour_step(smear):
+    from PIL import ImageFilter
+
+    from leukoview.transforms import (
+        colour_spec,
+        eval_transform,
+        normalise_batch,
+        resize_array,
+        resize_for_display,
+        sharpen_spec,
+        train_transform,
+    )
+
+    colour = {"size": 48, "mean": [0.5] * 3, "std": [0.5] * 3, "colour": colour_spec("reinhard")}
+    spec = {**colour, "sharpen": sharpen_spec(200, 2)}
+    sharp = resize_array(smear, spec)
+    np.testing.assert_allclose(eval_transform(spec)(smear).numpy(), normalise_batch([sharp], spec)[0], atol=2e-2)
+    np.testing.assert_array_equal(np.asarray(resize_for_display(smear, spec)), sharp)
+    # the order: the mask acts on the colour-normalised input (the other order gives another image)
+    after = np.asarray(Image.fromarray(resize_array(smear, colour)).filter(
+        ImageFilter.UnsharpMask(radius=2, percent=200, threshold=0)))
+    np.testing.assert_array_equal(sharp, after)
+    plain = resize_array(smear, colour).astype(float)
+    grey = lambda a: a.mean(-1)  # noqa: E731
+    edges = lambda a: np.abs(np.diff(grey(a), axis=1)).mean()  # noqa: E731
+    assert edges(sharp.astype(float)) > 1.2 * edges(plain)  # sharper edges
+    assert train_transform(spec, acquisition=True)(smear).shape == (3, 48, 48)
+    with pytest.raises(ValueError, match="unknown sharpening"):
+        resize_array(smear, {**spec, "sharpen": {"method": "magic"}})

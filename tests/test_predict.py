@@ -184,9 +184,9 @@ def test_score_says_which_images_the_model_was_trained_on(tiny_bundle, tmp_path)
 
 
 def test_a_colour_normalised_bundle_records_the_step_and_the_predictor_reproduces_its_test_split(tmp_path):
-    """colour_norm and the locating step's framing (min_side, inside) go into the card's input spec; the predictor
-    (ONNX and eager) then applies exactly them, so the stored test predictions come back, and a colour cast does
-    not reach the network."""
+    """colour_norm, sharpening and the locating step's framing (min_side, inside) go into the card's input spec;
+    the predictor (ONNX and eager) then applies exactly them, so the stored test predictions come back, and a colour
+    cast does not reach the network."""
     from leukoview.predict import score_files
     from leukoview.train import TrainConfig, fit
 
@@ -195,11 +195,12 @@ def test_a_colour_normalised_bundle_records_the_step_and_the_predictor_reproduce
     cfg = TrainConfig(dataset="folder:cells", positive=["blast"], arch="cnn32", data_root=str(root),
                       out=str(tmp_path / "m"), pretrained=False, epochs=1, batch_size=8, workers=0, input_size=48,
                       n_boot=20, lr=3e-3, ood_components=4, colour_norm="reinhard",
-                      locate_cell=True, locate_min_side=0.5, locate_inside=True)
+                      locate_cell=True, locate_min_side=0.5, locate_inside=True, sharpen=150)
     folder = fit(cfg, progress=False)
     p = Predictor(folder)
     assert p.spec["colour"]["method"] == "reinhard"
     assert p.spec["locate"]["min_side"] == 0.5 and p.spec["locate"]["inside"] is True
+    assert p.spec["sharpen"]["percent"] == 150 and p.spec["sharpen"]["radius"] == 2.0
     assert "shorter side" in p.spec["locate"]["what"] and "never padded" in p.spec["locate"]["what"]
     stored = p.bundle.predictions()
     for predictor in (p, Predictor(folder, backend="torch")):
@@ -214,3 +215,5 @@ def test_a_colour_normalised_bundle_records_the_step_and_the_predictor_reproduce
         TrainConfig.from_file(None, colour_norm="macenko")
     with pytest.raises(ValueError, match="locate_min_side"):
         TrainConfig.from_file(None, locate_min_side=1.5)
+    with pytest.raises(ValueError, match="sharpen"):
+        TrainConfig.from_file(None, sharpen=-10)

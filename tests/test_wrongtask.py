@@ -95,3 +95,20 @@ def test_threshold_keeps_both_flags_together_within_the_validation_budget():
     assert ((scores > t) | other).mean() <= 0.015 and ((scores > t - 1) | other).mean() > 0.015  # the lowest such
     other[:5] = True  # 2.5 % alone: over budget whatever the detector does, so it flags no validation image
     assert not (scores > wrongtask.combined_threshold(scores, other, budget=0.015)).any()
+
+
+def test_generated_pictures_teach_the_detector_non_smear_images(tmp_path, tiny_bundle):
+    """``generated`` adds non-smear pictures to the wrong-task side of the fit; they are counted and named in the
+    record, and held-out pictures of the same kinds (another seed) are then flagged."""
+    b = tmp_path / "tiny"
+    shutil.copytree(tiny_bundle, b)
+    root = load_bundle(b).card["training"]["config"]["data_root"]
+    rng = np.random.default_rng(9)
+    fit_dir, _ = field_folders(tmp_path, rng, fit=30, held=0)
+    pictures = {k: [im.resize((64, 64)) for im in v] for k, v in oodeval.not_cells(40, size=64, seed=1).items()}
+    info = wrongtask.fit(b, root, wrong=sorted(fit_dir.glob("*.png")), own=0, generated=pictures, progress=False)
+    assert info["generated"] == {"images": 40, "kinds": sorted(pictures)} and info["wrong_task_images"] == 70
+    p = Predictor(b)
+    held = [im for v in oodeval.not_cells(40, size=64, seed=2).values() for im in v]
+    scores = p.predict_batch(held)["wrong_task"]
+    assert (scores > p.wrong_task[1]).mean() >= 0.9
