@@ -69,10 +69,13 @@ if len(wide):
 ood_table = compare.ood_table(same_task)
 if len(ood_table):
     st.subheader("Out-of-distribution flag: what it catches and what it costs")
-    st.dataframe(compare.ood_summary(same_task), hide_index=True, width="stretch", key="ood_summary")
+    summary = compare.ood_summary(same_task)
+    st.dataframe(summary, hide_index=True, width="stretch", key="ood_summary", height=ui.table_height(len(summary)))
     st.caption("Per model: false flags on its own test split (the cost), other tasks' cells flagged (the wrong "
                "task; C-NMC never used in fitting), generated non-cell images refused by the input gate or flagged "
-               "(photographs, noise, gradients, drawn text), and how many of those would still get a verdict. "
+               "(photographs, noise, gradients, drawn text, and two held-out kinds: matplotlib photo crops and "
+               "charts), and how many of those would still get a verdict; which extra checks the model has (the "
+               "wrong-task detector, the palette check). "
                "Per set:")
     st.dataframe(ood_table, hide_index=True, width="stretch",
                  column_config={"flag rate": st.column_config.NumberColumn("flag rate", format="%.3f")})
