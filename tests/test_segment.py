@@ -152,3 +152,24 @@ def test_the_gate_refuses_gradients_and_drawings_but_not_smears():
     cnmc_like[(yy * 128 - 64) ** 2 + (xx * 128 - 64) ** 2 < 30 ** 2] = (150, 90, 190)
     cnmc_like = (cnmc_like + rng.integers(0, 3, cnmc_like.shape) * (cnmc_like > 0)).astype(np.uint8)
     assert smear_gate(Image.fromarray(cnmc_like)) == ""
+
+
+def test_the_input_contact_sheet_shows_the_framing_it_is_asked_for(tmp_path, tiny_bundle, monkeypatch):
+    """scripts/render_wbc9_inputs.py: one row per folder, the card's locating step overridden by --set."""
+    import importlib.util
+
+    from leukoview.bundle import load_bundle
+    from tests.conftest import REPO
+
+    root = load_bundle(tiny_bundle).card["training"]["config"]["data_root"]
+    monkeypatch.setenv("LEUKOVIEW_DATA_ROOT", root)
+    spec = importlib.util.spec_from_file_location("render", REPO / "scripts" / "render_wbc9_inputs.py")
+    render = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(render)
+    out = render.main(["--bundle", str(tiny_bundle), "--folder", "cells/normal", "--folder", "cells/blast",
+                       "--per-row", "3", "--set", "min_side=0.5", "--set", "inside=true",
+                       "--out", str(tmp_path / "sheet.png")])
+    sheet = Image.open(out)
+    assert sheet.size == (3 * 128, 2 * 128)
+    assert np.asarray(sheet)[:128].std() > 5 and np.asarray(sheet)[128:].std() > 5  # both rows drawn
+    assert render._value("true") is True and render._value("0.5") == 0.5 and render._value("nucleus") == "nucleus"
