@@ -74,6 +74,11 @@ def colour_histograms(img) -> np.ndarray:
     return np.concatenate(hists)
 
 
+def colour_histogram_rows(images) -> np.ndarray:
+    """:func:`colour_histograms` of each image, one row each (``n`` x 96)."""
+    return np.stack([colour_histograms(im) for im in images]) if len(images) else np.zeros((0, 96))
+
+
 class Lite0Embedder:
     """The frozen ImageNet EfficientNet-Lite0 as a feature extractor (pooled 1,280-d output)."""
 

@@ -23,22 +23,17 @@ import numpy as np
 from . import bundle
 from .bundle import PALETTE as FILE
 from .bundle import PALETTE_INFO as INFO
-from .classical import colour_histograms
+from .classical import colour_histogram_rows
 from .images import load_image
 from .ood import knn_distances
 
 QUANTILE, BUDGET, K = 0.995, 0.015, 5
 
 
-def histograms(images) -> np.ndarray:
-    """The palette check's features of PIL images, one row each (96 colour-histogram shares)."""
-    return np.stack([colour_histograms(im) for im in images]) if len(images) else np.zeros((0, 96))
-
-
-def _file_histograms(paths: list[Path], *, progress: str = "") -> np.ndarray:
+def _load(paths: list[Path], *, progress: str = "") -> list:
     from tqdm import tqdm
 
-    return histograms([load_image(p) for p in tqdm(paths, desc=progress, unit="img", disable=not progress)])
+    return [load_image(p) for p in tqdm(paths, desc=progress, unit="img", disable=not progress)]
 
 
 def fit(bundle_path: Path, root: Path, *, k: int = K, quantile: float = QUANTILE, budget: float = BUDGET,
@@ -55,13 +50,14 @@ def fit(bundle_path: Path, root: Path, *, k: int = K, quantile: float = QUANTILE
     files = {part: [Path(root) / f for f in split.loc[split["split"] == part, "file"]] for part in ("train", "val")}
     if not files["train"] or not files["val"]:
         raise ValueError(f"{bundle_path}: its split has no train or no validation images to fit a palette check on")
-    train = _file_histograms(files["train"], progress="own train" if progress else "")
+    train = colour_histogram_rows(_load(files["train"], progress="own train" if progress else ""))
     mean, scale = train.mean(0), train.std(0) + 1e-3  # the floor: a bin the training images never fill stays finite
     state = {"reference": ((train - mean) / scale).astype(np.float32), "mean": mean, "scale": scale,
              "k": np.array([k])}
-    val = _file_histograms(files["val"], progress="own validation" if progress else "")
+    val_images = _load(files["val"], progress="own validation" if progress else "")
+    val = colour_histogram_rows(val_images)
     val_d = knn_distances(state, val)
-    out = p.outputs(*p.raw_outputs([p.prepare(load_image(f)) for f in files["val"]]))  # the other flags on val
+    out = p.outputs(*p.raw_outputs([p.prepare(im) for im in val_images]))  # the other flags on val
     threshold = combined_threshold(val_d, out["ood_flag"], quantile=quantile, budget=budget)
     info = {"method": f"mean distance to the {k} nearest own training images in standardised colour histograms "
                       "(RGB and HSV, 16 bins each, at 64 px): a check of the image, independent of the network",

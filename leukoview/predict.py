@@ -149,10 +149,10 @@ class Predictor:
         check (:mod:`leukoview.palette`)."""
         if self.palette is None:
             return None
-        from .classical import colour_histograms
+        from .classical import colour_histogram_rows
         from .ood import knn_distances
 
-        return knn_distances(self.palette[0], np.stack([colour_histograms(im) for im in images]))
+        return knn_distances(self.palette[0], colour_histogram_rows(images))
 
     def outputs(self, logits: np.ndarray, features: np.ndarray, *, palette: np.ndarray | None = None
                 ) -> dict[str, np.ndarray]:

@@ -81,9 +81,9 @@ def _known_colour_method(method) -> None:
         raise ValueError(f"unknown colour normalisation {method!r}; known: {list(COLOUR_METHODS)}")
 
 
-def _colour_steps(spec: dict) -> list:
-    """The colour normalisation as a transform step of a Compose (none when the spec has no ``colour``); a partial
-    of a module function, so DataLoader workers can pickle it."""
+def _finish_steps(spec: dict) -> list:
+    """:func:`finish_input` (colour normalisation, sharpening) as a transform step of a Compose (none when the spec
+    has neither); a partial of a module function, so DataLoader workers can pickle it."""
     return [functools.partial(finish_input, spec=spec)] if spec.get("colour") or spec.get("sharpen") else []
 
 
@@ -170,7 +170,7 @@ def eval_transform(spec: dict):
     """PIL RGB image -> normalised float tensor CxHxW; for a ``cells`` spec, KxCxHxW (one per cell)."""
     size = int(spec["size"])
     one = T.Compose([T.Resize((size, size), interpolation=T.InterpolationMode.BILINEAR, antialias=True),
-                     *_colour_steps(spec),
+                     *_finish_steps(spec),
                      T.ToTensor(), T.Normalize(spec["mean"], spec["std"])])
     if cell_level(spec):
         return lambda img: torch.stack([one(view) for view in cell_views(img, spec)[1]])
@@ -228,7 +228,7 @@ def train_transform(spec: dict, *, colour: float = 0.1, acquisition: bool = Fals
         T.RandomResizedCrop(size, scale=(0.8, 1.0), ratio=(0.9, 1.1), antialias=True),
         T.RandomHorizontalFlip(), T.RandomVerticalFlip(), RandomRot90(),
         T.ColorJitter(brightness=colour, contrast=colour, saturation=colour, hue=colour / 5),
-        *_colour_steps(spec),
+        *_finish_steps(spec),
         T.ToTensor(), T.Normalize(spec["mean"], spec["std"]),
     ])
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
 
 from . import bundle
 from .bundle import WRONG_TASK as FILE
@@ -30,14 +31,15 @@ from .tasks import TASKS
 NEVER_FITTED = ("cnmc",)  # kept unseen: the probe of whether the detector generalises to a wrong task it never saw
 
 
-def features(p, paths: list[Path], *, progress: str = "", render=None) -> np.ndarray:
-    """Penultimate features of image files through the predictor's own preprocessing (cell-level models: the
-    mean over each image's cells, as the predictor uses them); ``render``: a change made to each image first."""
+def features(p, paths: list, *, progress: str = "", render=None) -> np.ndarray:
+    """Penultimate features of image files (or already decoded PIL images) through the predictor's own
+    preprocessing (cell-level models: the mean over each image's cells, as the predictor uses them); ``render``: a
+    change made to each image first."""
     from tqdm import tqdm
 
     out = []
     for i in tqdm(range(0, len(paths), 32), desc=progress, unit="batch", disable=not progress):
-        imgs = [load_image(x) for x in paths[i:i + 32]]
+        imgs = [x if isinstance(x, Image.Image) else load_image(x) for x in paths[i:i + 32]]
         out.append(p.raw_outputs([p.prepare(render(m) if render else m) for m in imgs])[1])
     return np.concatenate(out) if out else np.zeros((0, 0), np.float32)
 
@@ -115,8 +117,7 @@ def fit(bundle_path: Path, root: Path, *, per_dataset: int = 1000, own: int = 20
                                                 progress="isolated renders" if progress else "")])
     pictures = [im for ims in (generated or {}).values() for im in ims]
     if pictures:
-        x_out = np.concatenate([x_out] + [p.raw_outputs([p.prepare(m) for m in pictures[i:i + 32]])[1]
-                                          for i in range(0, len(pictures), 32)])
+        x_out = np.concatenate([x_out, features(p, pictures, progress="generated pictures" if progress else "")])
     x_val = features(p, own_files("val", 0), progress="own validation" if progress else "")
     scaler = StandardScaler().fit(np.concatenate([x_in, x_out]))
     clf = LogisticRegression(C=0.1, class_weight="balanced", max_iter=3000)
