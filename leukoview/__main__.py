@@ -1,7 +1,8 @@
 """Command line: ``python -m leukoview COMMAND …`` (``--help`` on each).
 
 Commands: ``train`` (a network or classical model -> bundle), ``reevaluate`` (post-training steps from shipped
-weights), ``audit`` (dataset leakage), ``score`` (a folder -> CSV), ``models`` (list and verify bundles),
+weights), ``refit-head`` (a cell-level model's classifier refitted on whole images), ``audit`` (dataset
+leakage), ``score`` (a folder -> CSV), ``models`` (list and verify bundles),
 ``compare`` (the comparison tables), the audits ``shortcuts``, ``camstats``, ``shift``, ``oodeval``,
 ``oodcompare`` (alternative OOD scores), ``wrongtask`` (the wrong-task detector), ``palette`` (the colour
 check), ``external`` (a labelled
@@ -50,6 +51,23 @@ def _cmd_reevaluate(a) -> int:
         m = load_bundle(folder).metrics
         print(f"{folder}: test accuracy {m['accuracy']:.4f}, ROC-AUC {m['roc_auc']:.4f}, sensitivity "
               f"{m['at_threshold']['sensitivity']:.3f} / specificity {m['at_threshold']['specificity']:.3f}")
+    return 0
+
+
+def _cmd_refit_head(a) -> int:
+    from .bundle import load_bundle
+    from .train import refit_field_head
+
+    try:
+        folder = refit_field_head(Path(a.bundle), Path(a.out), variant=a.variant, progress=not a.quiet)
+    except (ValueError, FileNotFoundError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    b = load_bundle(folder)
+    m = b.metrics
+    print(f"{b.id}: field head C={b.card['head']['C']:g}; test accuracy {m['accuracy']:.4f}, ROC-AUC "
+          f"{m['roc_auc']:.4f}, sensitivity {m['at_threshold']['sensitivity']:.3f} / specificity "
+          f"{m['at_threshold']['specificity']:.3f}, ECE {m['ece']:.4f} -> {folder}")
     return 0
 
 
@@ -403,6 +421,14 @@ def main(argv: list[str] | None = None) -> int:
                    help="specificity floor of the threshold rule (default: the bundle's)")
     r.add_argument("--quiet", action="store_true")
     r.set_defaults(func=_cmd_reevaluate)
+
+    rh = sub.add_parser("refit-head", help="a cell-level bundle with its classifier refitted on each training "
+                        "image's mean cell features (network frozen), written as a new bundle")
+    rh.add_argument("bundle")
+    rh.add_argument("--out", required=True, help="folder of the new bundle (the source is not changed)")
+    rh.add_argument("--variant", help="bundle id variant (default: the source's + '-fieldhead')")
+    rh.add_argument("--quiet", action="store_true")
+    rh.set_defaults(func=_cmd_refit_head)
 
     au = sub.add_parser("audit", help="leakage audit of a dataset: duplicates, cross-split groups, balance")
     au.add_argument("dataset")

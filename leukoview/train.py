@@ -82,6 +82,7 @@ class TrainConfig:
     n_boot: int = 1000
     features: str = "pixels_hist"  # classical models only: pixels_hist | lite0_embed
     exclude_classes: list[str] = field(default_factory=list)  # leave these classes out entirely (OOD tests)
+    field_head: bool = False  # cell-level models: refit the classifier on each training image's mean cell features
     variant: str = ""  # appended to the bundle id (<dataset>-<arch>-<variant>) to keep runs side by side
     note: str = ""  # why this run departs from the architecture's defaults (e.g. CPU budget); shown in the card
 
@@ -279,6 +280,8 @@ def prepare_run(cfg: TrainConfig, *, progress: bool, split: pd.DataFrame | None 
                           "what": f"every violet-stained cell (at most {cfg.max_cells}, largest first), a square "
                                   f"{cfg.locate_scale:g}x its inscribed diameter; the image's logits are the mean "
                                   "of its cells'; training: one cell of the image at random, with its label"}
+        if cfg.field_head:
+            spec["locate"]["what"] += "; then the classifier refitted on each training image's mean cell features"
     elif cfg.locate_cell:
         spec["locate"] = {"method": "nucleus", "scale": cfg.locate_scale,
                           "what": "square around the largest stained nucleus (blue minus green above Otsu), "
@@ -373,13 +376,98 @@ def _train(run: Run, *, progress: bool) -> tuple[nn.Module, str | None, list[dic
     return model, pretrained_source, log
 
 
+# inverse regularisation strengths the field head tries (on standardised features); validation chooses
+FIELD_HEAD_C = (0.001, 0.01, 0.1, 1.0)
+
+
+def fit_field_head(run: Run, model: nn.Module, *, progress: bool) -> dict:
+    """Refit a cell-level model's classifier (a linear layer) on whole images: a logistic regression of each
+    training image's label on the mean penultimate features of its cells, the network frozen.
+
+    Training gives the network one cell of an image at a time, with the image's label, but an image is scored by
+    the mean of its cells' logits. A linear classifier of the mean features *is* the mean of the cells' logits, so
+    the refitted head is scored exactly as before (every path, ONNX included, is unchanged); it is trained on what
+    is scored. Features are standardised on train; the strength is chosen from :data:`FIELD_HEAD_C` by the
+    temperature-calibrated validation NLL (the epoch-selection criterion); the head is folded back into the
+    layer's weight and bias. Returns what the card records."""
+    from sklearn.linear_model import LogisticRegression
+
+    if not cell_level(run.spec):
+        raise ValueError("field_head applies to cell-level models (locate_method: cells) only")
+    layer = model.get_submodule(run.arch.classifier)
+    if not isinstance(layer, nn.Linear):
+        raise ValueError(f"field_head needs a linear classifier; {run.arch.classifier} is {type(layer).__name__}")
+    desc = "field head: features" if progress else ""
+    feats = {part: infer(model, run.loader(part), run.arch.classifier, run.device, desc)[1]
+             for part in ("train", "val")}
+    y_train, y_val = run.targets("train"), run.targets("val")
+    mean, std = feats["train"].mean(0), feats["train"].std(0)
+    std = np.where(std > 1e-8, std, 1.0)
+    standard = {part: (f - mean) / std for part, f in feats.items()}
+    tried, best = [], None
+    for c in FIELD_HEAD_C:
+        lr = LogisticRegression(C=c, max_iter=5000, class_weight="balanced" if run.cfg.class_weighting else None)
+        lr.fit(standard["train"], y_train)
+        logits = lr.decision_function(standard["val"])
+        if logits.ndim == 1:  # two classes: sklearn gives one margin
+            logits = np.stack([-logits / 2, logits / 2], 1)
+        t = fit_temperature(logits, y_val)
+        row = {"C": c, "val_nll_calibrated": nll(softmax(logits, t), y_val),
+               "val_accuracy": float((logits.argmax(1) == y_val).mean())}
+        tried.append(row)
+        if progress:
+            tqdm.write(f"field head C={c:g}: calibrated val NLL {row['val_nll_calibrated']:.4f}, "
+                       f"val accuracy {row['val_accuracy']:.4f}")
+        if best is None or _improves(row["val_nll_calibrated"], best[0]["val_nll_calibrated"]):
+            best = (row, lr)
+    row, lr = best
+    coef, intercept = lr.coef_, lr.intercept_
+    if coef.shape[0] == 1:
+        coef, intercept = np.concatenate([-coef / 2, coef / 2]), np.concatenate([-intercept / 2, intercept / 2])
+    weight = coef / std[None, :]
+    bias = intercept - weight @ mean
+    with torch.no_grad():
+        layer.weight.copy_(torch.as_tensor(weight, dtype=layer.weight.dtype))
+        layer.bias.copy_(torch.as_tensor(bias, dtype=layer.bias.dtype))
+    return {"method": "logistic regression of each training image's label on the mean penultimate features of its "
+                      "cells (standardised on train), network frozen; folded into the classifier layer",
+            "C": row["C"], "chosen_by": "temperature-calibrated validation NLL", "tried": tried}
+
+
 def fit(cfg: TrainConfig, *, progress: bool = True) -> Path:
     """Train ``cfg.arch`` on ``cfg.dataset`` and write a verified bundle; returns its folder."""
     t_start = time.time()
     run = prepare_run(cfg, progress=progress)
     model, pretrained_source, log = _train(run, progress=progress)
+    head = fit_field_head(run, model, progress=progress) if cfg.field_head else None
     return write_bundle(run, model, log=log, train_seconds=time.time() - t_start,
-                        pretrained_source=pretrained_source, progress=progress)
+                        pretrained_source=pretrained_source, progress=progress, head=head)
+
+
+def refit_field_head(source: Path, out: Path, *, variant: str | None = None, progress: bool = True) -> Path:
+    """A new bundle in ``out`` from a cell-level bundle's shipped weights and saved split with its classifier
+    refitted by :func:`fit_field_head`, then every post-training step (calibration, threshold, OOD, test
+    metrics). The card's config records ``field_head: true``; training the same config from scratch does the same
+    after fine-tuning. The source bundle is not changed."""
+    b = bundle.load_bundle(source)
+    if b.card.get("kind") == "classical":
+        raise ValueError(f"{source}: a classical model has no network head to refit")
+    fields = {f.name for f in dataclasses.fields(TrainConfig)}
+    cfg = TrainConfig(**{k: v for k, v in b.card["training"]["config"].items() if k in fields})
+    if Path(out).resolve() == Path(source).resolve():
+        raise ValueError("write the refitted bundle to another folder: the source bundle is kept as it is")
+    cfg.out, cfg.field_head = str(out), True
+    cfg.variant = variant if variant is not None else f"{cfg.variant}-fieldhead".lstrip("-")
+    cfg.note = (f"{cfg.note}; " if cfg.note else "") + f"classifier refitted on field-mean cell features from {b.id}"
+    run = prepare_run(cfg, progress=progress, split=b.split())
+    model = b.build_model().to(run.device).to(memory_format=torch.channels_last)
+    head = fit_field_head(run, model, progress=progress)
+    head["from_bundle"] = {"id": b.id, "weights_sha256": b.card["files"][bundle.WEIGHTS]} \
+        if bundle.WEIGHTS in b.card.get("files", {}) else {"id": b.id}
+    log = pd.read_csv(Path(source) / bundle.LOG).to_dict("records")
+    src = b.card.get("pretrained_source") if b.card.get("imagenet_initialised") else None
+    return write_bundle(run, model, log=log, train_seconds=b.card["training"]["wall_time_s"],
+                        pretrained_source=src, progress=progress, head=head)
 
 
 def reevaluate(folder: Path, *, progress: bool = True, **overrides) -> Path:
@@ -406,7 +494,7 @@ def reevaluate(folder: Path, *, progress: bool = True, **overrides) -> Path:
 
 
 def write_bundle(run: Run, model: nn.Module, *, log: list[dict], train_seconds: float,
-                 pretrained_source: str | None, progress: bool) -> Path:
+                 pretrained_source: str | None, progress: bool, head: dict | None = None) -> Path:
     """Score the network's shipped (fp16) weights on every split, then :func:`finish_bundle`."""
     device, arch = run.device, run.arch
     with torch.no_grad():  # evaluate exactly the weights that ship (fp16), so stored predictions reproduce
@@ -420,6 +508,8 @@ def write_bundle(run: Run, model: nn.Module, *, log: list[dict], train_seconds: 
             "cam_layer": arch.cam_layer, "imagenet_initialised": pretrained_source is not None,
             "pretrained_source": pretrained_source or "none: trained from scratch (random initialisation)",
             "parameters": count_parameters(model), "weights_dtype": "float16"}
+    if head is not None:
+        card["head"] = head
     return finish_bundle(run, out, log=log, train_seconds=train_seconds,
                          save_weights=lambda folder: bundle.save_weights(model, folder / bundle.WEIGHTS),
                          card_extra=card, progress=progress)
@@ -485,7 +575,7 @@ def finish_bundle(run: Run, out: dict[str, tuple[np.ndarray, np.ndarray]], *, lo
         "task": cfg.dataset,
         "architecture": cfg.arch,
         **{k: card_extra[k] for k in ("kind", "architecture_description", "classifier", "cam_layer",
-                                      "classical") if k in card_extra},
+                                      "classical", "head") if k in card_extra},
         "classes": classes,
         "positive_classes": positive,
         "input": run.spec,

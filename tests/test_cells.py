@@ -110,3 +110,61 @@ def test_single_image_page_boxes_every_cell_of_a_cell_level_model(cells_bundle, 
     assert any("Faithfulness" in m.value for m in at.markdown)  # Grad-CAM of the most suspicious cell
     st.cache_data.clear()
     st.cache_resource.clear()
+
+
+def test_field_head_is_fitted_on_whole_images_and_folded_into_the_classifier(cells_bundle, tmp_path):
+    """refit-head: a new bundle whose classifier is a logistic regression of each training image's label on its
+    cells' mean features (chosen by calibrated validation NLL); the network's features are untouched, so an
+    independent fit on the source bundle's own features gives the same logits; the source is not changed."""
+    from sklearn.linear_model import LogisticRegression
+
+    from leukoview.bundle import WEIGHTS, load_bundle, sha256_file
+    from leukoview.predict import Predictor, score_files
+    from leukoview.train import FIELD_HEAD_C, refit_field_head
+
+    folder, root = cells_bundle
+    before = sha256_file(folder / WEIGHTS)
+    out = refit_field_head(folder, tmp_path / "fh", progress=False)
+    b = load_bundle(out)  # verified: sha256 of every file
+    head = b.card["head"]
+    assert b.card["training"]["config"]["field_head"] is True and b.id.endswith("-fieldhead")
+    assert [r["C"] for r in head["tried"]] == list(FIELD_HEAD_C)
+    chosen = next(r for r in head["tried"] if r["C"] == head["C"])  # the best (near ties: the stronger penalty)
+    assert chosen["val_nll_calibrated"] <= min(r["val_nll_calibrated"] for r in head["tried"]) + 1e-5
+    assert "mean cell features" in b.card["input"]["locate"]["what"]
+    assert sha256_file(folder / WEIGHTS) == before
+
+    src, new = Predictor(folder, backend="torch"), Predictor(out, backend="torch")
+    split = b.split()
+    images = {f: Image.open(root / f).convert("RGB") for f in split["file"]}
+
+    def mean_features(part):
+        files = split.loc[split["split"] == part, "file"]
+        return src.raw_outputs([src.prepare(images[f]) for f in files])[1], split.loc[files.index, "label"]
+
+    x_train, y_train = mean_features("train")
+    x_test, _ = mean_features("test")
+    mu, sd = x_train.mean(0), x_train.std(0)
+    sd = np.where(sd > 1e-8, sd, 1.0)
+    lr = LogisticRegression(C=head["C"], max_iter=5000, class_weight="balanced").fit((x_train - mu) / sd, y_train)
+    margin = lr.decision_function((x_test - mu) / sd)  # two classes: log-odds of lr.classes_[1]
+    test_files = split.loc[split["split"] == "test", "file"]
+    logits, feats = new.raw_outputs([new.prepare(images[f]) for f in test_files])
+    order = [b.classes.index(c) for c in lr.classes_]
+    assert np.allclose(logits[:, order[1]] - logits[:, order[0]], margin, atol=0.05 * (1 + np.abs(margin).max()))
+    assert np.allclose(feats, x_test, atol=1e-4)  # the network below the head is the source's
+
+    stored = b.predictions()
+    scored = score_files([root / f for f in stored["file"]], new, base=root)
+    assert np.allclose(scored["suspicion"].to_numpy(float), stored["suspicion"].to_numpy(float), atol=2e-3)
+
+
+def test_field_head_refuses_what_it_cannot_refit(cells_bundle, tiny_bundle, tmp_path, capsys):
+    from leukoview.__main__ import main
+    from leukoview.train import refit_field_head
+
+    folder, _ = cells_bundle
+    with pytest.raises(ValueError, match="another folder"):
+        refit_field_head(folder, folder, progress=False)
+    assert main(["refit-head", str(tiny_bundle), "--out", str(tmp_path / "x"), "--quiet"]) == 2
+    assert "cell-level" in capsys.readouterr().err
