@@ -59,7 +59,8 @@ def _cmd_refit_head(a) -> int:
     from .train import refit_field_head
 
     try:
-        folder = refit_field_head(Path(a.bundle), Path(a.out), variant=a.variant, progress=not a.quiet)
+        folder = refit_field_head(Path(a.bundle), Path(a.out), variant=a.variant, swaps=a.swaps,
+                                  progress=not a.quiet)
     except (ValueError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -174,6 +175,8 @@ def _section_table(section: str, bundles, *, brief: bool = False):
         return compare.cam_table(bundles)
     if section == "external":
         return compare.external_table(bundles)
+    if section == "cells":
+        return compare.cells_table(bundles)
     return compare.ood_summary(bundles) if brief else compare.ood_table(bundles)
 
 
@@ -235,10 +238,21 @@ def _cmd_camstats(a) -> int:
 def _cmd_shift(a) -> int:
     from . import bundle, settings, shift
 
+    shifts = tuple(a.only) if a.only else tuple(shift.SHIFTS)
     for folder in a.bundles:
-        r = shift.shift_eval(Path(folder), settings.data_root(), max_images=a.max_images, progress=not a.quiet)
-        bundle.update(Path(folder), metrics={"shift": r})
-        print(f"{folder}: {r['images']} test images re-rendered; at threshold {r['threshold']:.4g}")
+        try:
+            r = shift.shift_eval(Path(folder), settings.data_root(), shifts=shifts, max_images=a.max_images,
+                                 split=a.split, progress=not a.quiet)
+        except ValueError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
+        # the test split's result is the one the pages show; a validation run is kept beside it for recipe choices
+        key = "shift" if a.split == "test" else "shift_val"
+        before = bundle.load_bundle(folder, verify=False).metrics.get(key)
+        if a.only and before and (before["images"], before["threshold"]) == (r["images"], r["threshold"]):
+            r = {**before, "results": {**before["results"], **r["results"]}}  # a partial run keeps the other shifts
+        bundle.update(Path(folder), metrics={key: r})
+        print(f"{folder}: {r['images']} {a.split} images re-rendered; at threshold {r['threshold']:.4g}")
         for name, m in r["results"].items():
             print(f"  {name:<28} accuracy {m['accuracy']:.4f}  balanced {m['balanced_accuracy']:.4f}  "
                   f"AUC {m['roc_auc']:.4f}  sensitivity {m['sensitivity']:.3f}  specificity {m['specificity']:.3f}  "
@@ -427,6 +441,8 @@ def main(argv: list[str] | None = None) -> int:
     rh.add_argument("bundle")
     rh.add_argument("--out", required=True, help="folder of the new bundle (the source is not changed)")
     rh.add_argument("--variant", help="bundle id variant (default: the source's + '-fieldhead')")
+    rh.add_argument("--swaps", type=int, default=0, help="also fit on N copies of the train split with each image's "
+                    "background replaced (cells kept), as the training augmentation does")
     rh.add_argument("--quiet", action="store_true")
     rh.set_defaults(func=_cmd_refit_head)
 
@@ -453,8 +469,9 @@ def main(argv: list[str] | None = None) -> int:
     c.add_argument("--markdown", action="store_true", help="as a Markdown table (for the README)")
     c.add_argument("--brief", action="store_true",
                    help="the columns the README shows (with --section ood: one row a model)")
-    c.add_argument("--section", choices=["models", "shift", "cam", "ood", "external"], default="models",
-                   help="models (default), or the shift-test, Grad-CAM-mass, OOD-evaluation or external-set table")
+    c.add_argument("--section", choices=["models", "shift", "cam", "ood", "external", "cells"], default="models",
+                   help="models (default), or the shift-test, Grad-CAM-mass, OOD-evaluation or external-set table, "
+                        "or cells: the ALL issue's figures (threshold, background, CAM, C-NMC), one row each")
     c.add_argument("--models-dir", dest="models_dir",
                    help="bundles from this folder instead of the models folder (e.g. reports, for experiments)")
     c.add_argument("--records", action="store_true",
@@ -479,6 +496,10 @@ def main(argv: list[str] | None = None) -> int:
                                       "JPEG shifts (stored in the bundle's metrics.json)")
     sh.add_argument("bundles", nargs="+")
     sh.add_argument("--max-images", dest="max_images", type=int, default=0, help="sample (0: whole test split)")
+    sh.add_argument("--split", choices=["test", "val"], default="test",
+                    help="val: re-render the validation split instead (stored as shift_val; for choosing a recipe "
+                         "without the test split)")
+    sh.add_argument("--only", nargs="+", metavar="SHIFT", help="only these shifts (names as printed; quote them)")
     sh.add_argument("--quiet", action="store_true")
     sh.set_defaults(func=_cmd_shift)
 

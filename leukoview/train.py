@@ -83,6 +83,7 @@ class TrainConfig:
     features: str = "pixels_hist"  # classical models only: pixels_hist | lite0_embed
     exclude_classes: list[str] = field(default_factory=list)  # leave these classes out entirely (OOD tests)
     field_head: bool = False  # cell-level models: refit the classifier on each training image's mean cell features
+    field_head_swaps: int = 0  # ... also on this many copies of each training image with its background replaced
     variant: str = ""  # appended to the bundle id (<dataset>-<arch>-<variant>) to keep runs side by side
     note: str = ""  # why this run departs from the architecture's defaults (e.g. CPU budget); shown in the card
 
@@ -397,10 +398,17 @@ def fit_field_head(run: Run, model: nn.Module, *, progress: bool) -> dict:
     layer = model.get_submodule(run.arch.classifier)
     if not isinstance(layer, nn.Linear):
         raise ValueError(f"field_head needs a linear classifier; {run.arch.classifier} is {type(layer).__name__}")
+    t0 = time.time()
     desc = "field head: features" if progress else ""
     feats = {part: infer(model, run.loader(part), run.arch.classifier, run.device, desc)[1]
              for part in ("train", "val")}
     y_train, y_val = run.targets("train"), run.targets("val")
+    for copy_ in range(run.cfg.field_head_swaps):  # background-invariance, as in training: cells kept, rest replaced
+        swapped = infer(model, _swapped_loader(run, seed=run.cfg.seed + 1 + copy_), run.arch.classifier, run.device,
+                        f"field head: background-swapped copy {copy_ + 1}" if progress else "")[1]
+        feats["train"] = np.concatenate([feats["train"], swapped])
+    if run.cfg.field_head_swaps:
+        y_train = np.tile(run.targets("train"), run.cfg.field_head_swaps + 1)
     mean, std = feats["train"].mean(0), feats["train"].std(0)
     std = np.where(std > 1e-8, std, 1.0)
     standard = {part: (f - mean) / std for part, f in feats.items()}
@@ -429,9 +437,29 @@ def fit_field_head(run: Run, model: nn.Module, *, progress: bool) -> dict:
     with torch.no_grad():
         layer.weight.copy_(torch.as_tensor(weight, dtype=layer.weight.dtype))
         layer.bias.copy_(torch.as_tensor(bias, dtype=layer.bias.dtype))
+    swaps = run.cfg.field_head_swaps
     return {"method": "logistic regression of each training image's label on the mean penultimate features of its "
-                      "cells (standardised on train), network frozen; folded into the classifier layer",
-            "C": row["C"], "chosen_by": "temperature-calibrated validation NLL", "tried": tried}
+                      "cells (standardised on train), network frozen; folded into the classifier layer"
+                      + (f"; trained on the train split plus {swaps} copies of it with each image's background "
+                         "replaced (cells kept; flat colour, colour field, black, white or another image's "
+                         "background; corners painted over half the time)" if swaps else ""),
+            "C": row["C"], "chosen_by": "temperature-calibrated validation NLL", "tried": tried,
+            "train_images": int(len(y_train)), "seconds": round(time.time() - t0, 1)}
+
+
+def _swapped_loader(run: Run, *, seed: int) -> DataLoader:
+    """The train split scored as at evaluation (every cell), each image's background first replaced as the training
+    augmentation does (:class:`leukoview.augment.BackgroundSwap`, always; corners half the time)."""
+    from torchvision import transforms as T
+
+    from .augment import BackgroundSwap
+
+    sub = run.split[run.split["split"] == "train"]
+    tf = T.Compose([BackgroundSwap(p=1.0, p_corners=0.5), eval_transform(run.spec)])
+    data = ImageTable(run.ds.root, sub["file"].tolist(), run.targets("train").tolist(), tf)
+    return DataLoader(data, batch_size=run.cfg.batch_size, shuffle=False, num_workers=run.cfg.workers,
+                      generator=torch.Generator().manual_seed(seed), worker_init_fn=_worker_init,
+                      collate_fn=_collate_cells)
 
 
 def fit(cfg: TrainConfig, *, progress: bool = True) -> Path:
@@ -444,10 +472,12 @@ def fit(cfg: TrainConfig, *, progress: bool = True) -> Path:
                         pretrained_source=pretrained_source, progress=progress, head=head)
 
 
-def refit_field_head(source: Path, out: Path, *, variant: str | None = None, progress: bool = True) -> Path:
+def refit_field_head(source: Path, out: Path, *, variant: str | None = None, swaps: int = 0,
+                     progress: bool = True) -> Path:
     """A new bundle in ``out`` from a cell-level bundle's shipped weights and saved split with its classifier
     refitted by :func:`fit_field_head`, then every post-training step (calibration, threshold, OOD, test
-    metrics). The card's config records ``field_head: true``; training the same config from scratch does the same
+    metrics). ``swaps``: background-swapped copies of the train split the head also learns from. The card's config
+    records ``field_head: true``; training the same config from scratch does the same
     after fine-tuning. The source bundle is not changed."""
     b = bundle.load_bundle(source)
     if b.card.get("kind") == "classical":
@@ -456,7 +486,7 @@ def refit_field_head(source: Path, out: Path, *, variant: str | None = None, pro
     cfg = TrainConfig(**{k: v for k, v in b.card["training"]["config"].items() if k in fields})
     if Path(out).resolve() == Path(source).resolve():
         raise ValueError("write the refitted bundle to another folder: the source bundle is kept as it is")
-    cfg.out, cfg.field_head = str(out), True
+    cfg.out, cfg.field_head, cfg.field_head_swaps = str(out), True, int(swaps)
     cfg.variant = variant if variant is not None else f"{cfg.variant}-fieldhead".lstrip("-")
     cfg.note = (f"{cfg.note}; " if cfg.note else "") + f"classifier refitted on field-mean cell features from {b.id}"
     run = prepare_run(cfg, progress=progress, split=b.split())

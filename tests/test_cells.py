@@ -168,3 +168,21 @@ def test_field_head_refuses_what_it_cannot_refit(cells_bundle, tiny_bundle, tmp_
         refit_field_head(folder, folder, progress=False)
     assert main(["refit-head", str(tiny_bundle), "--out", str(tmp_path / "x"), "--quiet"]) == 2
     assert "cell-level" in capsys.readouterr().err
+
+
+def test_field_head_can_also_learn_from_background_swapped_copies(cells_bundle, tmp_path):
+    from leukoview.bundle import load_bundle
+    from leukoview.train import refit_field_head
+
+    folder, _ = cells_bundle
+    plain = load_bundle(refit_field_head(folder, tmp_path / "plain", progress=False))
+    swapped = load_bundle(refit_field_head(folder, tmp_path / "swapped", swaps=1, progress=False))
+    n_train = int((plain.split()["split"] == "train").sum())
+    assert plain.card["head"]["train_images"] == n_train and swapped.card["head"]["train_images"] == 2 * n_train
+    assert swapped.card["training"]["config"]["field_head_swaps"] == 1
+    assert "background" in swapped.card["head"]["method"]
+    a = plain.build_model().state_dict()
+    b = swapped.build_model().state_dict()
+    head = [k for k in a if k.startswith(plain.card["classifier"])]
+    assert head and any(not np.allclose(a[k].numpy(), b[k].numpy()) for k in head)  # the copies changed the head
+    assert all(np.array_equal(a[k].numpy(), b[k].numpy()) for k in a if k not in head)  # and nothing else
