@@ -211,6 +211,42 @@ def external_table(bundles) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+BACKGROUND_REMOVED = ("background removed (black)", "background removed (white)", "background of another image")
+
+
+def cells_table(bundles) -> pd.DataFrame:
+    """One row per bundle with the ALL issue's figures side by side (``leukoview compare --section cells``): the own
+    test split at the shipped threshold, the background conditions of the shift test (ROC-AUC and balanced accuracy,
+    and how far the balanced accuracy falls from the unshifted), Grad-CAM mass on stained pixels (overall and the
+    weakest class) and the C-NMC cells scored as an external set. A bundle lacks a column when its audit was not run."""
+    rows = []
+    for b in bundles:
+        m = b.metrics
+        row = {"model": b.id, "accuracy": m["accuracy"], "balanced accuracy": m["balanced_accuracy"],
+               "sensitivity": m["at_threshold"]["sensitivity"], "specificity": m["at_threshold"]["specificity"],
+               "ECE": m["ece"]}
+        shift = (m.get("shift") or {}).get("results", {})
+        for name in BACKGROUND_REMOVED:
+            if name in shift and "none" in shift:
+                r = shift[name]
+                row[f"{name}: AUC"] = r["roc_auc"]
+                row[f"{name}: bal. acc. drop"] = shift["none"]["balanced_accuracy"] - r["balanced_accuracy"]
+        cam = camstats.load(b)
+        if cam:
+            row["CAM stained mass"] = cam["overall"]["stained"]["mass"]
+            weakest = min(cam["per_class"].items(), key=lambda kv: kv[1]["stained"]["mass"])
+            row["CAM stained mass, weakest class"] = f"{weakest[1]['stained']['mass']:.2f} ({weakest[0]})"
+        for name, r in m.get("external", {}).items():
+            pv = r.get("positive_vs_normal")
+            if pv:
+                auc = pv["roc_auc"]
+                row[f"{name} ROC-AUC [95%, by {pv['bootstrap_unit']}]"] = (
+                    f"{auc['value']:.3f} [{auc['ci95'][0]:.3f}-{auc['ci95'][1]:.3f}]")
+                row[f"{name} OOD flagged"] = r["ood_flag_rate"]
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
 def ood_compare_table(bundles) -> pd.DataFrame:
     """One row per bundle and image set: each OOD method's flag rate and AUROC (``leukoview oodcompare``)."""
     rows = []

@@ -80,13 +80,19 @@ def _other_class_image(images: list, labels: list, k: int):
 
 
 def shift_eval(bundle_path: Path, root: Path, *, shifts=tuple(SHIFTS), max_images: int = 0, seed: int = 0,
-               progress: bool = True) -> dict:
-    """Metrics of the bundle on its test split re-rendered under each shift (same images, same threshold)."""
+               split: str = "test", progress: bool = True) -> dict:
+    """Metrics of the bundle on its test split re-rendered under each shift (same images, same threshold).
+    ``split="val"``: the validation split instead, for choosing between recipes without looking at the test split."""
     from .predict import Predictor  # torch loads here, not when the comparison page reads SHIFTS
 
+    if split not in ("test", "val"):
+        raise ValueError(f"split must be test or val, not {split!r}")
+    unknown = [s for s in shifts if s not in SHIFTS]
+    if unknown:
+        raise ValueError(f"unknown shift(s) {', '.join(unknown)}; known: {', '.join(SHIFTS)}")
     p = Predictor(bundle_path)
     b = p.bundle
-    pred = b.predictions()
+    pred = b.predictions(split)
     if max_images:
         pred = pred.sample(min(len(pred), max_images), random_state=seed)
     backgrounds = class_backgrounds(root, b.split(), seed=seed)
@@ -109,7 +115,7 @@ def shift_eval(bundle_path: Path, root: Path, *, shifts=tuple(SHIFTS), max_image
                      "roc_auc": metrics.roc_auc(ybin, r["suspicion"]) if 0 < ybin.sum() < len(ybin) else float("nan"),
                      "sensitivity": conf.sensitivity, "specificity": conf.specificity,
                      "ood_flag_rate": float(np.mean(r["ood_flag"]))}
-    return {"images": int(len(pred)), "threshold": b.threshold, "seed": seed,
+    return {"images": int(len(pred)), "split": split, "threshold": b.threshold, "seed": seed,
             "background_rule": "background recoloured to the median background of the class whose background is "
                                "farthest from the image's own class (train split)",
             "results": out}

@@ -66,6 +66,18 @@ if len(wide):
     st.caption("Balanced accuracy on the same test images under each shift (stain jitter in HED space, background "
                "recoloured to another class's, zoom, blur, JPEG). `python -m leukoview shift BUNDLE` computes it; "
                "sensitivity, specificity and AUC per shift are in each bundle's metrics.json.")
+cells = compare.cells_table(same_task)
+cells = cells[cells.filter(like="background removed").notna().any(axis=1)] if len(cells) else cells
+if len(cells):
+    st.subheader("Cells or background? The evidence side by side")
+    st.dataframe(cells, hide_index=True, width="stretch",
+                 column_config={k: st.column_config.NumberColumn(k, format="%.3f") for k in cells.columns
+                                if cells[k].dtype.kind == "f"})
+    st.caption("Per model: the test split at the shipped threshold; with the background removed (to black, to "
+               "white, another image's background: ROC-AUC and the fall in balanced accuracy from the unshifted "
+               "images); Grad-CAM mass on stained pixels (overall, and the class with the least); external "
+               "single-cell sets (ROC-AUC with a bootstrap interval by patient, share OOD-flagged). "
+               "`python -m leukoview compare --section cells` prints it.")
 ood_table = compare.ood_table(same_task)
 if len(ood_table):
     st.subheader("Out-of-distribution flag: what it catches and what it costs")

@@ -129,3 +129,53 @@ def test_compare_reads_a_record_kept_without_its_weights_only_when_asked(tiny_bu
                  "--markdown"]) == 0
     out = capsys.readouterr().out
     assert out.startswith("| shift |") and f"| {bundle.load_bundle(folder, verify=False).id} |" in out
+
+
+def test_cells_section_agrees_with_the_shift_and_models_tables(tiny_bundle, tmp_path, capsys):
+    """`compare --section cells`: one row a model whose background figures are the shift table's, and a bundle
+    without the audits still gets its row (no missing-key error), just without those columns."""
+    from leukoview.__main__ import main
+    from leukoview.bundle import load_bundle
+
+    folder = tmp_path / "runs" / "b"
+    shutil.copytree(tiny_bundle, folder)
+    bundle.update(folder, metrics={"shift": shift.shift_eval(folder, _root(folder), max_images=8, progress=False)})
+    b, bare = load_bundle(folder), load_bundle(tiny_bundle)
+    row = compare.cells_table([b]).iloc[0]
+    sh = compare.shift_table([b]).set_index("shift")
+    for name in compare.BACKGROUND_REMOVED:
+        assert row[f"{name}: AUC"] == pytest.approx(sh.loc[name, "roc_auc"], nan_ok=True)
+        assert row[f"{name}: bal. acc. drop"] == pytest.approx(
+            sh.loc["none", "balanced_accuracy"] - sh.loc[name, "balanced_accuracy"])
+    models = compare.comparison_table([b]).iloc[0]
+    assert (row["sensitivity"], row["specificity"], row["ECE"]) == (models["sensitivity"], models["specificity"],
+                                                                    models["ECE"])
+    assert not any("background" in c for c in compare.cells_table([bare]).columns)
+    assert main(["compare", "--models-dir", str(tmp_path / "runs"), "--section", "cells", "--markdown"]) == 0
+    assert "background removed (black): AUC" in capsys.readouterr().out
+
+
+def test_shift_on_the_validation_split_is_kept_apart_and_partial_runs_keep_the_other_shifts(tiny_bundle, tmp_path,
+                                                                                           monkeypatch):
+    """`shift --split val` re-renders the validation split (for choosing a recipe without the test split) and stores
+    it as shift_val, leaving the pages' test-split result alone; `--only` re-runs some shifts and keeps the rest."""
+    from leukoview.__main__ import main
+    from leukoview.bundle import load_bundle
+
+    folder = tmp_path / "b"
+    shutil.copytree(tiny_bundle, folder)
+    monkeypatch.setenv("LEUKOVIEW_DATA_ROOT", _root(folder))
+    assert main(["shift", str(folder), "--quiet"]) == 0
+    full = load_bundle(folder).metrics["shift"]
+    assert main(["shift", str(folder), "--split", "val", "--only", "none", "blur sigma 1.5", "--quiet"]) == 0
+    b = load_bundle(folder)  # verified: the card's sha256 follow the update
+    assert b.metrics["shift"] == full and b.metrics["shift_val"]["split"] == "val"
+    assert list(b.metrics["shift_val"]["results"]) == ["none", "blur sigma 1.5"]
+    assert b.metrics["shift_val"]["images"] == len(b.predictions("val"))
+    # unshifted validation images score as the stored validation predictions do
+    assert b.metrics["shift_val"]["results"]["none"]["accuracy"] == pytest.approx(b.metrics["validation"]["accuracy"])
+    assert main(["shift", str(folder), "--only", "blur sigma 1.5", "--quiet"]) == 0
+    again = load_bundle(folder).metrics["shift"]
+    assert list(again["results"]) == list(full["results"])  # the other shifts are kept
+    assert again["results"]["blur sigma 1.5"] == pytest.approx(full["results"]["blur sigma 1.5"])
+    assert main(["shift", str(folder), "--only", "no such shift", "--quiet"]) == 2
