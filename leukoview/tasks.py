@@ -33,7 +33,7 @@ TASKS: dict[str, Task] = {t.name: t for t in (
          ("Benign", "Early Pre-B", "Pre-B", "Pro-B"), ("Early Pre-B", "Pre-B", "Pro-B"),
          "B-ALL vs benign and ALL subtype, peripheral-blood smear crops",
          "Taleqani Hospital ALL set (Aria et al. 2021; Ghaderzadeh et al. 2022); see Kaggle mehradaria/leukemia "
-         "for terms", recommended="all4-efficientnet_lite0-cells"),
+         "for terms", recommended="all4-efficientnet_lite0-cells-fieldhead"),
     Task("wbc5", "Myeloblast among leukocytes (5 types, 2 scanners)", "myeloblast (AML blast)",
          ("basophil", "erythroblast", "monocyte", "myeloblast", "seg_neutrophil"), ("myeloblast",),
          "Five leukocyte types; myeloblast (AML blast) is positive",

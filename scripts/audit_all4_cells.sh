@@ -7,7 +7,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/_venv.sh
 PY="$VENV/bin/python"
-B="${1:-models/all4-efficientnet_lite0-cells}"
+B="${1:-models/all4-efficientnet_lite0-cells-fieldhead}"
 "$PY" -m leukoview measure "$B"
 "$PY" -m leukoview shift "$B" --quiet
 "$PY" -m leukoview camstats "$B" --max-images 200 --quiet
