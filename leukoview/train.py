@@ -84,6 +84,9 @@ class TrainConfig:
     exclude_classes: list[str] = field(default_factory=list)  # leave these classes out entirely (OOD tests)
     field_head: bool = False  # cell-level models: refit the classifier on each training image's mean cell features
     field_head_swaps: int = 0  # ... also on this many copies of each training image with its background replaced
+    field_level: bool = False  # cell-level models: train on every cell of an image, the loss on the mean of their
+    #                            logits (multiple-instance learning) instead of one cell with the image's label
+    init_from: str = ""  # a bundle folder to fine-tune from (its weights and its saved split; same dataset/arch)
     variant: str = ""  # appended to the bundle id (<dataset>-<arch>-<variant>) to keep runs side by side
     note: str = ""  # why this run departs from the architecture's defaults (e.g. CPU budget); shown in the card
 
@@ -115,6 +118,9 @@ class TrainConfig:
         if not 0.0 <= cfg.locate_min_side <= 1.0:
             raise ValueError(f"locate_min_side is a fraction of the image's shorter side (0 to 1), "
                              f"not {cfg.locate_min_side}")
+        if cfg.field_level and not (cfg.locate_cell and cfg.locate_method == "cells"):
+            raise ValueError("field_level trains on every cell of an image: it needs locate_cell with "
+                             "locate_method cells")
         if cfg.schedule not in ("onecycle", "plateau"):
             raise ValueError(f"schedule must be onecycle or plateau, not {cfg.schedule!r}")
         return cfg
@@ -239,13 +245,15 @@ class Run:
 
     def loader(self, part: str, train: bool = False) -> DataLoader:
         sub = self.split[self.split["split"] == part]
+        every_cell = cell_level(self.spec) and (not train or self.cfg.field_level)
         tf = (train_transform(self.spec, colour=self.cfg.colour_jitter, acquisition=self.cfg.acquisition_jitter,
                               stain=self.cfg.stain_jitter, lowres=self.cfg.lowres_jitter,
-                              crop_jitter=self.cfg.crop_jitter, background=self.cfg.background_swap)
+                              crop_jitter=self.cfg.crop_jitter, background=self.cfg.background_swap,
+                              all_cells=every_cell)
               if train else eval_transform(self.spec))
         data = ImageTable(self.ds.root, sub["file"].tolist(), self.targets(part).tolist(), tf)
         g = torch.Generator().manual_seed(self.cfg.seed)
-        cell_stacks = not train and cell_level(self.spec)
+        cell_stacks = every_cell
         return DataLoader(data, batch_size=self.cfg.batch_size, shuffle=train, num_workers=self.cfg.workers,
                           generator=g, worker_init_fn=_worker_init, persistent_workers=False, drop_last=False,
                           pin_memory=self.device.type == "cuda", collate_fn=_collate_cells if cell_stacks else None)
@@ -281,6 +289,10 @@ def prepare_run(cfg: TrainConfig, *, progress: bool, split: pd.DataFrame | None 
                           "what": f"every violet-stained cell (at most {cfg.max_cells}, largest first), a square "
                                   f"{cfg.locate_scale:g}x its inscribed diameter; the image's logits are the mean "
                                   "of its cells'; training: one cell of the image at random, with its label"}
+        if cfg.field_level:
+            spec["locate"]["what"] = spec["locate"]["what"].replace(
+                "training: one cell of the image at random, with its label",
+                "training: every cell of the image, the loss on the mean of their logits (multiple-instance)")
         if cfg.field_head:
             spec["locate"]["what"] += "; then the classifier refitted on each training image's mean cell features"
     elif cfg.locate_cell:
@@ -300,11 +312,28 @@ def prepare_run(cfg: TrainConfig, *, progress: bool, split: pd.DataFrame | None 
     return Run(cfg, ds, split, spec, _device(cfg.device))
 
 
-def _train(run: Run, *, progress: bool) -> tuple[nn.Module, str | None, list[dict]]:
+def image_logits(model: nn.Module, x, device: torch.device) -> torch.Tensor:
+    """Logits per image of a batch: the network's own, or for a batch of cell stacks (all cells, count per image)
+    the mean of each image's cells' logits, as :func:`infer` and the Predictor make a cell-level call."""
+    if not isinstance(x, (list, tuple)):
+        return model(x.to(device, non_blocking=True).contiguous(memory_format=torch.channels_last))
+    cells, n = x
+    logits = model(cells.to(device, non_blocking=True).contiguous(memory_format=torch.channels_last))
+    index = torch.repeat_interleave(torch.arange(len(n), device=device), n.to(device))
+    sums = torch.zeros(len(n), logits.shape[1], device=device, dtype=logits.dtype).index_add(0, index, logits)
+    return sums / n.to(device, logits.dtype)[:, None]
+
+
+def _train(run: Run, *, progress: bool, init: nn.Module | None = None
+           ) -> tuple[nn.Module, str | None, list[dict]]:
+    """``init``: start from this network (fine-tuning) instead of the architecture's initial weights."""
     cfg, device, classes, positive = run.cfg, run.device, run.classes, run.positive
     target = {c: i for i, c in enumerate(classes)}
     train_loader, val_loader = run.loader("train", train=True), run.loader("val")
-    model, pretrained_source = run.arch.build(len(classes), pretrained=cfg.pretrained)
+    if init is None:
+        model, pretrained_source = run.arch.build(len(classes), pretrained=cfg.pretrained)
+    else:
+        model, pretrained_source = init, None
     model = model.to(device).to(memory_format=torch.channels_last)
     counts = run.split[run.split["split"] == "train"]["label"].value_counts().reindex(classes).to_numpy(float)
     weights = torch.tensor(counts.sum() / (len(classes) * counts), dtype=torch.float32) if cfg.class_weighting \
@@ -331,10 +360,9 @@ def _train(run: Run, *, progress: bool) -> tuple[nn.Module, str | None, list[dic
         t0, seen, loss_sum = time.time(), 0, 0.0
         bar = tqdm(train_loader, desc=f"epoch {epoch}/{cfg.epochs}", unit="batch", disable=not progress)
         for x, yb in bar:
-            x = x.to(device, non_blocking=True).contiguous(memory_format=torch.channels_last)
             yb = yb.to(device, non_blocking=True)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
-                loss = criterion(model(x), yb)
+                loss = criterion(image_logits(model, x, device), yb)
             optimiser.zero_grad(set_to_none=True)
             loss.backward()
             optimiser.step()
@@ -465,11 +493,40 @@ def _swapped_loader(run: Run, *, seed: int) -> DataLoader:
 def fit(cfg: TrainConfig, *, progress: bool = True) -> Path:
     """Train ``cfg.arch`` on ``cfg.dataset`` and write a verified bundle; returns its folder."""
     t_start = time.time()
+    if cfg.init_from:
+        return _fine_tune(cfg, progress=progress)
     run = prepare_run(cfg, progress=progress)
     model, pretrained_source, log = _train(run, progress=progress)
     head = fit_field_head(run, model, progress=progress) if cfg.field_head else None
     return write_bundle(run, model, log=log, train_seconds=time.time() - t_start,
                         pretrained_source=pretrained_source, progress=progress, head=head)
+
+
+def _fine_tune(cfg: TrainConfig, *, progress: bool) -> Path:
+    """``init_from``: train on from a bundle's shipped weights, on its saved split (so the test split stays unseen),
+    same dataset, architecture and input size; the card says where the weights came from."""
+    t_start = time.time()
+    b = bundle.load_bundle(cfg.init_from)  # verified: sha256 of every file
+    src = b.card.get("training", {}).get("config", {})
+    clash = [k for k in ("dataset", "arch") if src.get(k) != getattr(cfg, k)]
+    if not b.is_network or clash:
+        raise ValueError(f"{cfg.init_from}: cannot fine-tune from it: "
+                         + ("a classical model" if not b.is_network else f"its {', '.join(clash)} differ"))
+    if cfg.input_size and cfg.input_size != b.card["input"]["size"]:
+        raise ValueError(f"input_size {cfg.input_size} differs from the bundle's {b.card['input']['size']}")
+    if Path(cfg.out or "").resolve() == b.path.resolve():
+        raise ValueError("write the fine-tuned bundle to another folder: the source bundle is kept as it is")
+    run = prepare_run(cfg, progress=progress, split=b.split())
+    model, _, log = _train(run, progress=progress, init=b.build_model())
+    head = fit_field_head(run, model, progress=progress) if cfg.field_head else None
+    origin = (b.card.get("pretrained_source") or "ImageNet") if b.card.get("imagenet_initialised") \
+        else "from scratch"
+    sha = b.card.get("files", {}).get(bundle.WEIGHTS, "")
+    note = f"fine-tuned from bundle {b.id} (weights sha256 {sha[:16]}), which started {origin}"
+    return write_bundle(run, model, log=log, train_seconds=time.time() - t_start,
+                        pretrained_source=note if b.card.get("imagenet_initialised") else None,
+                        progress=progress, head=head, fine_tuned_from={"id": b.id, "weights_sha256": sha,
+                                                                       "started": origin})
 
 
 def refit_field_head(source: Path, out: Path, *, variant: str | None = None, swaps: int = 0,
@@ -524,7 +581,8 @@ def reevaluate(folder: Path, *, progress: bool = True, **overrides) -> Path:
 
 
 def write_bundle(run: Run, model: nn.Module, *, log: list[dict], train_seconds: float,
-                 pretrained_source: str | None, progress: bool, head: dict | None = None) -> Path:
+                 pretrained_source: str | None, progress: bool, head: dict | None = None,
+                 fine_tuned_from: dict | None = None) -> Path:
     """Score the network's shipped (fp16) weights on every split, then :func:`finish_bundle`."""
     device, arch = run.device, run.arch
     with torch.no_grad():  # evaluate exactly the weights that ship (fp16), so stored predictions reproduce
@@ -540,6 +598,8 @@ def write_bundle(run: Run, model: nn.Module, *, log: list[dict], train_seconds: 
             "parameters": count_parameters(model), "weights_dtype": "float16"}
     if head is not None:
         card["head"] = head
+    if fine_tuned_from is not None:
+        card["fine_tuned_from"] = fine_tuned_from
     return finish_bundle(run, out, log=log, train_seconds=train_seconds,
                          save_weights=lambda folder: bundle.save_weights(model, folder / bundle.WEIGHTS),
                          card_extra=card, progress=progress)
@@ -605,7 +665,7 @@ def finish_bundle(run: Run, out: dict[str, tuple[np.ndarray, np.ndarray]], *, lo
         "task": cfg.dataset,
         "architecture": cfg.arch,
         **{k: card_extra[k] for k in ("kind", "architecture_description", "classifier", "cam_layer",
-                                      "classical", "head") if k in card_extra},
+                                      "classical", "head", "fine_tuned_from") if k in card_extra},
         "classes": classes,
         "positive_classes": positive,
         "input": run.spec,

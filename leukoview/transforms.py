@@ -145,8 +145,10 @@ class LocateCell:
             crop = found[int(np.random.randint(len(found)))]
         else:
             crop = locate(img, self.spec)
-        if crop is None:
-            return img
+        return img if crop is None else self.crop(img, crop)
+
+    def crop(self, img, crop: CellCrop):
+        """``img`` cut to ``crop``'s box, jittered in training."""
         if self.jitter:
             left, top, right, bottom = crop.box
             side = (right - left) * float(np.exp(np.random.uniform(-self.jitter, self.jitter)))
@@ -212,12 +214,31 @@ def normalise_batch(arrays: list[np.ndarray], spec: dict) -> np.ndarray:
     return out
 
 
+class EveryCell:
+    """Training on a field, multiple-instance: every cell the locator finds (as at evaluation), each cut with its own
+    box jitter and put through ``per_cell`` (the rest of the augmentation) -> K x C x H x W."""
+
+    def __init__(self, spec: dict, per_cell, *, jitter: float = 0.0):
+        self.spec, self.per_cell, self.locator = spec, per_cell, LocateCell(spec, jitter=jitter)
+
+    def __call__(self, img):
+        return torch.stack([self.per_cell(self.locator.crop(img, c)) for c in cells(img, self.spec)])
+
+
 def train_transform(spec: dict, *, colour: float = 0.1, acquisition: bool = False, stain: float = 0.1,
-                    lowres: float = 0.0, crop_jitter: float = 0.15, background: float = 0.0):
+                    lowres: float = 0.0, crop_jitter: float = 0.15, background: float = 0.0,
+                    all_cells: bool = False):
     """Augmentation suited to smears: mild crop-rescale, flips, 90-degree rotations, mild colour jitter; with
     ``acquisition`` first stain (HED) jitter, background recolouring, rescale, blur, JPEG re-compression and
-    greyscale (:class:`leukoview.augment.AcquisitionJitter`), so the model cannot lean on how images were taken."""
+    greyscale (:class:`leukoview.augment.AcquisitionJitter`), so the model cannot lean on how images were taken.
+    ``all_cells`` (a ``cells`` spec): every cell of the field, each augmented on its own (:class:`EveryCell`)."""
     size = int(spec["size"])
+    if all_cells:
+        if not cell_level(spec):
+            raise ValueError("all_cells needs a cell-level input spec (locate method 'cells')")
+        per_cell = train_transform({k: v for k, v in spec.items() if k != "locate"}, colour=colour,
+                                   acquisition=acquisition, stain=stain, lowres=lowres, background=background)
+        return EveryCell(spec, per_cell, jitter=crop_jitter)
     first = [LocateCell(spec, jitter=crop_jitter)] if spec.get("locate") else []
     if acquisition:
         # work at about the crop's scale: the colour operations cost per pixel (wbc5 images are 400 px)

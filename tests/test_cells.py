@@ -186,3 +186,79 @@ def test_field_head_can_also_learn_from_background_swapped_copies(cells_bundle, 
     head = [k for k in a if k.startswith(plain.card["classifier"])]
     assert head and any(not np.allclose(a[k].numpy(), b[k].numpy()) for k in head)  # the copies changed the head
     assert all(np.array_equal(a[k].numpy(), b[k].numpy()) for k in a if k not in head)  # and nothing else
+
+
+def test_every_cell_transform_gives_one_augmented_crop_per_found_cell(cells_bundle):
+    import torch
+
+    from leukoview.bundle import load_bundle
+    from leukoview.transforms import cells, train_transform
+
+    folder, root = cells_bundle
+    spec = load_bundle(folder).card["input"]
+    img = Image.open(next((root / "fields" / "blast").glob("*.png"))).convert("RGB")
+    tf = train_transform(spec, acquisition=True, background=0.5, all_cells=True)
+    torch.manual_seed(0)
+    np.random.seed(0)
+    x = tf(img)
+    size = int(spec["size"])
+    assert x.shape == (len(cells(img, spec)), 3, size, size) and len(x) >= 2
+    assert not torch.allclose(x[0], x[1])  # each cell is its own crop
+    with pytest.raises(ValueError, match="cell-level"):
+        train_transform({k: v for k, v in spec.items() if k != "locate"}, all_cells=True)
+
+
+def test_image_logits_of_cell_stacks_are_the_mean_of_each_images_cells():
+    import torch
+
+    from leukoview.train import image_logits
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(),
+                                torch.nn.Linear(4, 3)).eval()
+    cells_, n = torch.randn(6, 3, 16, 16), torch.tensor([1, 3, 2])
+    with torch.no_grad():
+        out = image_logits(model, (cells_, n), torch.device("cpu"))
+        each = model(cells_)
+    assert out.shape == (3, 3)
+    assert torch.allclose(out[0], each[0], atol=1e-6)
+    assert torch.allclose(out[1], each[1:4].mean(0), atol=1e-6) and torch.allclose(out[2], each[4:].mean(0), atol=1e-6)
+
+
+def test_field_level_fine_tune_keeps_the_source_split_and_says_where_its_weights_came_from(cells_bundle, tmp_path):
+    """init_from + field_level: training goes on from a bundle's weights on its saved split (the test split stays
+    unseen), on every cell of each field at once; the bundle reproduces its stored predictions."""
+    from leukoview.bundle import WEIGHTS, load_bundle, sha256_file
+    from leukoview.predict import Predictor, score_files
+    from leukoview.train import TrainConfig, fit
+
+    folder, root = cells_bundle
+    src = load_bundle(folder)
+    before = sha256_file(folder / WEIGHTS)
+    values = {**src.card["training"]["config"], "init_from": str(folder), "field_level": True, "epochs": 1,
+              "out": str(tmp_path / "mil"), "variant": "mil"}
+    out = fit(TrainConfig.from_file(None, **values), progress=False)
+    b = load_bundle(out)
+    assert b.card["fine_tuned_from"]["id"] == src.id
+    assert b.card["fine_tuned_from"]["weights_sha256"] == src.card["files"][WEIGHTS] == before
+    assert b.card["fine_tuned_from"]["started"] == "from scratch" and not b.card["imagenet_initialised"]
+    assert b.card["split"]["hash"] == src.card["split"]["hash"]
+    assert "multiple-instance" in b.card["input"]["locate"]["what"]
+    assert sha256_file(out / WEIGHTS) != before and sha256_file(folder / WEIGHTS) == before
+    stored = b.predictions()
+    scored = score_files([root / f for f in stored["file"]], Predictor(out, backend="torch"), base=root)
+    assert np.allclose(scored["suspicion"].to_numpy(float), stored["suspicion"].to_numpy(float), atol=2e-3)
+
+
+def test_field_level_and_fine_tuning_refuse_what_does_not_fit(cells_bundle, tmp_path):
+    from leukoview.bundle import load_bundle
+    from leukoview.train import TrainConfig, fit
+
+    folder, _ = cells_bundle
+    with pytest.raises(ValueError, match="every cell"):
+        TrainConfig.from_file(None, field_level=True, locate_cell=True, locate_method="nucleus")
+    values = {**load_bundle(folder).card["training"]["config"], "init_from": str(folder), "epochs": 1}
+    with pytest.raises(ValueError, match="arch"):
+        fit(TrainConfig.from_file(None, **{**values, "arch": "cnn16", "out": str(tmp_path / "x")}), progress=False)
+    with pytest.raises(ValueError, match="another folder"):
+        fit(TrainConfig.from_file(None, **{**values, "out": str(folder)}), progress=False)
