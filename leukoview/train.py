@@ -522,7 +522,8 @@ def _fine_tune(cfg: TrainConfig, *, progress: bool) -> Path:
     origin = (b.card.get("pretrained_source") or "ImageNet") if b.card.get("imagenet_initialised") \
         else "from scratch"
     sha = b.card.get("files", {}).get(bundle.WEIGHTS, "")
-    note = f"fine-tuned from bundle {b.id} (weights sha256 {sha[:16]}), which started {origin}"
+    note = (f"fine-tuned from bundle {b.id} (weights sha256 {sha[:16]}), which started "
+            + (f"from {origin}" if b.card.get("imagenet_initialised") else origin))
     return write_bundle(run, model, log=log, train_seconds=time.time() - t_start,
                         pretrained_source=note if b.card.get("imagenet_initialised") else None,
                         progress=progress, head=head, fine_tuned_from={"id": b.id, "weights_sha256": sha,
