@@ -212,6 +212,9 @@ def external_table(bundles) -> pd.DataFrame:
 
 
 BACKGROUND_REMOVED = ("background removed (black)", "background removed (white)", "background of another image")
+# the cells table's short column stems for them (the page's table is wide)
+BACKGROUND_SHORT = {"background removed (black)": "bg → black", "background removed (white)": "bg → white",
+                    "background of another image": "bg → other image"}
 
 
 def cells_table(bundles) -> pd.DataFrame:
@@ -229,8 +232,9 @@ def cells_table(bundles) -> pd.DataFrame:
         for name in BACKGROUND_REMOVED:
             if name in shift and "none" in shift:
                 r = shift[name]
-                row[f"{name}: AUC"] = r["roc_auc"]
-                row[f"{name}: bal. acc. drop"] = shift["none"]["balanced_accuracy"] - r["balanced_accuracy"]
+                row[f"{BACKGROUND_SHORT[name]}: AUC"] = r["roc_auc"]
+                row[f"{BACKGROUND_SHORT[name]}: bal. acc. drop"] = (shift["none"]["balanced_accuracy"]
+                                                                     - r["balanced_accuracy"])
         cam = camstats.load(b)
         if cam:
             row["CAM stained mass"] = cam["overall"]["stained"]["mass"]

@@ -67,7 +67,7 @@ if len(wide):
                "recoloured to another class's, zoom, blur, JPEG). `python -m leukoview shift BUNDLE` computes it; "
                "sensitivity, specificity and AUC per shift are in each bundle's metrics.json.")
 cells = compare.cells_table(same_task)
-cells = cells[cells.filter(like="background removed").notna().any(axis=1)] if len(cells) else cells
+cells = cells[cells.filter(like="bg → ").notna().any(axis=1)] if len(cells) else cells
 if len(cells):
     st.subheader("Cells or background? The evidence side by side")
     st.dataframe(cells, hide_index=True, width="stretch",

@@ -144,15 +144,16 @@ def test_cells_section_agrees_with_the_shift_and_models_tables(tiny_bundle, tmp_
     row = compare.cells_table([b]).iloc[0]
     sh = compare.shift_table([b]).set_index("shift")
     for name in compare.BACKGROUND_REMOVED:
-        assert row[f"{name}: AUC"] == pytest.approx(sh.loc[name, "roc_auc"], nan_ok=True)
-        assert row[f"{name}: bal. acc. drop"] == pytest.approx(
+        short = compare.BACKGROUND_SHORT[name]
+        assert row[f"{short}: AUC"] == pytest.approx(sh.loc[name, "roc_auc"], nan_ok=True)
+        assert row[f"{short}: bal. acc. drop"] == pytest.approx(
             sh.loc["none", "balanced_accuracy"] - sh.loc[name, "balanced_accuracy"])
     models = compare.comparison_table([b]).iloc[0]
     assert (row["sensitivity"], row["specificity"], row["ECE"]) == (models["sensitivity"], models["specificity"],
                                                                     models["ECE"])
-    assert not any("background" in c for c in compare.cells_table([bare]).columns)
+    assert not any(c.startswith("bg") for c in compare.cells_table([bare]).columns)
     assert main(["compare", "--models-dir", str(tmp_path / "runs"), "--section", "cells", "--markdown"]) == 0
-    assert "background removed (black): AUC" in capsys.readouterr().out
+    assert "bg → black: AUC" in capsys.readouterr().out
 
 
 def test_shift_on_the_validation_split_is_kept_apart_and_partial_runs_keep_the_other_shifts(tiny_bundle, tmp_path,
