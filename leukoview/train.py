@@ -22,10 +22,12 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 from torch.utils.data import Dataset as TorchDataset
+from torchvision import transforms as T
 from tqdm import tqdm
 
 from . import __version__, bundle, metrics, settings
 from .archs import count_parameters, get_arch
+from .augment import BackgroundSwap
 from .calibration import CALIBRATION_SMOOTHING, fit_temperature, nll, softmax
 from .datasets import Dataset, load_dataset, make_split, split_hash
 from .evaluate import evaluate, predictions_frame
@@ -177,10 +179,17 @@ def infer(model: nn.Module, loader: DataLoader, classifier: str, device: torch.d
     logits_, feats_ = torch.cat(logits), torch.cat(feats)
     if counts:  # an image's logits and features: the mean over its cells
         n = torch.cat(counts)
-        index = torch.repeat_interleave(torch.arange(len(n)), n)
-        mean = lambda t: torch.zeros(len(n), t.shape[1]).index_add_(0, index, t) / n[:, None]  # noqa: E731
-        logits_, feats_ = mean(logits_), mean(feats_)
+        logits_, feats_ = cell_means(logits_, n), cell_means(feats_, n)
     return logits_.numpy(), feats_.numpy()
+
+
+def cell_means(t: torch.Tensor, n: torch.Tensor) -> torch.Tensor:
+    """Rows of all images' cells (``n[i]`` consecutive rows for image i) -> one row per image: their mean, the
+    cell-level call (training, :func:`infer`, and as the Predictor makes it)."""
+    n = n.to(t.device)
+    index = torch.repeat_interleave(torch.arange(len(n), device=t.device), n)
+    return torch.zeros(len(n), t.shape[1], device=t.device, dtype=t.dtype).index_add(0, index, t) \
+        / n.to(t.dtype)[:, None]
 
 
 def _collate_cells(batch):
@@ -243,7 +252,9 @@ class Run:
         index = {c: i for i, c in enumerate(self.classes)}
         return self.split.loc[self.split["split"] == part, "label"].map(index).to_numpy()
 
-    def loader(self, part: str, train: bool = False) -> DataLoader:
+    def loader(self, part: str, train: bool = False, *, before=None, seed: int | None = None) -> DataLoader:
+        """``before``: a transform applied to each image ahead of the evaluation transform (not in training);
+        ``seed``: the loader's generator seed (default: the config's)."""
         sub = self.split[self.split["split"] == part]
         every_cell = cell_level(self.spec) and (not train or self.cfg.field_level)
         tf = (train_transform(self.spec, colour=self.cfg.colour_jitter, acquisition=self.cfg.acquisition_jitter,
@@ -251,12 +262,13 @@ class Run:
                               crop_jitter=self.cfg.crop_jitter, background=self.cfg.background_swap,
                               all_cells=every_cell)
               if train else eval_transform(self.spec))
+        if before is not None and not train:
+            tf = T.Compose([before, tf])
         data = ImageTable(self.ds.root, sub["file"].tolist(), self.targets(part).tolist(), tf)
-        g = torch.Generator().manual_seed(self.cfg.seed)
-        cell_stacks = every_cell
+        g = torch.Generator().manual_seed(self.cfg.seed if seed is None else seed)
         return DataLoader(data, batch_size=self.cfg.batch_size, shuffle=train, num_workers=self.cfg.workers,
                           generator=g, worker_init_fn=_worker_init, persistent_workers=False, drop_last=False,
-                          pin_memory=self.device.type == "cuda", collate_fn=_collate_cells if cell_stacks else None)
+                          pin_memory=self.device.type == "cuda", collate_fn=_collate_cells if every_cell else None)
 
 
 def prepare_run(cfg: TrainConfig, *, progress: bool, split: pd.DataFrame | None = None, spec: dict | None = None
@@ -318,10 +330,7 @@ def image_logits(model: nn.Module, x, device: torch.device) -> torch.Tensor:
     if not isinstance(x, (list, tuple)):
         return model(x.to(device, non_blocking=True).contiguous(memory_format=torch.channels_last))
     cells, n = x
-    logits = model(cells.to(device, non_blocking=True).contiguous(memory_format=torch.channels_last))
-    index = torch.repeat_interleave(torch.arange(len(n), device=device), n.to(device))
-    sums = torch.zeros(len(n), logits.shape[1], device=device, dtype=logits.dtype).index_add(0, index, logits)
-    return sums / n.to(device, logits.dtype)[:, None]
+    return cell_means(model(cells.to(device, non_blocking=True).contiguous(memory_format=torch.channels_last)), n)
 
 
 def _train(run: Run, *, progress: bool, init: nn.Module | None = None
@@ -431,8 +440,11 @@ def fit_field_head(run: Run, model: nn.Module, *, progress: bool) -> dict:
     feats = {part: infer(model, run.loader(part), run.arch.classifier, run.device, desc)[1]
              for part in ("train", "val")}
     y_train, y_val = run.targets("train"), run.targets("val")
-    for copy_ in range(run.cfg.field_head_swaps):  # background-invariance, as in training: cells kept, rest replaced
-        swapped = infer(model, _swapped_loader(run, seed=run.cfg.seed + 1 + copy_), run.arch.classifier, run.device,
+    for copy_ in range(run.cfg.field_head_swaps):
+        # background-invariance, as in training: the train split scored as at evaluation (every cell), each image's
+        # background first replaced (always; corners half the time)
+        swapped = run.loader("train", before=BackgroundSwap(p=1.0, p_corners=0.5), seed=run.cfg.seed + 1 + copy_)
+        swapped = infer(model, swapped, run.arch.classifier, run.device,
                         f"field head: background-swapped copy {copy_ + 1}" if progress else "")[1]
         feats["train"] = np.concatenate([feats["train"], swapped])
     if run.cfg.field_head_swaps:
@@ -475,21 +487,6 @@ def fit_field_head(run: Run, model: nn.Module, *, progress: bool) -> dict:
             "train_images": int(len(y_train)), "seconds": round(time.time() - t0, 1)}
 
 
-def _swapped_loader(run: Run, *, seed: int) -> DataLoader:
-    """The train split scored as at evaluation (every cell), each image's background first replaced as the training
-    augmentation does (:class:`leukoview.augment.BackgroundSwap`, always; corners half the time)."""
-    from torchvision import transforms as T
-
-    from .augment import BackgroundSwap
-
-    sub = run.split[run.split["split"] == "train"]
-    tf = T.Compose([BackgroundSwap(p=1.0, p_corners=0.5), eval_transform(run.spec)])
-    data = ImageTable(run.ds.root, sub["file"].tolist(), run.targets("train").tolist(), tf)
-    return DataLoader(data, batch_size=run.cfg.batch_size, shuffle=False, num_workers=run.cfg.workers,
-                      generator=torch.Generator().manual_seed(seed), worker_init_fn=_worker_init,
-                      collate_fn=_collate_cells)
-
-
 def fit(cfg: TrainConfig, *, progress: bool = True) -> Path:
     """Train ``cfg.arch`` on ``cfg.dataset`` and write a verified bundle; returns its folder."""
     t_start = time.time()
@@ -519,15 +516,13 @@ def _fine_tune(cfg: TrainConfig, *, progress: bool) -> Path:
     run = prepare_run(cfg, progress=progress, split=b.split())
     model, _, log = _train(run, progress=progress, init=b.build_model())
     head = fit_field_head(run, model, progress=progress) if cfg.field_head else None
-    origin = (b.card.get("pretrained_source") or "ImageNet") if b.card.get("imagenet_initialised") \
-        else "from scratch"
+    imagenet = bool(b.card.get("imagenet_initialised"))
+    origin = (b.card.get("pretrained_source") or "ImageNet") if imagenet else "from scratch"
     sha = b.card.get("files", {}).get(bundle.WEIGHTS, "")
-    note = (f"fine-tuned from bundle {b.id} (weights sha256 {sha[:16]}), which started "
-            + (f"from {origin}" if b.card.get("imagenet_initialised") else origin))
+    note = f"fine-tuned from bundle {b.id} (weights sha256 {sha[:16]}), which started from {origin}"
     return write_bundle(run, model, log=log, train_seconds=time.time() - t_start,
-                        pretrained_source=note if b.card.get("imagenet_initialised") else None,
-                        progress=progress, head=head, fine_tuned_from={"id": b.id, "weights_sha256": sha,
-                                                                       "started": origin})
+                        pretrained_source=note if imagenet else None, progress=progress, head=head,
+                        fine_tuned_from={"id": b.id, "weights_sha256": sha, "started": origin})
 
 
 def refit_field_head(source: Path, out: Path, *, variant: str | None = None, swaps: int = 0,

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Every audit the app shows, for an all4 bundle (the ALL issue): latency, the shift test (incl. the three
 # background-removed conditions), Grad-CAM statistics, the wrong-task detector and the OOD evaluation, and the
-# C-NMC sample scored as an external set (last, so that its flags include the wrong-task detector) (B-ALL blasts vs normal B-lymphoid cells; evaluation only).
+# C-NMC sample scored as an external set (B-ALL blasts vs normal B-lymphoid cells; evaluation only), last so that
+# its OOD flags include the wrong-task detector.
 #   LEUKOVIEW_DATA_ROOT=../shared/data nohup bash scripts/audit_all4_cells.sh [BUNDLE] > audit_all4.log 2>&1 &
 set -euo pipefail
 cd "$(dirname "$0")/.."
