@@ -120,16 +120,19 @@ def locate_cell(img: Image.Image, *, scale: float = 1.6, min_area: float = 0.002
     whole = CellCrop((0, 0, w, h), False, "no cell found: the whole image is used")
     if n == 0:
         return whole
-    areas = ndimage.sum_labels(np.ones_like(labels), labels, index=np.arange(1, n + 1))
-    centres = np.asarray(ndimage.center_of_mass(np.ones_like(labels), labels, np.arange(1, n + 1)))
     th, tw = labels.shape
+    flat = labels.ravel()
+    # each component's area and centre in one pass over the pixels (per-label scipy calls cost ~1 ms an image)
+    areas = np.bincount(flat, minlength=n + 1)[1:].astype(np.float64)
+    yy, xx = np.divmod(np.arange(flat.size), tw)
+    centres = np.stack([np.bincount(flat, yy, n + 1)[1:], np.bincount(flat, xx, n + 1)[1:]], 1) / areas[:, None]
     d2 = ((centres[:, 0] - th / 2) / th) ** 2 + ((centres[:, 1] - tw / 2) / tw) ** 2
     best = int(np.argmax(areas * np.exp(-d2 / (2 * 0.3 ** 2))))
     if areas[best] < min_area * th * tw:
         return whole
-    ys, xs = np.nonzero(labels == best + 1)
-    cy, cx = (ys.min() + ys.max() + 1) / 2 * k, (xs.min() + xs.max() + 1) / 2 * k
-    side = max(ys.max() - ys.min() + 1, xs.max() - xs.min() + 1) * k * scale
+    rows, cols = ndimage.find_objects(labels, max_label=best + 1)[best]
+    cy, cx = (rows.start + rows.stop) / 2 * k, (cols.start + cols.stop) / 2 * k
+    side = max(rows.stop - rows.start, cols.stop - cols.start) * k * scale
     box = square_box(cx, cy, side, w, h, min_side=min_side, inside=inside)
     return CellCrop(box, True, f"cell found: a {box[2] - box[0]}-px square around its nucleus ({scale:g}x the nucleus)")
 
@@ -163,7 +166,21 @@ def purple_mask(image: np.ndarray) -> np.ndarray:
     fg = score > otsu(score)
     if not fg.any() or fg.all() or float(score[fg].mean() - score[~fg].mean()) < 15:
         return np.zeros(score.shape, bool)
-    return ndimage.binary_fill_holes(ndimage.binary_opening(fg, iterations=2))
+    return fill_holes(ndimage.binary_opening(fg, iterations=2))
+
+
+def fill_holes(mask: np.ndarray) -> np.ndarray:
+    """``scipy.ndimage.binary_fill_holes`` of a 2-d mask, the same pixels about 5x faster: the unset pixels that no
+    4-connected path of unset pixels links to the image's edge are holes."""
+    from scipy import ndimage
+
+    labels, n = ndimage.label(~mask)
+    if n == 0:
+        return mask.copy()
+    edge = np.zeros(n + 1, bool)
+    edge[np.concatenate([labels[0], labels[-1], labels[:, 0], labels[:, -1]])] = True
+    edge[0] = True  # label 0: the mask's own pixels
+    return ~edge[labels] | mask
 
 
 def find_cells(img: Image.Image, *, scale: float = 1.8, max_cells: int = 6, min_radius: float = 0.035

@@ -44,6 +44,37 @@ def test_locate_cell_boxes_the_nucleus_scaled_to_its_size():
     assert bigger.side > crop.side * 1.4  # the box follows the cell's size, not the image's
 
 
+def test_fill_holes_matches_scipy_on_random_masks():
+    from scipy import ndimage
+
+    rng = np.random.default_rng(0)
+    for density in (0.2, 0.45, 0.6, 0.8):
+        for _ in range(20):
+            mask = ndimage.binary_opening(rng.random((40, 52)) < density)
+            np.testing.assert_array_equal(segment.fill_holes(mask), ndimage.binary_fill_holes(mask))
+    ring = np.zeros((9, 9), bool)
+    ring[2:7, 2:7], ring[3:6, 3:6] = True, False
+    assert segment.fill_holes(ring)[4, 4] and not segment.fill_holes(ring)[0, 0]  # the hole filled, the outside not
+    assert not segment.fill_holes(np.zeros((5, 5), bool)).any() and segment.fill_holes(np.ones((5, 5), bool)).all()
+
+
+def test_locate_cell_prefers_the_larger_nucleus_unless_it_is_far_off_centre():
+    def two(first, second):
+        yy, xx = np.mgrid[:128, :128]
+        img = np.full((128, 128, 3), (230, 190, 200), np.uint8)
+        for (cy, cx, r) in (first, second):
+            img[(yy - cy) ** 2 + (xx - cx) ** 2 < r ** 2] = (110, 60, 180)
+        return Image.fromarray(img)
+
+    def centre(crop):
+        return (crop.box[1] + crop.box[3]) / 2, (crop.box[0] + crop.box[2]) / 2
+
+    near = segment.locate_cell(two((64, 64, 10), (30, 96, 16)))  # both near enough: the larger one wins
+    assert abs(centre(near)[0] - 30) <= 2 and abs(centre(near)[1] - 96) <= 2
+    edge = segment.locate_cell(two((64, 64, 12), (16, 16, 16)))  # a larger one near the corner: the central
+    assert abs(centre(edge)[0] - 64) <= 2 and abs(centre(edge)[1] - 64) <= 2
+
+
 def test_locate_cell_falls_back_to_the_whole_image_and_says_so():
     blank = Image.new("RGB", (80, 60), (235, 220, 215))
     crop = segment.locate_cell(blank)
