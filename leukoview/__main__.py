@@ -60,7 +60,7 @@ def _cmd_refit_head(a) -> int:
 
     try:
         folder = refit_field_head(Path(a.bundle), Path(a.out), variant=a.variant, swaps=a.swaps,
-                                  progress=not a.quiet)
+                                  max_cells=a.max_cells, progress=not a.quiet)
     except (ValueError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -443,6 +443,8 @@ def main(argv: list[str] | None = None) -> int:
     rh.add_argument("--variant", help="bundle id variant (default: the source's + '-fieldhead')")
     rh.add_argument("--swaps", type=int, default=0, help="also fit on N copies of the train split with each image's "
                     "background replaced (cells kept), as the training augmentation does")
+    rh.add_argument("--max-cells", type=int, help="score at most N cells of an image (largest first; default: the "
+                    "source's number) and fit the head for that: fewer cells, faster batch scoring")
     rh.add_argument("--quiet", action="store_true")
     rh.set_defaults(func=_cmd_refit_head)
 

@@ -526,10 +526,12 @@ def _fine_tune(cfg: TrainConfig, *, progress: bool) -> Path:
 
 
 def refit_field_head(source: Path, out: Path, *, variant: str | None = None, swaps: int = 0,
-                     progress: bool = True) -> Path:
+                     max_cells: int | None = None, progress: bool = True) -> Path:
     """A new bundle in ``out`` from a cell-level bundle's shipped weights and saved split with its classifier
     refitted by :func:`fit_field_head`, then every post-training step (calibration, threshold, OOD, test
-    metrics). ``swaps``: background-swapped copies of the train split the head also learns from. The card's config
+    metrics). ``swaps``: background-swapped copies of the train split the head also learns from. ``max_cells``: score
+    at most this many cells of an image (largest first) instead of the source's number, which the head is then fitted
+    for (fewer cells: faster scoring; the network is the same). The card's config
     records ``field_head: true``; training the same config from scratch does the same
     after fine-tuning. The source bundle is not changed."""
     b = bundle.load_bundle(source)
@@ -540,7 +542,14 @@ def refit_field_head(source: Path, out: Path, *, variant: str | None = None, swa
     if Path(out).resolve() == Path(source).resolve():
         raise ValueError("write the refitted bundle to another folder: the source bundle is kept as it is")
     cfg.out, cfg.field_head, cfg.field_head_swaps = str(out), True, int(swaps)
-    cfg.variant = variant if variant is not None else f"{cfg.variant}-fieldhead".lstrip("-")
+    if max_cells is not None:
+        if not (cfg.locate_cell and cfg.locate_method == "cells"):
+            raise ValueError(f"{source}: --max-cells applies to a cell-level model (one that scores every cell)")
+        if max_cells < 1:
+            raise ValueError(f"--max-cells must be at least 1, not {max_cells}")
+        cfg.max_cells = int(max_cells)
+    suffix = "-fieldhead" + (f"-{cfg.max_cells}cells" if max_cells is not None else "")
+    cfg.variant = variant if variant is not None else f"{cfg.variant}{suffix}".lstrip("-")
     cfg.note = (f"{cfg.note}; " if cfg.note else "") + f"classifier refitted on field-mean cell features from {b.id}"
     run = prepare_run(cfg, progress=progress, split=b.split())
     model = b.build_model().to(run.device).to(memory_format=torch.channels_last)

@@ -188,6 +188,35 @@ def test_field_head_can_also_learn_from_background_swapped_copies(cells_bundle, 
     assert all(np.array_equal(a[k].numpy(), b[k].numpy()) for k in a if k not in head)  # and nothing else
 
 
+def test_field_head_for_fewer_cells_scores_at_most_that_many(cells_bundle, tiny_bundle, tmp_path, capsys):
+    """refit-head --max-cells: the same network, at most N cells an image (largest first), the head fitted for that;
+    the card says so and stored predictions reproduce through batch scoring."""
+    from leukoview.__main__ import main
+    from leukoview.bundle import load_bundle
+    from leukoview.predict import Predictor, score_files
+    from leukoview.segment import find_cells
+
+    folder, root = cells_bundle
+    assert main(["refit-head", str(folder), "--out", str(tmp_path / "one"), "--max-cells", "1", "--quiet"]) == 0
+    b = load_bundle(tmp_path / "one")
+    assert b.id.endswith("-fieldhead-1cells") and b.card["input"]["locate"]["max_cells"] == 1
+    assert b.card["training"]["config"]["max_cells"] == 1
+    src, one = load_bundle(folder).build_model().state_dict(), b.build_model().state_dict()
+    body = [k for k in src if not k.startswith(b.card["classifier"])]
+    assert body and all(np.array_equal(src[k].numpy(), one[k].numpy()) for k in body)  # the network is the source's
+    stored = b.predictions()
+    files = [root / f for f in stored["file"]]
+    several = [f for f in files if len(find_cells(Image.open(f).convert("RGB"), max_cells=3)) > 1]
+    assert several  # images where the source scored more than one cell
+    scored = score_files(files, Predictor(b.path, backend="torch"), base=root)
+    assert (scored["cells"].astype(int) == 1).all()
+    assert np.allclose(scored["suspicion"].to_numpy(float), stored["suspicion"].to_numpy(float), atol=2e-3)
+    assert main(["refit-head", str(tiny_bundle), "--out", str(tmp_path / "x"), "--max-cells", "2", "--quiet"]) == 2
+    assert "--max-cells applies to a cell-level model" in capsys.readouterr().err
+    assert main(["refit-head", str(folder), "--out", str(tmp_path / "y"), "--max-cells", "0", "--quiet"]) == 2
+    assert "at least 1" in capsys.readouterr().err
+
+
 def test_every_cell_transform_gives_one_augmented_crop_per_found_cell(cells_bundle):
     import torch
 
