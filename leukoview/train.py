@@ -92,6 +92,11 @@ class TrainConfig:
     variant: str = ""  # appended to the bundle id (<dataset>-<arch>-<variant>) to keep runs side by side
     note: str = ""  # why this run departs from the architecture's defaults (e.g. CPU budget); shown in the card
 
+    @property
+    def scores_cells(self) -> bool:
+        """Whether this recipe makes a cell-level model: every cell of an image scored, the image = their mean."""
+        return self.locate_cell and self.locate_method == "cells"
+
     @classmethod
     def from_file(cls, path: Path | str | None, **overrides) -> TrainConfig:
         values: dict = {}
@@ -120,7 +125,7 @@ class TrainConfig:
         if not 0.0 <= cfg.locate_min_side <= 1.0:
             raise ValueError(f"locate_min_side is a fraction of the image's shorter side (0 to 1), "
                              f"not {cfg.locate_min_side}")
-        if cfg.field_level and not (cfg.locate_cell and cfg.locate_method == "cells"):
+        if cfg.field_level and not cfg.scores_cells:
             raise ValueError("field_level trains on every cell of an image: it needs locate_cell with "
                              "locate_method cells")
         if cfg.schedule not in ("onecycle", "plateau"):
@@ -296,7 +301,7 @@ def prepare_run(cfg: TrainConfig, *, progress: bool, split: pd.DataFrame | None 
     spec = spec or get_arch(cfg.arch).input_spec()
     if cfg.input_size:
         spec["size"] = cfg.input_size
-    if cfg.locate_cell and cfg.locate_method == "cells":
+    if cfg.scores_cells:
         spec["locate"] = {"method": "cells", "scale": cfg.locate_scale, "max_cells": cfg.max_cells,
                           "what": f"every violet-stained cell (at most {cfg.max_cells}, largest first), a square "
                                   f"{cfg.locate_scale:g}x its inscribed diameter; the image's logits are the mean "
@@ -537,13 +542,12 @@ def refit_field_head(source: Path, out: Path, *, variant: str | None = None, swa
     b = bundle.load_bundle(source)
     if b.card.get("kind") == "classical":
         raise ValueError(f"{source}: a classical model has no network head to refit")
-    fields = {f.name for f in dataclasses.fields(TrainConfig)}
-    cfg = TrainConfig(**{k: v for k, v in b.card["training"]["config"].items() if k in fields})
+    cfg = _card_config(b)
     if Path(out).resolve() == Path(source).resolve():
         raise ValueError("write the refitted bundle to another folder: the source bundle is kept as it is")
     cfg.out, cfg.field_head, cfg.field_head_swaps = str(out), True, int(swaps)
     if max_cells is not None:
-        if not (cfg.locate_cell and cfg.locate_method == "cells"):
+        if not cfg.scores_cells:
             raise ValueError(f"{source}: --max-cells applies to a cell-level model (one that scores every cell)")
         if max_cells < 1:
             raise ValueError(f"--max-cells must be at least 1, not {max_cells}")
@@ -551,15 +555,7 @@ def refit_field_head(source: Path, out: Path, *, variant: str | None = None, swa
     suffix = "-fieldhead" + (f"-{cfg.max_cells}cells" if max_cells is not None else "")
     cfg.variant = variant if variant is not None else f"{cfg.variant}{suffix}".lstrip("-")
     cfg.note = (f"{cfg.note}; " if cfg.note else "") + f"classifier refitted on field-mean cell features from {b.id}"
-    run = prepare_run(cfg, progress=progress, split=b.split())
-    model = b.build_model().to(run.device).to(memory_format=torch.channels_last)
-    head = fit_field_head(run, model, progress=progress)
-    head["from_bundle"] = {"id": b.id, "weights_sha256": b.card["files"][bundle.WEIGHTS]} \
-        if bundle.WEIGHTS in b.card.get("files", {}) else {"id": b.id}
-    log = pd.read_csv(Path(source) / bundle.LOG).to_dict("records")
-    src = b.card.get("pretrained_source") if b.card.get("imagenet_initialised") else None
-    return write_bundle(run, model, log=log, train_seconds=b.card["training"]["wall_time_s"],
-                        pretrained_source=src, progress=progress, head=head)
+    return _rewrite(b, cfg, progress=progress, refit_head=True)
 
 
 def reevaluate(folder: Path, *, progress: bool = True, **overrides) -> Path:
@@ -569,20 +565,38 @@ def reevaluate(folder: Path, *, progress: bool = True, **overrides) -> Path:
     b = bundle.load_bundle(folder)
     if b.card.get("kind") == "classical":
         raise ValueError(f"{folder}: a classical model; re-fit it with `python -m leukoview train` instead")
+    cfg = _card_config(b)
     fields = {f.name for f in dataclasses.fields(TrainConfig)}
-    cfg = TrainConfig(**{k: v for k, v in b.card["training"]["config"].items() if k in fields})
     for k, v in overrides.items():
         if k not in fields:
             raise ValueError(f"unknown setting {k!r}")
         if v is not None:
             setattr(cfg, k, v)
     cfg.out = str(folder)
+    return _rewrite(b, cfg, progress=progress)
+
+
+def _card_config(b: bundle.Bundle) -> TrainConfig:
+    """The recipe a bundle was trained with, from its card (settings this version no longer has are dropped)."""
+    fields = {f.name for f in dataclasses.fields(TrainConfig)}
+    return TrainConfig(**{k: v for k, v in b.card["training"]["config"].items() if k in fields})
+
+
+def _rewrite(b: bundle.Bundle, cfg: TrainConfig, *, progress: bool, refit_head: bool = False) -> Path:
+    """A bundle from ``b``'s shipped weights and saved split under ``cfg`` (its ``out``), with every post-training
+    step redone; ``refit_head``: the classifier refitted first (:func:`fit_field_head`). The training log, time
+    and weights' origin are ``b``'s."""
     run = prepare_run(cfg, progress=progress, split=b.split())
     model = b.build_model().to(run.device).to(memory_format=torch.channels_last)
-    log = pd.read_csv(Path(folder) / bundle.LOG).to_dict("records")
+    head = None
+    if refit_head:
+        head = fit_field_head(run, model, progress=progress)
+        head["from_bundle"] = {"id": b.id, "weights_sha256": b.card["files"][bundle.WEIGHTS]} \
+            if bundle.WEIGHTS in b.card.get("files", {}) else {"id": b.id}
+    log = pd.read_csv(b.path / bundle.LOG).to_dict("records")
     source = b.card.get("pretrained_source") if b.card.get("imagenet_initialised") else None
     return write_bundle(run, model, log=log, train_seconds=b.card["training"]["wall_time_s"],
-                        pretrained_source=source, progress=progress)
+                        pretrained_source=source, progress=progress, head=head)
 
 
 def write_bundle(run: Run, model: nn.Module, *, log: list[dict], train_seconds: float,
