@@ -184,8 +184,14 @@ def _cmd_compare(a) -> int:
     from .bundle import list_bundles
     from .compare import comparison_table, markdown_table
 
-    folder = Path(a.models_dir) if a.models_dir else None
-    found = [b for b in list_bundles(folder, verify=not a.records) if not a.task or b.card.get("task") == a.task]
+    folders = [Path(d) for d in a.models_dir] if a.models_dir else [None]
+    found = [b for folder in folders for b in list_bundles(folder, verify=not a.records)
+             if (not a.task or b.card.get("task") == a.task) and (not a.model or b.id in a.model)]
+    if a.model:
+        if missing := sorted(set(a.model) - {b.id for b in found}):
+            print("no such bundle: " + ", ".join(missing))
+            return 1
+        found.sort(key=lambda b: a.model.index(b.id))  # an ablation table's rows in the order asked for
     if not found:
         print("no bundles" + (f" for task {a.task}" if a.task else ""))
         return 1
@@ -474,8 +480,11 @@ def main(argv: list[str] | None = None) -> int:
     c.add_argument("--section", choices=["models", "shift", "cam", "ood", "external", "cells"], default="models",
                    help="models (default), or the shift-test, Grad-CAM-mass, OOD-evaluation or external-set table, "
                         "or cells: the ALL issue's figures (threshold, background, CAM, C-NMC), one row each")
-    c.add_argument("--models-dir", dest="models_dir",
-                   help="bundles from this folder instead of the models folder (e.g. reports, for experiments)")
+    c.add_argument("--models-dir", dest="models_dir", nargs="+", metavar="DIR",
+                   help="bundles from these folders instead of the models folder (e.g. reports, for experiments; "
+                        "several folders put shipped bundles and records in one table)")
+    c.add_argument("--model", nargs="+", metavar="ID",
+                   help="only these bundles (ids as the table shows them), in this order")
     c.add_argument("--records", action="store_true",
                    help="the folder holds bundle records kept without their weights (recipe screens, ablation "
                         "runs): read their cards and metrics without checking the files' sha256")

@@ -131,6 +131,29 @@ def test_compare_reads_a_record_kept_without_its_weights_only_when_asked(tiny_bu
     assert out.startswith("| shift |") and f"| {bundle.load_bundle(folder, verify=False).id} |" in out
 
 
+def test_compare_tables_shipped_bundles_and_records_of_several_folders_and_picks_models(tiny_bundle, tmp_path,
+                                                                                       capsys):
+    """An ablation table puts a shipped bundle beside records of another folder: `--models-dir A B` reads both
+    (in that order) and `--model ID ...` keeps only the bundles named, in the order named; an unknown id is an
+    error, not a quiet smaller table."""
+    from leukoview.__main__ import main
+
+    for name in ("shipped/one", "records/two", "records/three"):
+        shutil.copytree(tiny_bundle, tmp_path / name)
+        card = tmp_path / name / bundle.CARD
+        card.write_text(json.dumps({**json.loads(card.read_text()), "id": name.split("/")[1]}))
+    dirs = [str(tmp_path / "shipped"), str(tmp_path / "records")]
+
+    def rows(*extra):
+        assert main(["compare", "--models-dir", *dirs, "--records", "--markdown", *extra]) == 0
+        return [line.split("|")[1].strip() for line in capsys.readouterr().out.splitlines()[2:]]
+
+    assert rows() == ["one", "three", "two"]
+    assert rows("--model", "two", "one") == ["two", "one"]
+    assert main(["compare", "--models-dir", *dirs, "--records", "--model", "one", "four"]) == 1
+    assert "no such bundle: four" in capsys.readouterr().out
+
+
 def test_cells_section_agrees_with_the_shift_and_models_tables(tiny_bundle, tmp_path, capsys):
     """`compare --section cells`: one row a model whose background figures are the shift table's, and a bundle
     without the audits still gets its row (no missing-key error), just without those columns."""
