@@ -102,7 +102,7 @@ def external_eval(bundle_path: Path, folder: Path, *, mapping: dict[str, str] | 
         "folder": str(folder), "images": int(len(ok)), "unreadable": int((df["error"] != "").sum()),
         "not_a_smear": int((ok["gate"] != "").sum()),
         "threshold": p.threshold, "mapping": mapped,
-        "unseen_types": [n for n in sets if not mapped[n]],
+        "unseen_types": unseen_types(per_folder),
         "normal_cells": int(normal.sum()),
         "positive_decision_among_normal": _rate(int(d[normal].sum()), int(normal.sum())),
         "positive_not_flagged_among_normal": _rate(int((d & ~f)[normal].sum()), int(normal.sum())),
@@ -116,6 +116,12 @@ def external_eval(bundle_path: Path, folder: Path, *, mapping: dict[str, str] | 
                    "normal cells: false alarms at the shipped threshold; positive_not_flagged: false alarms that "
                    "carry no out-of-distribution warning",
     }
+
+
+def unseen_types(per_folder: dict) -> list[str]:
+    """Folders of normal cells of a type the model has no class for (a folder of clinically positive cells with no
+    class of its own, such as C-NMC's ``all`` blasts for a subtype model, is not one: it is scored as positive)."""
+    return [n for n, r in per_folder.items() if not r.get("mapped_to") and not r.get("clinically_positive")]
 
 
 def _ranking(ok, normal: np.ndarray, threshold: float, *, n_boot: int = 1000) -> dict | None:

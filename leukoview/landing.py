@@ -136,12 +136,33 @@ def input_summary(spec: dict) -> str:
 
 
 def external_line(result: dict, name: str, positive_name: str) -> str:
-    """One line on how a model did on an external set (``leukoview external``)."""
+    """One line on how a model did on an external set (``leukoview external``): false alarms among its normal
+    cells and how many were read as their own type; for a set with clinically positive cells also how many of
+    those were called positive and how the suspicion ranks them against the normal ones (ROC-AUC, interval)."""
+    from .external import unseen_types
+
     n, own = result["positive_decision_among_normal"], result["own_type_overall"]
-    unseen = result.get("unseen_types") or []
-    return (f"on {name} ({result['images']} cells of another lab), {n['rate']:.0%} of normal cells were called "
-            f"{positive_name} ({n['count']}/{n['of']}) and {own['rate']:.0%} their own type"
-            + (f" (types it was not trained on: {', '.join(unseen)})" if unseen else "") + ".")
+    folders = result.get("per_folder") or {}
+    unseen = unseen_types(folders) if folders else result.get("unseen_types") or []
+    text = (f"on {name} ({result['images']} cells of another lab), {n['rate']:.0%} of normal cells were called "
+            f"{positive_name} ({n['count']}/{n['of']})")
+    if own.get("of"):
+        text += f" and {own['rate']:.0%} their own type"
+    if unseen:
+        text += f" (types it was not trained on: {', '.join(unseen)})"
+    positive = [r for r in folders.values() if r.get("clinically_positive")]
+    if positive:
+        k, of = sum(r["positive_decision"]["count"] for r in positive), sum(r["images"] for r in positive)
+        text += f"; {k / of:.0%} of its positive cells were called positive ({k}/{of})" if of else ""
+    auc = (result.get("positive_vs_normal") or {}).get("roc_auc")
+    if auc:
+        lo, hi = auc["ci95"]
+        text += (f"; the suspicion ranks positive above normal cells with ROC-AUC {auc['value']:.2f} "
+                 f"[{lo:.2f}–{hi:.2f}]" + (" (worse than chance)" if hi < 0.5 else ""))
+    flagged = result.get("ood_flag_rate")
+    if flagged is not None and flagged == flagged:  # not NaN
+        text += f"; {flagged:.0%} flagged out of distribution"
+    return text + "."
 
 
 def split_summary(b: Bundle) -> str:

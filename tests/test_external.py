@@ -64,6 +64,25 @@ def test_positive_folders_are_not_counted_as_normal(tiny_bundle, labelled):
     rk = r["positive_vs_normal"]
     assert rk["positive_cells"] == 12 and rk["normal_cells"] == 6 and rk["bootstrap_unit"] == "image"
     assert rk["roc_auc"]["value"] == pytest.approx(metrics.roc_auc(y, direct["suspicion"].to_numpy()))
+    # a folder of positive cells with no class of its own is scored as positive, not listed as an unseen type
+    assert r["unseen_types"] == [] and external.external_eval(tiny_bundle, labelled)["unseen_types"] == ["Other"]
+
+
+def test_home_line_on_a_set_with_positive_cells_says_how_they_were_caught_and_ranked(tiny_bundle, labelled):
+    """Home's one line on an external set with clinically positive cells gives the positive cells called positive
+    and the ranking AUC with its interval, from the stored result; it does not call the positive folder a type the
+    model was not trained on (results stored before that rule still list it: the line reads the folders)."""
+    r = external.external_eval(tiny_bundle, labelled, positive_folders=("Other",))
+    stored = {**r, "unseen_types": ["Other"]}  # as an older result recorded it
+    line = landing.external_line(stored, "otherlab", "blast")
+    pos = [f for f in ("blast", "Other") if r["per_folder"][f]["clinically_positive"]]
+    k = sum(r["per_folder"][f]["positive_decision"]["count"] for f in pos)
+    auc = r["positive_vs_normal"]["roc_auc"]
+    assert f"of its positive cells were called positive ({k}/12)" in line
+    assert f"ROC-AUC {auc['value']:.2f} [{auc['ci95'][0]:.2f}–{auc['ci95'][1]:.2f}]" in line
+    assert "not trained on" not in line
+    assert "not trained on: Other" in landing.external_line(external.external_eval(tiny_bundle, labelled),
+                                                             "otherlab", "blast")
 
 
 def test_external_ranking_resamples_patients_when_file_names_carry_them(tiny_bundle, tmp_path):
