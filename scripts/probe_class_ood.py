@@ -16,16 +16,18 @@ and how many of them each flag leaves unflagged.
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from leukoview.bundle import load_bundle
-from leukoview.external import class_folders, parse_mapping, resolve_mapping
-from leukoview.images import load_image
-from leukoview.predict import Predictor
-from leukoview.settings import data_root
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from leukoview.bundle import load_bundle  # noqa: E402
+from leukoview.external import class_folders, parse_mapping, resolve_mapping  # noqa: E402
+from leukoview.images import load_image  # noqa: E402
+from leukoview.predict import Predictor  # noqa: E402
+from leukoview.settings import data_root  # noqa: E402
 
 
 def class_distances(state: dict, features: np.ndarray) -> np.ndarray:

@@ -15,15 +15,17 @@ other lab (which own images cannot imitate). Writes ``--out`` (default reports/p
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 from PIL import Image, ImageFilter
 
-from leukoview.images import load_image
-from leukoview.predict import Predictor
-from leukoview.settings import data_root
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from leukoview.images import load_image  # noqa: E402
+from leukoview.predict import Predictor  # noqa: E402
+from leukoview.settings import data_root  # noqa: E402
 
 CLASSES = ("eosinophil", "lymphocyte", "monocyte", "neutrophil")  # BCCD's types with enough cells
 
