@@ -9,7 +9,7 @@ use only its non-black pixels.
 
 Variants: crop (as the cell model sees it); reinhard (Reinhard colour normalisation of the stained pixels' and
 background's statistics, black excluded); isolated (all4 cells put on black like C-NMC's, by leukoview's own
-segmentation); isolated+reinhard.
+segmentation); isolated+reinhard; grey (luminance, standardised on the non-black pixels); isolated+grey.
 """
 from __future__ import annotations
 
@@ -45,11 +45,25 @@ def reinhard_unmasked(img: Image.Image) -> Image.Image:
     return Image.fromarray(out)
 
 
+def grey_unmasked(img: Image.Image) -> Image.Image:
+    """Luminance only, its non-black pixels standardised to a fixed mean and spread (black stays black): what is
+    left of a cell when its stain's hue and the scanner's brightness are taken away."""
+    arr = np.asarray(img.convert("L"), np.float32)
+    keep = np.asarray(img).sum(2) > 30
+    out = np.zeros_like(arr)
+    if keep.sum() >= 16:
+        v = arr[keep]
+        out[keep] = np.clip(128 + 40 * (v - v.mean()) / max(float(v.std()), 1.0), 1, 255)
+    return Image.fromarray(out.astype(np.uint8)).convert("RGB")
+
+
 def variant(img: Image.Image, name: str) -> Image.Image:
     if "isolated" in name:
         img = isolated(img)
     if "reinhard" in name:
         img = reinhard_unmasked(img)
+    if "grey" in name:
+        img = grey_unmasked(img)
     return img
 
 
@@ -57,7 +71,7 @@ def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--fields", type=int, default=400, help="train fields (all4 train split, random)")
     ap.add_argument("--size", type=int, default=128)
-    ap.add_argument("--variants", default="crop,reinhard,isolated,isolated+reinhard")
+    ap.add_argument("--variants", default="crop,reinhard,isolated,isolated+reinhard,grey,isolated+grey")
     ap.add_argument("--out", default="reports/probe-cnmc-frozen.md")
     args = ap.parse_args()
     import torch
