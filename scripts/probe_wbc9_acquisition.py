@@ -8,9 +8,14 @@ PBC's, and the shipped model's calls are counted.
   the cell fills the crop, so the locating square reaches past the image and is padded), optionally down-sampled.
 
 If the calls hold under both, neither explains the BCCD figures and what is left is the stain and optics of the
-other lab (which own images cannot imitate). Writes ``--out`` (default reports/probe-wbc9-acquisition.md).
+other lab (which own images cannot imitate).
 
-    python scripts/probe_wbc9_acquisition.py --bundle models/wbc9-efficientnet_lite0-reinhard
+``--external`` (a labelled folder of another lab, evaluation only: nothing is fitted on it) adds a context row set:
+its cells as the network sees them with everything but the stained cell (leukoview.augment's cell mask) replaced
+by a flat PBC-like colour, by white, or by the background of an own PBC image: does the other lab's context
+carry the calls, or the cell? Writes ``--out`` (default reports/probe-wbc9-acquisition.md).
+
+    python scripts/probe_wbc9_acquisition.py --bundle models/wbc9-efficientnet_lite0-reinhard --external bccd_wbc
 """
 from __future__ import annotations
 
@@ -23,9 +28,12 @@ import pandas as pd
 from PIL import Image, ImageFilter
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from leukoview.augment import background_only, replace_background  # noqa: E402
+from leukoview.external import class_folders  # noqa: E402
 from leukoview.images import load_image  # noqa: E402
 from leukoview.predict import Predictor  # noqa: E402
 from leukoview.settings import data_root  # noqa: E402
+from leukoview.transforms import network_view  # noqa: E402
 
 CLASSES = ("eosinophil", "lymphocyte", "monocyte", "neutrophil")  # BCCD's types with enough cells
 
@@ -50,10 +58,40 @@ def tight(p: Predictor, im: Image.Image, k: float, share: float = 1.0) -> Image.
     return im
 
 
+def context_rows(p: Predictor, root: Path, external: str, folders: list[str], test: pd.DataFrame) -> list[str]:
+    """The external set's cells, as the network sees them, with their context replaced (see the docstring)."""
+    sets = class_folders(root / external)
+    own = [network_view(load_image(root / f), p.spec) for f in test["file"].head(20)]
+    backgrounds = [background_only(v) for v in own]
+    contexts = {"as recorded": lambda v, i: v,
+                "flat PBC-like colour": lambda v, i: replace_background(v, np.array([240.0, 225.0, 205.0])),
+                "white": lambda v, i: replace_background(v, np.full(3, 255.0)),
+                "an own PBC image's background": lambda v, i: replace_background(
+                    v, np.asarray(Image.fromarray(backgrounds[i % len(backgrounds)].astype(np.uint8)).resize(v.size),
+                                  np.float32))}
+    names = [f for f in folders if f in sets]
+    lines = ["", f"## {external} cells with their context replaced (evaluation only)", "",
+             "Each cell: share called its own type / share called positive (the most common call, with its count).",
+             "", "| context | " + " | ".join(names) + " |", "|---" * (len(names) + 1) + "|"]
+    views = {n: [network_view(load_image(f), p.spec) for f in sets[n]] for n in names}
+    for name, fn in contexts.items():
+        cells = []
+        for n in names:
+            out = p.predict_prepared([p.prepare(fn(v, i), located=True) for i, v in enumerate(views[n])])
+            called = pd.Series(np.asarray(p.classes)[out["probs"].argmax(1)])
+            top = called.value_counts()
+            cells.append(f"{(called == n.lower()).mean():.2f} / {out['decision'].mean():.2f} "
+                         f"({top.index[0]} {top.iloc[0]})")
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return lines
+
+
 def main(argv=None) -> str:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--bundle", required=True)
     ap.add_argument("--per-class", type=int, default=60)
+    ap.add_argument("--external", help="a labelled folder of another lab, relative to the data root (evaluation only)")
+    ap.add_argument("--folders", nargs="*", default=["Lymphocyte", "Monocyte", "Eosinophil", "Neutrophil"])
     ap.add_argument("--out", default="reports/probe-wbc9-acquisition.md")
     a = ap.parse_args(argv)
     root = data_root()
@@ -85,6 +123,8 @@ def main(argv=None) -> str:
              "share called its own type / share called positive (the most common wrong call, with its count).", "",
              "| variant | " + " | ".join(cells) + " |", "|---" * (len(cells) + 1) + "|"]
     lines += ["| " + " | ".join(str(r[c]) for c in ("variant", *cells)) + " |" for r in rows]
+    if a.external:
+        lines += context_rows(p, root, a.external, a.folders, test)
     text = "\n".join(lines) + "\n"
     print(text)
     Path(a.out).write_text(text)
