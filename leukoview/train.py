@@ -70,6 +70,10 @@ class TrainConfig:
     sharpen: float = 0.0  # unsharp-mask percent applied to every input after the colour step (0: none)
     sharpen_radius: float = 2.0  # its radius in pixels at the input size
     background_swap: float = 0.0  # probability of replacing the background (and the corners) around the cells
+    source_adversary: float = 0.0  # weight of a scanner-adversarial loss: a head that tells the acquisition source
+    #                                of the classes imaged by several sources (wbc9: neutrophil, PBC vs LMU) from
+    #                                the penultimate features, through gradient reversal (Ganin & Lempitsky 2015),
+    #                                so the features stop carrying the scanner; 0: none. Training only
     patience: int = 3  # epochs without improvement of the calibrated validation NLL before stopping
     seed: int = 0
     split_seed: int = 0
@@ -128,22 +132,52 @@ class TrainConfig:
         if cfg.field_level and not cfg.scores_cells:
             raise ValueError("field_level trains on every cell of an image: it needs locate_cell with "
                              "locate_method cells")
+        if cfg.source_adversary < 0:
+            raise ValueError(f"source_adversary is a loss weight (0 or more), not {cfg.source_adversary}")
+        if cfg.source_adversary and cfg.scores_cells:
+            raise ValueError("source_adversary works on one input per image: not with a cell-level model")
         if cfg.schedule not in ("onecycle", "plateau"):
             raise ValueError(f"schedule must be onecycle or plateau, not {cfg.schedule!r}")
         return cfg
 
 
 class ImageTable(TorchDataset):
-    """(image tensor, class index) from a manifest slice, decoded with the project's safe loader."""
+    """(image tensor, class index) from a manifest slice, decoded with the project's safe loader; with ``domains``
+    (one int per file) also the domain: (image, class, domain)."""
 
-    def __init__(self, root: Path, files: list[str], targets: list[int], transform):
+    def __init__(self, root: Path, files: list[str], targets: list[int], transform, domains: list[int] | None = None):
         self.root, self.files, self.targets, self.transform = root, files, targets, transform
+        self.domains = domains
 
     def __len__(self):
         return len(self.files)
 
     def __getitem__(self, i):
-        return self.transform(load_image(self.root / self.files[i])), self.targets[i]
+        x = self.transform(load_image(self.root / self.files[i]))
+        return (x, self.targets[i]) if self.domains is None else (x, self.targets[i], self.domains[i])
+
+
+class _ReverseGradient(torch.autograd.Function):
+    """Identity forward; the gradient multiplied by ``-weight`` backward (the gradient-reversal layer)."""
+
+    @staticmethod
+    def forward(ctx, x, weight: float):
+        ctx.weight = weight
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx, grad):
+        return -ctx.weight * grad, None
+
+
+def reverse_gradient(x: torch.Tensor, weight: float) -> torch.Tensor:
+    return _ReverseGradient.apply(x, weight)
+
+
+def adversary_weight(progress: float) -> float:
+    """The reversal's strength over training (0 -> 1 as ``progress`` goes 0 -> 1; Ganin & Lempitsky's schedule), so
+    the adversary does not pull on features the classifier has not formed yet."""
+    return float(2.0 / (1.0 + math.exp(-10.0 * progress)) - 1.0)
 
 
 def seed_everything(seed: int) -> None:
@@ -257,6 +291,25 @@ class Run:
         index = {c: i for i, c in enumerate(self.classes)}
         return self.split.loc[self.split["split"] == part, "label"].map(index).to_numpy()
 
+    def adversary_sources(self) -> tuple[list[str], list[str]]:
+        """For the source adversary: the acquisition sources and the classes the train split has from more than
+        one of them (wbc9: ["LMU", "PBC"], ["neutrophil"]); empty when the dataset records no sources."""
+        train = self.split[self.split["split"] == "train"]
+        if "source" not in train or not (train["source"].fillna("") != "").any():
+            return [], []
+        per_class = train.groupby("label")["source"].nunique()
+        return sorted(train["source"].unique()), sorted(c for c in self.classes if per_class.get(c, 0) > 1)
+
+    def domains(self, part: str) -> list[int] | None:
+        """Per image of ``part``: its source's index when its class is imaged by several sources, else -1 (the
+        adversary ignores it); None without a source adversary."""
+        if not self.cfg.source_adversary:
+            return None
+        sources, shared = self.adversary_sources()
+        sub = self.split[self.split["split"] == part]
+        return [sources.index(src) if lab in shared else -1 for lab, src in zip(sub["label"], sub["source"],
+                                                                               strict=True)]
+
     def loader(self, part: str, train: bool = False, *, before=None, seed: int | None = None) -> DataLoader:
         """``before``: a transform applied to each image ahead of the evaluation transform (not in training);
         ``seed``: the loader's generator seed (default: the config's)."""
@@ -269,7 +322,8 @@ class Run:
               if train else eval_transform(self.spec))
         if before is not None and not train:
             tf = T.Compose([before, tf])
-        data = ImageTable(self.ds.root, sub["file"].tolist(), self.targets(part).tolist(), tf)
+        data = ImageTable(self.ds.root, sub["file"].tolist(), self.targets(part).tolist(), tf,
+                          domains=self.domains(part) if train else None)
         g = torch.Generator().manual_seed(self.cfg.seed if seed is None else seed)
         return DataLoader(data, batch_size=self.cfg.batch_size, shuffle=train, num_workers=self.cfg.workers,
                           generator=g, worker_init_fn=_worker_init, persistent_workers=False, drop_last=False,
@@ -354,10 +408,12 @@ def _train(run: Run, *, progress: bool, init: nn.Module | None = None
         else None
     criterion = nn.CrossEntropyLoss(weight=weights.to(device) if weights is not None else None,
                                     label_smoothing=cfg.label_smoothing)
+    adversary = _source_adversary(run, model)
+    params = [*model.parameters(), *(adversary.head.parameters() if adversary is not None else [])]
     if cfg.optimizer == "adam":
-        optimiser = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+        optimiser = torch.optim.Adam(params, lr=cfg.lr)
     else:
-        optimiser = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        optimiser = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     steps = max(1, cfg.epochs * len(train_loader))
     if cfg.schedule == "plateau":
         schedule = None
@@ -373,10 +429,13 @@ def _train(run: Run, *, progress: bool, init: nn.Module | None = None
         model.train()
         t0, seen, loss_sum = time.time(), 0, 0.0
         bar = tqdm(train_loader, desc=f"epoch {epoch}/{cfg.epochs}", unit="batch", disable=not progress)
-        for x, yb in bar:
+        for step, (x, yb, *db) in enumerate(bar):
             yb = yb.to(device, non_blocking=True)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
                 loss = criterion(image_logits(model, x, device), yb)
+                if adversary is not None:
+                    done = ((epoch - 1) * len(train_loader) + step) / steps
+                    loss = loss + cfg.source_adversary * adversary.loss(db[0].to(device), adversary_weight(done))
             optimiser.zero_grad(set_to_none=True)
             loss.backward()
             optimiser.step()
@@ -402,6 +461,8 @@ def _train(run: Run, *, progress: bool, init: nn.Module | None = None
                if 0 < ybin.sum() < len(ybin) else float("nan"),
                "lr": optimiser.param_groups[0]["lr"], "seconds": time.time() - t0,
                "images_per_s": seen / max(time.time() - t0, 1e-9)}
+        if adversary is not None:
+            row.update(adversary.epoch_summary())
         log.append(row)
         if schedule is None:
             plateau.step(val_nll_cal)
@@ -416,7 +477,70 @@ def _train(run: Run, *, progress: bool, init: nn.Module | None = None
                     tqdm.write(f"early stop: calibrated validation NLL has not improved for {cfg.patience} epochs")
                 break
     model.load_state_dict(best)
+    if adversary is not None:
+        adversary.remove()
     return model, pretrained_source, log
+
+
+class _SourceAdversary:
+    """The source adversary of a training run (``TrainConfig.source_adversary``): the classifier's input is taken
+    by a hook, and a small head, through gradient reversal, tells the source of the images whose class several
+    sources imaged. Its balanced accuracy per epoch goes into the training log (0.5 for two sources: the
+    features no longer tell the scanners apart)."""
+
+    def __init__(self, model: nn.Module, classifier: str, n_sources: int, weights: torch.Tensor,
+                 device: torch.device):
+        layer = model.get_submodule(classifier)
+        if not isinstance(layer, nn.Linear):
+            raise ValueError(f"source_adversary needs a linear classifier layer, {classifier} is {type(layer)}")
+        self.head = nn.Sequential(nn.Linear(layer.in_features, 128), nn.ReLU(), nn.Linear(128, n_sources)).to(device)
+        self.criterion = nn.CrossEntropyLoss(weight=weights.to(device))
+        self.n_sources, self._features = n_sources, None
+        self._hook = layer.register_forward_pre_hook(lambda _m, inputs: setattr(self, "_features", inputs[0]))
+        self._right = np.zeros(n_sources)
+        self._count = np.zeros(n_sources)
+        self._loss, self._n = 0.0, 0
+
+    def loss(self, domains: torch.Tensor, weight: float) -> torch.Tensor:
+        keep = domains >= 0
+        if not bool(keep.any()):
+            return self._features.sum() * 0.0
+        logits = self.head(reverse_gradient(self._features.flatten(1)[keep].float(), weight))
+        target = domains[keep]
+        loss = self.criterion(logits, target)
+        called = logits.argmax(1).detach().cpu().numpy()
+        truth = target.cpu().numpy()
+        np.add.at(self._count, truth, 1)
+        np.add.at(self._right, truth, called == truth)
+        self._loss += float(loss.detach()) * len(truth)
+        self._n += len(truth)
+        return loss
+
+    def epoch_summary(self) -> dict:
+        seen = self._count > 0
+        out = {"source_adversary_loss": self._loss / max(self._n, 1),
+               "source_adversary_balanced_accuracy": float((self._right[seen] / self._count[seen]).mean())
+               if seen.any() else float("nan")}
+        self._right[:], self._count[:], self._loss, self._n = 0, 0, 0.0, 0
+        return out
+
+    def remove(self) -> None:
+        self._hook.remove()
+
+
+def _source_adversary(run: Run, model: nn.Module) -> _SourceAdversary | None:
+    """The run's source adversary (its head is trained by the run's optimiser), or None when the config has
+    none. Refuses a dataset without two sources of one class: there would be nothing to be invariant to."""
+    if not run.cfg.source_adversary:
+        return None
+    sources, shared = run.adversary_sources()
+    if len(sources) < 2 or not shared:
+        raise ValueError(f"source_adversary needs a class imaged by two or more sources in the train split; "
+                         f"{run.cfg.dataset} has sources {sources or 'none'}")
+    domains = np.array([d for d in run.domains("train") if d >= 0])
+    counts = np.bincount(domains, minlength=len(sources)).astype(float)
+    weights = torch.tensor(counts.sum() / (len(sources) * np.maximum(counts, 1)), dtype=torch.float32)
+    return _SourceAdversary(model, run.arch.classifier, len(sources), weights, run.device)
 
 
 # inverse regularisation strengths the field head tries (on standardised features); validation chooses
