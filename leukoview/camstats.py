@@ -35,6 +35,18 @@ def image_stats(ex) -> dict[str, dict[str, float]]:
     return mass_shares(ex.mask, regions(ex.image))
 
 
+def view_shares(p, layer: str, view, target: int) -> tuple:
+    """Grad-CAM for class ``target`` on ``view`` (an image, or the located cell already cut out) and its region
+    shares, on the image as the network sees it: (input tensor, mask, :func:`mass_shares`)."""
+    from . import explain
+    from .transforms import resize_for_display
+
+    x = p.preprocess([view], located=True)
+    mask = explain.cam_mask(p.model, layer, x, target)
+    shown = np.asarray(resize_for_display(view, p.spec, located=True))
+    return x, mask, mass_shares(mask, regions(shown))
+
+
 def bundle_stats(bundle_path: Path, root: Path, *, max_images: int = 0, progress: bool = True) -> dict:
     """Grad-CAM (target: the true class) over the bundle's test split; per-class and overall mean shares."""
     from tqdm import tqdm
@@ -42,7 +54,6 @@ def bundle_stats(bundle_path: Path, root: Path, *, max_images: int = 0, progress
     from . import explain  # torch loads here, not when a page imports this module for its read-out
     from .predict import Predictor
     from .segment import crop_cell
-    from .transforms import resize_for_display
 
     p = Predictor(bundle_path)
     if not p.explainable:
@@ -58,10 +69,8 @@ def bundle_stats(bundle_path: Path, root: Path, *, max_images: int = 0, progress
         img = load_image(Path(root) / f)
         crop = p.locate(img)  # as the pages explain it: the located cell (a cell-level model: its most suspicious)
         view = img if crop is None else crop_cell(img, crop)
-        x, target = p.preprocess([view], located=True), p.classes.index(label)
-        mask = explain.cam_mask(p.model, layer, x, target)
-        shown = np.asarray(resize_for_display(view, p.spec, located=True))
-        shares = mass_shares(mask, regions(shown))
+        target = p.classes.index(label)
+        x, mask, shares = view_shares(p, layer, view, target)
         gain = explain.faithfulness(p, x, mask, target)["gain"]
         deletion = explain.deletion_curve(p, x, mask, target)
         rows.append({"label": label, **{f"{r}|{k}": v[k] for r, v in shares.items() for k in ("mass", "area")},

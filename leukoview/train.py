@@ -180,6 +180,13 @@ def adversary_weight(progress: float) -> float:
     return float(2.0 / (1.0 + math.exp(-10.0 * progress)) - 1.0)
 
 
+def balanced_weights(counts: np.ndarray) -> torch.Tensor:
+    """Cross-entropy weights that make every group (class or source) count as much: total / (groups x count); a
+    group with no images gets the weight of one image (it never enters the loss)."""
+    counts = np.asarray(counts, float)
+    return torch.tensor(counts.sum() / (len(counts) * np.maximum(counts, 1)), dtype=torch.float32)
+
+
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
@@ -404,8 +411,7 @@ def _train(run: Run, *, progress: bool, init: nn.Module | None = None
         model, pretrained_source = init, None
     model = model.to(device).to(memory_format=torch.channels_last)
     counts = run.split[run.split["split"] == "train"]["label"].value_counts().reindex(classes).to_numpy(float)
-    weights = torch.tensor(counts.sum() / (len(classes) * counts), dtype=torch.float32) if cfg.class_weighting \
-        else None
+    weights = balanced_weights(counts) if cfg.class_weighting else None
     criterion = nn.CrossEntropyLoss(weight=weights.to(device) if weights is not None else None,
                                     label_smoothing=cfg.label_smoothing)
     adversary = _source_adversary(run, model)
@@ -538,8 +544,7 @@ def _source_adversary(run: Run, model: nn.Module) -> _SourceAdversary | None:
         raise ValueError(f"source_adversary needs a class imaged by two or more sources in the train split; "
                          f"{run.cfg.dataset} has sources {sources or 'none'}")
     domains = np.array([d for d in run.domains("train") if d >= 0])
-    counts = np.bincount(domains, minlength=len(sources)).astype(float)
-    weights = torch.tensor(counts.sum() / (len(sources) * np.maximum(counts, 1)), dtype=torch.float32)
+    weights = balanced_weights(np.bincount(domains, minlength=len(sources)))
     return _SourceAdversary(model, run.arch.classifier, len(sources), weights, run.device)
 
 

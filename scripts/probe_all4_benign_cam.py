@@ -22,20 +22,15 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from leukoview import explain  # noqa: E402
-from leukoview.camstats import mass_shares  # noqa: E402
+from leukoview.camstats import view_shares  # noqa: E402
 from leukoview.images import load_image  # noqa: E402
 from leukoview.predict import Predictor  # noqa: E402
-from leukoview.segment import crop_cell, regions  # noqa: E402
+from leukoview.segment import crop_cell  # noqa: E402
 from leukoview.settings import data_root  # noqa: E402
-from leukoview.transforms import resize_for_display  # noqa: E402
 
 
 def stained_mass(p: Predictor, layer: str, image, crop, target: int) -> float:
-    view = crop_cell(image, crop)
-    mask = explain.cam_mask(p.model, layer, p.preprocess([view], located=True), target)
-    shown = np.asarray(resize_for_display(view, p.spec, located=True))
-    return mass_shares(mask, regions(shown))["stained"]["mass"]
+    return view_shares(p, layer, crop_cell(image, crop), target)[2]["stained"]["mass"]
 
 
 def main() -> None:
