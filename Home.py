@@ -16,7 +16,7 @@ if bundles:
     if len(recommended) < len(bundles):
         st.caption(f"{len(bundles) - len(recommended)} more bundles — the model zoo, classical baselines and "
                    "comparison runs — are on the **Model Comparison** page and in the sidebar's model list.")
-    for level, text in landing.shortcut_notes(ui.shortcut_audits(), sorted({b.card.get("task", "") for b in bundles})):
+    for level, text in landing.shortcut_notes(ui.shortcut_audits(), sorted({b.task for b in bundles})):
         (st.warning if level == "high" else st.info)(text)
 else:
     st.info("No model bundles found. Train one with `python -m leukoview train --config configs/…` (README).")

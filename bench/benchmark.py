@@ -87,7 +87,7 @@ def naive_scorer(bundle_path: Path) -> Callable[[list[Path]], np.ndarray]:
 
     b = load_bundle(bundle_path)
     model = b.build_model()
-    tf = eval_transform(b.card["input"])
+    tf = eval_transform(b.card.input)
     pos = [b.classes.index(c) for c in b.positive]
 
     def score(paths: list[Path]) -> np.ndarray:
@@ -97,7 +97,7 @@ def naive_scorer(bundle_path: Path) -> Callable[[list[Path]], np.ndarray]:
                 x = tf(load_image(p))
                 # a cell-level model's transform gives one crop per cell: the image's logits are their mean
                 logits = model(x if x.ndim == 4 else x[None]).numpy().mean(0, keepdims=True)
-                out.append(softmax(logits, float(b.card["temperature"]))[0, pos].sum())
+                out.append(softmax(logits, b.card.temperature)[0, pos].sum())
         return np.array(out)
 
     return score
@@ -170,7 +170,7 @@ def bench_single_image(bundle_path: Path, image, *, runs: int = 30) -> list[Row]
 
     fast = Predictor(bundle_path)
     eager = Predictor(bundle_path, backend="torch")
-    layer = fast.bundle.card["cam_layer"]
+    layer = fast.bundle.card.cam_layer
 
     def prediction_and_view(p):  # as the page does: one prediction, and the crop Grad-CAM explains
         if p.cell_level:  # the most suspicious cell, from the same forward as the prediction

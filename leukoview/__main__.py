@@ -66,7 +66,7 @@ def _cmd_refit_head(a) -> int:
         return 2
     b = load_bundle(folder)
     m = b.metrics
-    print(f"{b.id}: field head C={b.card['head']['C']:g}; test accuracy {m['accuracy']:.4f}, ROC-AUC "
+    print(f"{b.id}: field head C={b.card.head['C']:g}; test accuracy {m['accuracy']:.4f}, ROC-AUC "
           f"{m['roc_auc']:.4f}, sensitivity {m['at_threshold']['sensitivity']:.3f} / specificity "
           f"{m['at_threshold']['specificity']:.3f}, ECE {m['ece']:.4f} -> {folder}")
     return 0
@@ -151,7 +151,7 @@ def _cmd_models(a) -> int:
 
     for b in list_bundles(verify=True):
         m = b.metrics
-        print(f"{b.id:<32} {b.card['architecture']:<20} classes={len(b.classes)} threshold={b.threshold:.4g} "
+        print(f"{b.id:<32} {b.card.architecture:<20} classes={len(b.classes)} threshold={b.threshold:.4g} "
               f"acc={m['accuracy']:.4f} auc={m['roc_auc']:.4f} sens={m['at_threshold']['sensitivity']:.3f} "
               f"spec={m['at_threshold']['specificity']:.3f}")
     for name, why in bundle_problems().items():
@@ -186,7 +186,7 @@ def _cmd_compare(a) -> int:
 
     folders = [Path(d) for d in a.models_dir] if a.models_dir else [None]
     found = [b for folder in folders for b in list_bundles(folder, verify=not a.records)
-             if (not a.task or b.card.get("task") == a.task) and (not a.model or b.id in a.model)]
+             if (not a.task or b.task == a.task) and (not a.model or b.id in a.model)]
     if a.model:
         if missing := sorted(set(a.model) - {b.id for b in found}):
             print("no such bundle: " + ", ".join(missing))
@@ -331,7 +331,7 @@ def _cmd_seen(a) -> int:
 
     for folder in a.bundles:
         b = bundle.load_bundle(folder)
-        table = seen_for(load_dataset(b.card["task"], settings.data_root()), b.split(), progress=not a.quiet)
+        table = seen_for(load_dataset(b.task, settings.data_root()), b.split(), progress=not a.quiet)
         bundle.update(folder, files={SEEN: table})
         print(f"{b.id}: {len(table['split'])} train and validation images recorded -> {folder}/{SEEN}")
     return 0
@@ -391,6 +391,18 @@ def _cmd_measure(a) -> int:
         r = measure_latency(Path(folder), runs=a.runs, threads=a.threads)
         print(f"{folder}: median {r['median_ms']} ms/image (p90 {r['p90_ms']}) on {r['threads']} threads, "
               f"{r['runtime']}")
+    return 0
+
+
+def _cmd_card_migrate(a) -> int:
+    from .bundle import BundleError, migrate_card
+
+    for folder in a.bundles:
+        try:
+            print(f"{folder}: {'migrated' if migrate_card(folder) else 'already current'}")
+        except BundleError as e:
+            print(f"{folder}: {e}", file=sys.stderr)
+            return 2
     return 0
 
 
@@ -570,6 +582,10 @@ def main(argv: list[str] | None = None) -> int:
     me.add_argument("--threads", type=int, default=2)
     me.set_defaults(func=_cmd_measure)
 
+    cm = sub.add_parser("card-migrate", help="rewrite older bundles' cards at the current card version "
+                        "(card.schema.json); weights and predictions are not touched")
+    cm.add_argument("bundles", nargs="+", type=Path)
+    cm.set_defaults(func=_cmd_card_migrate)
     sd = sub.add_parser("sample-data", help="copy the sample images listed in sample_data/manifest.csv")
     sd.add_argument("--data-root", dest="data_root")
     sd.add_argument("--make-manifest", action="store_true",

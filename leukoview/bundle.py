@@ -17,6 +17,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from . import settings
+from .card import Card, CardError
+from .card import migrate as migrate_raw
 
 if TYPE_CHECKING:  # pandas loads on first use: Home renders without it (cold start)
     import pandas as pd
@@ -32,8 +34,6 @@ OOD = "ood.safetensors"
 WRONG_TASK, WRONG_TASK_INFO = "wrong_task.safetensors", "wrong_task.json"  # see leukoview.wrongtask
 PALETTE, PALETTE_INFO = "palette.safetensors", "palette.json"  # see leukoview.palette
 LOG = "train_log.csv"
-REQUIRED_CARD_KEYS = ("format", "id", "architecture", "classes", "positive_classes", "input", "threshold",
-                      "files", "dataset")
 
 
 class BundleError(ValueError):
@@ -111,31 +111,46 @@ def update(folder: Path | str, *, metrics: dict | None = None, files: dict[str, 
             (b.path / name).write_bytes(obj)
         else:
             write_json(b.path / name, obj)
-    return finalize(b.path, {k: v for k, v in b.card.items() if k not in ("files", "format")})
+    return finalize(b.path, {k: v for k, v in b.card.raw.items() if k not in ("files", "format")})
+
+
+def migrate_card(folder: Path | str) -> bool:
+    """Rewrite an older bundle's card at this leukoview's card version (the bundle is verified first; no other
+    file changes). Returns whether the card changed."""
+    b = load_bundle(folder)
+    new = migrate_raw(b.card.raw)
+    if new == b.card.raw:
+        return False
+    finalize(b.path, {k: v for k, v in new.items() if k not in ("files", "format", "card_sha256")})
+    return True
 
 
 @dataclass
 class Bundle:
-    """A verified bundle folder. Heavy parts (network, predictions) load on first use."""
+    """A verified bundle folder and its typed card. Heavy parts (network, predictions) load on first use."""
 
     path: Path
-    card: dict
+    card: Card
 
     @property
     def id(self) -> str:
-        return self.card["id"]
+        return self.card.id
 
     @property
     def classes(self) -> list[str]:
-        return list(self.card["classes"])
+        return list(self.card.classes)
 
     @property
     def positive(self) -> list[str]:
-        return list(self.card["positive_classes"])
+        return list(self.card.positive)
 
     @property
     def threshold(self) -> float:
-        return float(self.card["threshold"])
+        return self.card.threshold
+
+    @property
+    def task(self) -> str:
+        return self.card.task
 
     @cached_property
     def metrics(self) -> dict:
@@ -155,24 +170,24 @@ class Bundle:
     @property
     def is_network(self) -> bool:
         """False for classical models (no network: no Grad-CAM, no ONNX)."""
-        return self.card.get("kind", "network") == "network"
+        return self.card.is_network
 
     def build_model(self):
         """The network with the bundle's weights, in eval mode, on CPU (float32)."""
         from safetensors.torch import load_file
 
         if not self.is_network:
-            raise BundleError(f"{self.path}: a classical model ({self.card['architecture']}) has no network")
+            raise BundleError(f"{self.path}: a classical model ({self.card.architecture}) has no network")
 
         from .archs import get_arch
 
-        model, _ = get_arch(self.card["architecture"]).build(len(self.classes), pretrained=False)
+        model, _ = get_arch(self.card.architecture).build(len(self.classes), pretrained=False)
         state = load_file(str(self.path / WEIGHTS))
         reference = model.state_dict()
         missing = sorted(set(reference) - set(state))
         unexpected = sorted(set(state) - set(reference))
         if missing or unexpected:
-            raise BundleError(f"{self.path}: weights do not fit {self.card['architecture']} "
+            raise BundleError(f"{self.path}: weights do not fit {self.card.architecture} "
                               f"(missing {missing[:3]}, unexpected {unexpected[:3]})")
         state = {k: v.to(reference[k].dtype) for k, v in state.items()}
         model.load_state_dict(state, strict=True)
@@ -181,7 +196,7 @@ class Bundle:
     def json_file(self, name: str, default=None):
         """A JSON file an audit added to the bundle (recorded in the card), or ``default`` when there is none."""
         path = self.path / name
-        if name not in self.card.get("files", {}) or not path.is_file():
+        if not self.card.has_file(name) or not path.is_file():
             return default
         return json.loads(path.read_text())
 
@@ -195,7 +210,7 @@ class Bundle:
     def wrong_task(self) -> tuple[dict, float] | None:
         """The wrong-task detector's arrays and flag threshold (:mod:`leukoview.wrongtask`), or None."""
         info = self.json_file(WRONG_TASK_INFO)
-        if not info or WRONG_TASK not in self.card.get("files", {}):
+        if not info or not self.card.has_file(WRONG_TASK):
             return None
         from safetensors.numpy import load_file
 
@@ -204,7 +219,7 @@ class Bundle:
     def palette(self) -> tuple[dict, float] | None:
         """The palette check's reference and flag threshold (:mod:`leukoview.palette`), or None."""
         info = self.json_file(PALETTE_INFO)
-        if not info or PALETTE not in self.card.get("files", {}):
+        if not info or not self.card.has_file(PALETTE):
             return None
         from safetensors.numpy import load_file
 
@@ -220,18 +235,19 @@ def load_bundle(path: Path | str, *, verify: bool = True) -> Bundle:
         card = json.loads((path / CARD).read_text())
     except (ValueError, UnicodeDecodeError) as e:
         raise BundleError(f"{path / CARD}: card is not valid JSON ({e})") from None
-    missing = [k for k in REQUIRED_CARD_KEYS if k not in card]
-    if missing:
-        raise BundleError(f"{path / CARD}: card lacks {missing}")
-    if card["format"] != FORMAT:
-        raise BundleError(f"{path}: bundle format {card['format']!r}, this leukoview reads {FORMAT!r}")
-    if WEIGHTS not in card["files"]:
-        raise BundleError(f"{path}: card records no sha256 for {WEIGHTS}")
+    if not isinstance(card, dict):
+        raise BundleError(f"{path / CARD}: card is not a JSON object")
+    if card.get("format") != FORMAT:
+        raise BundleError(f"{path}: bundle format {card.get('format')!r}, this leukoview reads {FORMAT!r}")
+    try:
+        typed = Card.from_dict(card)
+    except CardError as e:
+        raise BundleError(f"{path / CARD}: {e}") from None
     if verify and card.get("card_sha256") != card_digest(card):
         raise BundleError(f"{path / CARD}: the card was edited after the bundle was written (its card_sha256 does "
                           "not match its content); refusing to use it")
     if verify:
-        for name, digest in card["files"].items():
+        for name, digest in typed.files.items():
             f = path / name
             if not f.is_file():
                 raise BundleError(f"{path}: {name} is missing")
@@ -240,7 +256,7 @@ def load_bundle(path: Path | str, *, verify: bool = True) -> Bundle:
                 raise BundleError(f"{path}: {name} does not match the sha256 in its card (expected "
                                   f"{digest[:12]}…, found {actual[:12]}…): the file was changed or damaged; "
                                   "refusing to use it")
-    return Bundle(path, card)
+    return Bundle(path, typed)
 
 
 def list_bundles(models_dir: Path | None = None, *, verify: bool = False) -> list[Bundle]:

@@ -62,7 +62,7 @@ def bundle_stats(bundle_path: Path, root: Path, *, max_images: int = 0, progress
     if max_images:  # the same number from each class (pandas 3's groupby.apply drops the grouping column)
         per = max(1, max_images // pred["label"].nunique())
         pred = pd.concat([g.sample(min(len(g), per), random_state=0) for _, g in pred.groupby("label")])
-    layer = p.bundle.card["cam_layer"]
+    layer = p.bundle.card.cam_layer
     rows = []
     for f, label in tqdm(list(zip(pred["file"], pred["label"], strict=True)), desc="Grad-CAM", unit="img",
                          disable=not progress):

@@ -22,6 +22,7 @@ import numpy as np
 
 from .archs import get_arch
 from .bundle import WEIGHTS
+from .card import Card
 from .transforms import eval_transform
 
 MODELS = ("svc", "xgboost", "lda", "ridge", "ridge_cv")
@@ -169,12 +170,12 @@ def decision(kind: str, arrays: dict[str, np.ndarray], x: np.ndarray, *, xgb_jso
 class ClassicalModel:
     """A classical bundle ready for inference: features -> standardise -> decision logits."""
 
-    def __init__(self, folder: Path, card: dict):
+    def __init__(self, folder: Path, card: Card):
         from safetensors.numpy import load_file
 
-        self.kind = card["architecture"]
-        self.feature_set = card["input"]["features"]
-        self.n_classes = len(card["classes"])
+        self.kind = card.architecture
+        self.feature_set = card.input["features"]
+        self.n_classes = len(card.classes)
         self.arrays = load_file(str(Path(folder) / WEIGHTS))
         self.xgb_json = (Path(folder) / XGB_FILE).read_text() if self.kind == "xgboost" else None
         self.booster = xgb_booster(self.xgb_json) if self.xgb_json is not None else None

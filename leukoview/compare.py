@@ -17,25 +17,24 @@ def comparison_table(bundles: list[bundle.Bundle]) -> pd.DataFrame:
     for b in bundles:
         m, c = b.metrics, b.card
         lat = latency_of(b)
-        tr = c.get("training", {})
+        tr = c.training
         rows.append({
-            "model": b.id, "task": c.get("task", ""), "architecture": c["architecture"],
-            "kind": c.get("kind", "network") if c.get("kind") != "classical" else
-            f"classical on {c['input'].get('features', '?')}",
-            "ImageNet init": bool(c.get("imagenet_initialised")), "parameters": c.get("parameters"),
-            "size (MB)": round(sum((b.path / f).stat().st_size for f in c.get("files", {})
+            "model": b.id, "task": c.task, "architecture": c.architecture,
+            "kind": c.kind if c.is_network else f"classical on {c.input.get('features', '?')}",
+            "ImageNet init": c.imagenet_initialised, "parameters": c.get("parameters"),
+            "size (MB)": round(sum((b.path / f).stat().st_size for f in c.files
                                    if f.startswith(("model.", "xgboost."))) / 2**20, 2),
-            "input px": c["input"]["size"],
-            "epochs": (f"best {tr.get('best_epoch')}, ran {tr.get('epochs_run')}/{tr['config'].get('epochs')}"
-                       if c.get("kind", "network") == "network" and "config" in tr else "—"),
+            "input px": c.input["size"],
+            "epochs": (f"best {tr.get('best_epoch')}, ran {tr.get('epochs_run')}/{c.config.get('epochs')}"
+                       if c.is_network and c.config else "—"),
             "accuracy": m["accuracy"], "balanced accuracy": m["balanced_accuracy"], "ROC-AUC": m["roc_auc"],
             "PR-AUC": m["pr_auc"], "threshold": b.threshold,
             "sensitivity": m["at_threshold"]["sensitivity"], "specificity": m["at_threshold"]["specificity"],
             "ECE": m["ece"], "test images": m["n_images"],
-            "training time (min)": round(c.get("training", {}).get("wall_time_s", float("nan")) / 60, 1),
+            "training time (min)": round(tr.get("wall_time_s", float("nan")) / 60, 1),
             "CPU latency (ms/img)": lat.get("median_ms") if lat else None,
             "note": tr.get("note", ""),
-            "split": c.get("split", {}).get("hash", ""),
+            "split": c.split_hash,
         })
     return pd.DataFrame(rows)
 
@@ -60,7 +59,7 @@ def per_class_recall(bundles: list[bundle.Bundle]) -> pd.DataFrame:
 def mcnemar(a: bundle.Bundle, b: bundle.Bundle) -> dict:
     """Exact McNemar test (:func:`leukoview.metrics.mcnemar`) on the test images both bundles scored (same split
     required), with a reading."""
-    if a.card.get("split", {}).get("hash") != b.card.get("split", {}).get("hash"):
+    if a.card.split_hash != b.card.split_hash:
         raise ValueError(f"{a.id} and {b.id} were evaluated on different splits; a paired test needs the same "
                          "test images")
     if list(a.classes) != list(b.classes):

@@ -131,6 +131,43 @@ def load_wbc9(root: Path) -> Dataset:
     return _registered("wbc9", root, rows, near_bits=wbc5.near_bits)
 
 
+DEEPAPL_TYPES = {"Blast, no lineage spec": "blast", "Lymphocyte": "lymphocyte", "Monocyte": "monocyte",
+                 "Segmented neutrophils": "neutrophil", "Band neutrophils": "neutrophil", "Eosinophils": "eosinophil",
+                 "Erythroblast": "erythroblast", "Basophil": "basophil"}
+"""DeepAPL's signed cell types (folder names as published) -> the differential's classes: band and segmented
+neutrophils are one class (as PBC's neutrophil folder holds both); the blasts are myeloid (AML / APL)."""
+
+
+def _deepapl_rows(root: Path) -> list[dict]:
+    base = _require_dir(root / "deepapl", "deepapl (Johns Hopkins AML/APL signed cells)")
+    rows = []
+    for patient in sorted(d for d in base.iterdir() if d.is_dir()):
+        for folder, label in DEEPAPL_TYPES.items():
+            if (patient / folder).is_dir():
+                for p in find_images(patient / folder):
+                    rows.append({"file": p.relative_to(root).as_posix(), "label": label, "patient": patient.name,
+                                 "source_split": "", "source": "JHH"})
+    if not rows:
+        raise DatasetError(f"deepapl: no images under {base}/<Patient_XX>/<cell type>/")
+    return rows
+
+
+def load_deepapl(root: Path) -> Dataset:
+    """DeepAPL (Johns Hopkins): signed cells of AML/APL patients, a folder per patient; types mapped by
+    :data:`DEEPAPL_TYPES`; split by patient."""
+    return _registered("deepapl", root, _deepapl_rows(root))
+
+
+def load_diff3(root: Path) -> Dataset:
+    """The three-laboratory differential: wbc9 (PBC + LMU) and DeepAPL (JHH). LMU myeloblasts and JHH blasts are
+    one positive class, ``blast`` (myeloid blasts); the source of every image and JHH's patient ids are kept, so
+    JHH is split by patient and the others by duplicate groups."""
+    wbc9 = load_wbc9(root)
+    rows = [{**r, "label": "blast" if r["label"] == "myeloblast" else r["label"]}
+            for r in wbc9.manifest.to_dict("records")]
+    return _registered("diff3", root, rows + _deepapl_rows(root), near_bits=wbc9.near_bits)
+
+
 def cnmc_patient(filename: str) -> str:
     """Patient id from a C-NMC file name: ``UID_11_…`` -> ``11``, ``UID_H22_…`` -> ``H22``; '' if none."""
     m = CNMC_PATIENT.match(Path(filename).name)
@@ -180,7 +217,7 @@ def folder_dataset(folder: Path, positive: Iterable[str], *, root: Path | None =
 
 
 LOADERS: dict[str, Callable[[Path], Dataset]] = {"all4": load_all4, "wbc5": load_wbc5, "wbc9": load_wbc9,
-                                                 "cnmc": load_cnmc}
+                                                 "cnmc": load_cnmc, "deepapl": load_deepapl, "diff3": load_diff3}
 
 
 def load_dataset(name: str, root: Path | None = None, *, positive: Iterable[str] = ()) -> Dataset:
@@ -284,9 +321,10 @@ def duplicate_groups(ds: Dataset, hashes: pd.DataFrame, *, near_bits: int | None
     """Group label per file: files that must stay on the same side of every split.
 
     Patients group their cells when ids exist. Exact duplicates (same sha256) are always grouped. Near
-    duplicates (perceptual hash within ``near_bits`` of 64, default the dataset's) are grouped only when patients
-    are unknown: with patient ids the patient grouping already keeps near-copies together, and single segmented
-    cells on black look alike across patients. Returns columns file, group, exact_dup (bool), near_dup (bool).
+    duplicates (perceptual hash within ``near_bits`` of 64, default the dataset's) are grouped among the images
+    whose patient is unknown: with patient ids the patient grouping already keeps near-copies together, and single
+    segmented cells on black look alike across patients. A dataset mixing both (diff3) gets both rules. Returns columns
+    file, group, exact_dup (bool), near_dup (bool).
     """
     near_bits = ds.near_bits if near_bits is None else near_bits
     m = ds.manifest.merge(hashes, on="file", how="left")
@@ -298,18 +336,33 @@ def duplicate_groups(ds: Dataset, hashes: pd.DataFrame, *, near_bits: int | None
             exact[idx] = True
             for k in idx[1:]:
                 uf.union(int(idx[0]), int(k))
-    if ds.has_patients:
-        for _, idx in m.groupby("patient").indices.items():
-            for k in idx[1:]:
-                uf.union(int(idx[0]), int(k))
-    elif near_bits > 0:
-        for i, j in hamming_pairs(m["phash"].to_numpy(), near_bits):
+    has_patient = (m["patient"] != "").to_numpy()
+    for _, idx in m[has_patient].groupby("patient").indices.items():
+        idx = np.flatnonzero(has_patient)[idx]
+        for k in idx[1:]:
+            uf.union(int(idx[0]), int(k))
+    unknown = np.flatnonzero(~has_patient)  # images without a patient: near duplicates grouped among them
+    if near_bits > 0 and len(unknown) > 1:
+        for a, b in hamming_pairs(m["phash"].to_numpy()[unknown], near_bits):
+            i, j = int(unknown[a]), int(unknown[b])
             if m.at[i, "sha256"] != m.at[j, "sha256"]:
                 near[i] = near[j] = True
             uf.union(i, j)
     roots = [uf.find(i) for i in range(len(m))]
     return pd.DataFrame({"file": m["file"], "group": [f"g{r:05d}" for r in roots], "exact_dup": exact,
                          "near_dup": near})
+
+
+def split_grouping(ds: Dataset) -> str:
+    """How :func:`duplicate_groups` grouped ``ds`` before splitting, in words (for the card)."""
+    with_patient = (ds.manifest["patient"] != "").to_numpy()
+    near = f"exact duplicates (sha256) and near duplicates (perceptual hash <= {ds.near_bits} bits)"
+    if with_patient.all():
+        return "patient"
+    if with_patient.any():
+        return (f"patient where known ({int(with_patient.sum())} images); {near} for the "
+                f"{int((~with_patient).sum())} images without a patient")
+    return near
 
 
 # --------------------------------------------------------------------------------------------- split

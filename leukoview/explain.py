@@ -13,7 +13,6 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .archs import get_arch
 from .calibration import softmax
 from .predict import Predictor
 from .segment import CellCrop, crop_cell
@@ -357,7 +356,7 @@ def prepare(predictor: Predictor, image, *, target: str | None = None, crop: Cel
         crop = predictor.locate(image)  # once: the map, the input shown and the box all come from this crop
     view = image if crop is None else crop_cell(image, crop)
     x = predictor.preprocess([view], located=True)
-    layer = predictor.bundle.card.get("cam_layer") or get_arch(predictor.bundle.card["architecture"]).cam_layer
+    layer = predictor.bundle.card.cam_layer
     inputs = cam_inputs(predictor.model, layer, x, None if target is None else predictor.classes.index(target),
                         n_classes=len(predictor.classes))
     return Prepared(x=x, crop=crop, shown=np.asarray(resize_for_display(view, predictor.spec, located=True)),

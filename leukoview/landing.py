@@ -53,7 +53,7 @@ RECOMMENDED_ARCH = "efficientnet_lite0"
 def is_recommended(b: Bundle) -> bool:
     """The model a task ships for reviewers (the others are the zoo, baselines and comparison runs). A task
     superseded by another (wbc5 by the multi-source wbc9 differential) keeps its bundles for comparison only."""
-    task = b.card.get("task", "")
+    task = b.task
     if task in TASKS and TASKS[task].superseded_by:
         return False
     return b.id == ((TASKS[task].recommended if task in TASKS else "") or f"{task}-{RECOMMENDED_ARCH}")
@@ -79,7 +79,7 @@ def model_rows(bundles: list[Bundle]) -> list[dict]:
     for b in bundles:
         m, c = b.metrics, b.card
         t = m["at_threshold"]
-        rows.append({"model": b.id, "task": c.get("task", ""), "positive class(es)": ", ".join(b.positive),
+        rows.append({"model": b.id, "task": c.task, "positive class(es)": ", ".join(b.positive),
                      "test images": m["n_images"],
                      "accuracy": f"{m['accuracy']:.4f} {_ci(m, 'accuracy')}",
                      "ROC-AUC": f"{m['roc_auc']:.4f} {_ci(m, 'roc_auc')}",
@@ -108,13 +108,13 @@ def models_markdown(bundles: list[Bundle]) -> str:
 
 def model_summary(b: Bundle) -> str:
     c = b.card
-    tr = c.get("training", {})
+    tr = c.training
     return "\n".join([
-        f"- **Architecture:** {c['architecture']} — {c.get('architecture_description', '')}",
-        f"- **Initialisation:** {c.get('pretrained_source', 'unknown')}",
+        f"- **Architecture:** {c.architecture} — {c.architecture_description}",
+        f"- **Initialisation:** {c.pretrained_source or 'unknown'}",
         f"- **Classes:** {', '.join(b.classes)} (positive: {', '.join(b.positive)})",
-        f"- **Input:** {input_summary(c['input'])}",
-        f"- **Operating threshold:** {b.threshold:.4g} — {c.get('threshold_rule', '')}",
+        f"- **Input:** {input_summary(c.input)}",
+        f"- **Operating threshold:** {b.threshold:.4g} — {c.threshold_rule}",
         f"- **Trained:** {tr.get('epochs_run', '?')} epochs (best {tr.get('best_epoch', '?')}), "
         f"{tr.get('wall_time_s', 0) / 60:.1f} min on {tr.get('device', '?')}",
         *[f"- **Another lab:** {external_line(r, name, ', '.join(b.positive))}"
@@ -167,11 +167,11 @@ def external_line(result: dict, name: str, positive_name: str) -> str:
 
 def split_summary(b: Bundle) -> str:
     c = b.card
-    d = c.get("dataset", {})
+    d = c.dataset
     counts = d.get("counts", {})
     lines = [f"- **Dataset:** {d.get('name', '')} — {d.get('description', '')}",
              f"- **Licence / credit:** {d.get('licence', '')}",
-             f"- **Split:** {c.get('split', {}).get('grouping', '')} (hash `{c.get('split', {}).get('hash', '')}`)"]
+             f"- **Split:** {c.split.get('grouping', '')} (hash `{c.split_hash}`)"]
     for part in ("train", "val", "test"):
         if part in counts:
             lines.append(f"- **{part}:** " + ", ".join(f"{k} {v}" for k, v in counts[part].items()))

@@ -19,7 +19,7 @@ LATENCY = "latency.json"
 def latency_of(b: bundle.Bundle) -> dict | None:
     """The measured CPU latency recorded in the bundle (written by :func:`measure_latency`), if any."""
     path = b.path / LATENCY
-    if LATENCY not in b.card.get("files", {}) or not path.is_file():
+    if not b.card.has_file(LATENCY) or not path.is_file():
         return None
     return json.loads(path.read_text())
 

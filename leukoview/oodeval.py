@@ -22,6 +22,7 @@ from PIL import Image, ImageDraw
 from tqdm import tqdm
 
 from .bundle import WRONG_TASK_INFO
+from .card import Card
 from .datasets import DatasetError, load_dataset
 from .images import load_image
 from .predict import Predictor
@@ -124,13 +125,13 @@ def other_cells(task: str, root: Path, *, per_set: int = 200, seed: int = 0, exc
     return out
 
 
-def held_out_classes(card: dict, root: Path, *, per_set: int = 200, seed: int = 0) -> dict[str, list[Path]]:
+def held_out_classes(card: Card, root: Path, *, per_set: int = 200, seed: int = 0) -> dict[str, list[Path]]:
     """Images of each class the bundle's training left out (config ``exclude_classes``), one set per class: cell
     types of the same dataset and scanners that the model never saw."""
-    excluded = card.get("training", {}).get("config", {}).get("exclude_classes") or []
+    excluded = card.config.get("exclude_classes") or []
     if not excluded:
         return {}
-    ds = load_dataset(card["task"], root)
+    ds = load_dataset(card.task, root)
     sets = {}
     for c in excluded:
         files = ds.manifest.loc[ds.manifest["label"] == c, "file"]
@@ -145,7 +146,7 @@ def image_sets(b, root: Path, *, n_generated: int = 200, per_set: int = 200, see
     from .wrongtask import fitted_files
 
     return {**not_cells(n_generated, seed=seed), **held_out_non_cells(n_generated // 4),
-            **other_cells(b.card.get("task", ""), root, per_set=per_set, seed=seed, exclude=fitted_files(b, root)),
+            **other_cells(b.task, root, per_set=per_set, seed=seed, exclude=fitted_files(b, root)),
             **held_out_classes(b.card, root, per_set=per_set, seed=seed)}
 
 

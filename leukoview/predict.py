@@ -51,10 +51,10 @@ class Predictor:
         self.classes = self.bundle.classes
         self.positive_index = [self.classes.index(c) for c in self.bundle.positive]
         self.threshold = self.bundle.threshold
-        self.temperature = float(card.get("temperature", 1.0))
-        self.spec = card["input"]
+        self.temperature = card.temperature
+        self.spec = card.input
         self.ood = self.bundle.ood_state()
-        self.ood_threshold = float(card.get("ood", {}).get("threshold", np.inf))
+        self.ood_threshold = card.ood_threshold
         self.wrong_task = self.bundle.wrong_task()  # (arrays, threshold) or None: leukoview.wrongtask
         self.palette = self.bundle.palette()  # (arrays, threshold) or None: leukoview.palette
         self.seen = SeenIndex.of(self.bundle)  # None: the bundle records no training-set membership
@@ -67,7 +67,7 @@ class Predictor:
             return
         self.classical = None
         self.model = self.bundle.build_model()
-        classifier_path = card.get("classifier") or get_arch(card["architecture"]).classifier
+        classifier_path = card.classifier or get_arch(card.architecture).classifier
         if backend == "onnx" or (backend == "auto" and onnx_backend.available()):
             self.onnx = onnx_backend.OnnxRunner(self.model, classifier_path, int(self.spec["size"]))
         else:  # eager path: capture the classifier's input (under ONNX the graph returns it, and a hook here

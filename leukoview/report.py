@@ -12,7 +12,7 @@ from pathlib import Path
 import pandas as pd
 
 from .batch import UNIDENTIFIED, thumbnail_uri
-from .bundle import WEIGHTS
+from .card import Card
 from .gallery import current_decisions, reviewed_class
 
 MAX_THUMBNAILS = 60  # per section; the report says when more were left out
@@ -46,17 +46,18 @@ def _cells(rows: pd.DataFrame, folder: Path, decisions: dict, title: str) -> str
     return f"<h2>{html.escape(title)} ({len(rows)})</h2><div class='grid'>{''.join(items)}</div>{more}"
 
 
-def card_summary(card: dict, metrics: dict) -> list[tuple[str, str]]:
+def card_summary(card: Card, metrics: dict) -> list[tuple[str, str]]:
     """The lines of the model card a report carries: id, task, architecture, start, input, threshold, the test
     split's headline figures and the external sets it was measured on."""
-    lines = [("model", card.get("id", "")), ("task", str(card.get("task", ""))),
-             ("architecture", card.get("architecture_description") or card.get("architecture", "")),
-             ("initialised from", card.get("pretrained_source", "")),
-             ("input", f"{card.get('input', {}).get('size', '')} px"
-              + (f"; {card['input']['locate'].get('what', '')}" if card.get("input", {}).get("locate") else "")
-              + (f"; {card['input']['colour'].get('what', '')}" if card.get("input", {}).get("colour") else "")),
-             ("threshold", f"{card.get('threshold', float('nan')):.4f} ({card.get('threshold_rule', '')})"),
-             ("weights sha256", card.get("files", {}).get(WEIGHTS, ""))]
+    lines = [("model", card.id), ("task", card.task),
+             ("architecture", card.architecture_description or card.architecture),
+             ("initialised from", card.pretrained_source),
+             ("input", f"{card.input.get('size', '')} px"
+              + (f"; {card.input['locate'].get('what', '')}" if card.input.get("locate") else "")
+              + (f"; {card.input['colour'].get('what', '')}" if card.input.get("colour") else "")),
+             ("threshold", f"{card.threshold:.4f} ({card.threshold_rule})"),
+             ("weights sha256", card.weights_sha256),
+             ("intended use", card.intended_use)]
     at = metrics.get("at_threshold") or {}
     for key, name, value in (("accuracy", "test accuracy", metrics.get("accuracy")),
                              ("roc_auc", "test ROC-AUC", metrics.get("roc_auc")),
@@ -74,7 +75,7 @@ def card_summary(card: dict, metrics: dict) -> list[tuple[str, str]]:
 
 
 def render(*, folder: str, queue: pd.DataFrame, decisions: pd.DataFrame | None, table: pd.DataFrame,
-           summary: dict, card: dict, metrics: dict, sign_off: dict | None, positive: list[str],
+           summary: dict, card: Card, metrics: dict, sign_off: dict | None, positive: list[str],
            positive_name: str) -> str:
     """The report as an HTML string. ``queue``/``table``/``summary``: :func:`leukoview.gallery.review_queue` and
     :func:`leukoview.gallery.review_differential`; ``sign_off``: a row of :meth:`ReviewStore.sign_offs` or None."""

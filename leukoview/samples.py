@@ -76,12 +76,12 @@ def write_manifest(*, per_class: int = 3, unshipped_per_class: int = 5, seed: in
 
     shipped = {}
     for b in list_bundles():
-        shipped.setdefault(b.card.get("task", ""), b)
+        shipped.setdefault(b.task, b)
     parts = []
     for task in TASKS:
         if task in shipped:
             b = shipped[task]
-            parts.append(make_manifest({task: b.split()}, {task: b.card["dataset"].get("licence", "")}, per_class,
+            parts.append(make_manifest({task: b.split()}, {task: b.card.dataset.get("licence", "")}, per_class,
                                        seed))
             continue
         try:

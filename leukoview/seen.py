@@ -32,8 +32,9 @@ def seen_table(split, hashes, near_bits: int) -> dict:
 
 def seen_for(ds: Dataset, split, *, progress: bool = False) -> dict:
     """``seen.json`` of a split of ``ds``. Near copies count at the distance the split grouped by; with patient
-    ids only exact copies do (single segmented cells look alike across patients)."""
-    return seen_table(split, image_hashes(ds, progress=progress), 0 if ds.has_patients else ds.near_bits)
+    ids for every image only exact copies do (single segmented cells look alike across patients)."""
+    every_patient = bool((ds.manifest["patient"] != "").all())
+    return seen_table(split, image_hashes(ds, progress=progress), 0 if every_patient else ds.near_bits)
 
 
 class SeenIndex:
@@ -52,7 +53,7 @@ class SeenIndex:
         """The index of a bundle, or None when the bundle records no membership (older bundles)."""
         import json
 
-        if SEEN not in bundle.card.get("files", {}):
+        if not bundle.card.has_file(SEEN):
             return None
         return cls(json.loads((Path(bundle.path) / SEEN).read_text()))
 

@@ -122,7 +122,7 @@ def audit(bundle, root: Path, *, progress: bool = False) -> dict:
     overall = groups["all cues"]
     strongest = max(CUE_GROUPS, key=lambda g: groups[g]["balanced_accuracy"])
     level = level_of(overall["balanced_accuracy"], len(classes), overall["positive_roc_auc"])
-    return {"task": bundle.card["task"], "split_hash": bundle.card["split"]["hash"], "bundle": bundle.id,
+    return {"task": bundle.task, "split_hash": bundle.card.split_hash, "bundle": bundle.id,
             "classes": classes, "n_train": int(train.sum()), "n_test": int(test.sum()), "chance": 1 / len(classes),
             "groups": groups, "strongest_group": strongest, "level": level,
             "model_balanced_accuracy": bundle.metrics["balanced_accuracy"],

@@ -22,10 +22,12 @@ class Task:
     per_patient: bool = False  # its models score single cells of patients: a per-patient share of positives means
     # something (C-NMC style file names carry the patient id)
     recommended: str = ""  # the bundle id reviewers get for this task ("": <task>-efficientnet_lite0)
+    combines: tuple[str, ...] = ()  # registered datasets this one is made of (its images are all theirs)
 
     def others(self) -> list[str]:
         """Registered tasks whose images this task's model never saw (the OOD evaluation's "other cells")."""
-        return [n for n in TASKS if n != self.name and n not in self.shares_images_with]
+        return [n for n, t in TASKS.items() if n != self.name and n not in self.shares_images_with
+                and not t.combines]  # a combined set's images are already its parts
 
 
 TASKS: dict[str, Task] = {t.name: t for t in (
@@ -38,14 +40,29 @@ TASKS: dict[str, Task] = {t.name: t for t in (
          ("basophil", "erythroblast", "monocyte", "myeloblast", "seg_neutrophil"), ("myeloblast",),
          "Five leukocyte types; myeloblast (AML blast) is positive",
          "PBC dataset (Acevedo et al. 2020, CC BY 4.0) and AML-Cytomorphology_LMU (Matek et al. 2019, CC BY 3.0)",
-         shares_images_with=("wbc9",), superseded_by="wbc9"),
+         shares_images_with=("wbc9", "diff3"), superseded_by="wbc9"),
     Task("wbc9", "Leukocyte differential with myeloblast (9 types, 2 scanners)", "myeloblast (AML blast)",
          ("basophil", "eosinophil", "erythroblast", "ig", "lymphocyte", "monocyte", "myeloblast", "neutrophil",
           "platelet"), ("myeloblast",),
          "Nine peripheral-blood cell types from two scanners (wbc5 + pbc_extra; PBC and LMU neutrophils merged); "
          "myeloblast (AML blast) is positive",
          "PBC dataset (Acevedo et al. 2020, CC BY 4.0) and AML-Cytomorphology_LMU (Matek et al. 2019, CC BY 3.0)",
-         shares_images_with=("wbc5",), recommended="wbc9-efficientnet_lite0-reinhard"),
+         shares_images_with=("wbc5", "diff3"), recommended="wbc9-efficientnet_lite0-reinhard"),
+    Task("deepapl", "DeepAPL: AML/APL signed cells (Johns Hopkins)", "blast (myeloid)",
+         ("basophil", "blast", "eosinophil", "erythroblast", "lymphocyte", "monocyte", "neutrophil"), ("blast",),
+         "Technologist-signed cells of 73 AML/APL patients (Johns Hopkins Hospital), a folder per patient; band and "
+         "segmented neutrophils mapped to neutrophil; blasts are myeloid (no lineage specified)",
+         "DeepAPL (Sidhom et al. 2021, npj Precision Oncology); (c) Johns Hopkins University, no licence grant: "
+         "research and education use, cite the paper", shares_images_with=("diff3",), per_patient=True),
+    Task("diff3", "Leukocyte differential with blast (9 types, 3 laboratories)", "blast (myeloid)",
+         ("basophil", "blast", "eosinophil", "erythroblast", "ig", "lymphocyte", "monocyte", "neutrophil",
+          "platelet"), ("blast",),
+         "Nine peripheral-blood cell types from three laboratories: PBC (Barcelona), LMU (Munich) and JHH (Johns "
+         "Hopkins, DeepAPL); LMU myeloblasts and JHH blasts form the positive class 'blast' (myeloid blasts of AML / "
+         "APL); JHH band and segmented neutrophils -> neutrophil",
+         "PBC dataset (Acevedo et al. 2020, CC BY 4.0), AML-Cytomorphology_LMU (Matek et al. 2019, CC BY 3.0) and "
+         "DeepAPL (Sidhom et al. 2021; (c) Johns Hopkins University, research and education use, cite the paper)",
+         shares_images_with=("wbc5", "wbc9", "deepapl"), per_patient=True, combines=("wbc9", "deepapl")),
     Task("cnmc", "C-NMC single-cell ALL vs HEM", "ALL blast", ("hem", "all"), ("all",),
          "Single segmented cells: ALL blast vs normal B-lymphoid (hem), with patient ids",
          "C-NMC 2019 (SBI Lab IIIT Delhi / AIIMS; TCIA, CC BY 3.0; Gupta A., Gupta R. et al.)", per_patient=True),

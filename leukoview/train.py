@@ -29,7 +29,9 @@ from . import __version__, bundle, metrics, settings
 from .archs import count_parameters, get_arch
 from .augment import BackgroundSwap
 from .calibration import CALIBRATION_SMOOTHING, fit_temperature, nll, softmax
-from .datasets import Dataset, load_dataset, make_split, split_hash
+from .card import INTENDED_USE
+from .card import VERSION as CARD_VERSION
+from .datasets import Dataset, load_dataset, make_split, split_grouping, split_hash
 from .evaluate import evaluate, predictions_frame
 from .images import load_image
 from .ood import fit_ood, ood_scores
@@ -74,6 +76,8 @@ class TrainConfig:
     #                                of the classes imaged by several sources (wbc9: neutrophil, PBC vs LMU) from
     #                                the penultimate features, through gradient reversal (Ganin & Lempitsky 2015),
     #                                so the features stop carrying the scanner; 0: none. Training only
+    source_balance: bool = False  # sample each class's sources equally (each source's share of each class), so no
+    #                               source can stand for a class; replaces the loss's class weights by sampling
     patience: int = 3  # epochs without improvement of the calibrated validation NLL before stopping
     seed: int = 0
     split_seed: int = 0
@@ -136,6 +140,8 @@ class TrainConfig:
             raise ValueError(f"source_adversary is a loss weight (0 or more), not {cfg.source_adversary}")
         if cfg.source_adversary and cfg.scores_cells:
             raise ValueError("source_adversary works on one input per image: not with a cell-level model")
+        if cfg.source_balance and cfg.scores_cells:
+            raise ValueError("source_balance samples single-cell images: not with a cell-level model")
         if cfg.schedule not in ("onecycle", "plateau"):
             raise ValueError(f"schedule must be onecycle or plateau, not {cfg.schedule!r}")
         return cfg
@@ -185,6 +191,19 @@ def balanced_weights(counts: np.ndarray) -> torch.Tensor:
     group with no images gets the weight of one image (it never enters the loss)."""
     counts = np.asarray(counts, float)
     return torch.tensor(counts.sum() / (len(counts) * np.maximum(counts, 1)), dtype=torch.float32)
+
+
+def source_balanced_weights(labels: pd.Series, sources: pd.Series, *, by_class: bool) -> torch.Tensor:
+    """Sampling weight per image so that, within each class, every source that imaged it is drawn equally often;
+    with ``by_class`` every class is also drawn equally often (else classes keep their share of the split)."""
+    df = pd.DataFrame({"label": labels.to_numpy(), "source": sources.fillna("").to_numpy()})
+    per_pair = df.groupby(["label", "source"])["label"].transform("size").to_numpy(float)
+    n_sources = df.groupby("label")["source"].transform("nunique").to_numpy(float)
+    class_size = df.groupby("label")["label"].transform("size").to_numpy(float)
+    w = 1.0 / (n_sources * per_pair)  # each class sums to 1, split equally among its sources
+    if not by_class:
+        w = w * class_size
+    return torch.as_tensor(w / w.sum(), dtype=torch.double)
 
 
 def seed_everything(seed: int) -> None:
@@ -332,8 +351,14 @@ class Run:
         data = ImageTable(self.ds.root, sub["file"].tolist(), self.targets(part).tolist(), tf,
                           domains=self.domains(part) if train else None)
         g = torch.Generator().manual_seed(self.cfg.seed if seed is None else seed)
-        return DataLoader(data, batch_size=self.cfg.batch_size, shuffle=train, num_workers=self.cfg.workers,
-                          generator=g, worker_init_fn=_worker_init, persistent_workers=False, drop_last=False,
+        sampler = None
+        if train and self.cfg.source_balance:
+            sampler = torch.utils.data.WeightedRandomSampler(
+                source_balanced_weights(sub["label"], sub["source"], by_class=self.cfg.class_weighting),
+                num_samples=len(sub), replacement=True, generator=g)
+        return DataLoader(data, batch_size=self.cfg.batch_size, shuffle=train and sampler is None, sampler=sampler,
+                          num_workers=self.cfg.workers, generator=g, worker_init_fn=_worker_init,
+                          persistent_workers=False, drop_last=False,
                           pin_memory=self.device.type == "cuda", collate_fn=_collate_cells if every_cell else None)
 
 
@@ -411,7 +436,7 @@ def _train(run: Run, *, progress: bool, init: nn.Module | None = None
         model, pretrained_source = init, None
     model = model.to(device).to(memory_format=torch.channels_last)
     counts = run.split[run.split["split"] == "train"]["label"].value_counts().reindex(classes).to_numpy(float)
-    weights = balanced_weights(counts) if cfg.class_weighting else None
+    weights = balanced_weights(counts) if cfg.class_weighting and not cfg.source_balance else None
     criterion = nn.CrossEntropyLoss(weight=weights.to(device) if weights is not None else None,
                                     label_smoothing=cfg.label_smoothing)
     adversary = _source_adversary(run, model)
@@ -638,21 +663,21 @@ def _fine_tune(cfg: TrainConfig, *, progress: bool) -> Path:
     same dataset, architecture and input size; the card says where the weights came from."""
     t_start = time.time()
     b = bundle.load_bundle(cfg.init_from)  # verified: sha256 of every file
-    src = b.card.get("training", {}).get("config", {})
+    src = b.card.config
     clash = [k for k in ("dataset", "arch") if src.get(k) != getattr(cfg, k)]
     if not b.is_network or clash:
         raise ValueError(f"{cfg.init_from}: cannot fine-tune from it: "
                          + ("a classical model" if not b.is_network else f"its {', '.join(clash)} differ"))
-    if cfg.input_size and cfg.input_size != b.card["input"]["size"]:
-        raise ValueError(f"input_size {cfg.input_size} differs from the bundle's {b.card['input']['size']}")
+    if cfg.input_size and cfg.input_size != b.card.input["size"]:
+        raise ValueError(f"input_size {cfg.input_size} differs from the bundle's {b.card.input['size']}")
     if Path(cfg.out or "").resolve() == b.path.resolve():
         raise ValueError("write the fine-tuned bundle to another folder: the source bundle is kept as it is")
     run = prepare_run(cfg, progress=progress, split=b.split())
     model, _, log = _train(run, progress=progress, init=b.build_model())
     head = fit_field_head(run, model, progress=progress) if cfg.field_head else None
-    imagenet = bool(b.card.get("imagenet_initialised"))
-    origin = (b.card.get("pretrained_source") or "ImageNet") if imagenet else "from scratch"
-    sha = b.card.get("files", {}).get(bundle.WEIGHTS, "")
+    imagenet = b.card.imagenet_initialised
+    origin = (b.card.pretrained_source or "ImageNet") if imagenet else "from scratch"
+    sha = b.card.weights_sha256
     note = f"fine-tuned from bundle {b.id} (weights sha256 {sha[:16]}), which started from {origin}"
     return write_bundle(run, model, log=log, train_seconds=time.time() - t_start,
                         pretrained_source=note if imagenet else None, progress=progress, head=head,
@@ -669,7 +694,7 @@ def refit_field_head(source: Path, out: Path, *, variant: str | None = None, swa
     records ``field_head: true``; training the same config from scratch does the same
     after fine-tuning. The source bundle is not changed."""
     b = bundle.load_bundle(source)
-    if b.card.get("kind") == "classical":
+    if not b.card.is_network:
         raise ValueError(f"{source}: a classical model has no network head to refit")
     cfg = _card_config(b)
     if Path(out).resolve() == Path(source).resolve():
@@ -692,7 +717,7 @@ def reevaluate(folder: Path, *, progress: bool = True, **overrides) -> Path:
     its own shipped weights and saved split; the training log and time are kept. ``overrides`` change
     post-training settings such as ``min_specificity`` and are recorded in the card's config."""
     b = bundle.load_bundle(folder)
-    if b.card.get("kind") == "classical":
+    if not b.card.is_network:
         raise ValueError(f"{folder}: a classical model; re-fit it with `python -m leukoview train` instead")
     cfg = _card_config(b)
     fields = {f.name for f in dataclasses.fields(TrainConfig)}
@@ -708,7 +733,7 @@ def reevaluate(folder: Path, *, progress: bool = True, **overrides) -> Path:
 def _card_config(b: bundle.Bundle) -> TrainConfig:
     """The recipe a bundle was trained with, from its card (settings this version no longer has are dropped)."""
     fields = {f.name for f in dataclasses.fields(TrainConfig)}
-    return TrainConfig(**{k: v for k, v in b.card["training"]["config"].items() if k in fields})
+    return TrainConfig(**{k: v for k, v in b.card.config.items() if k in fields})
 
 
 def _rewrite(b: bundle.Bundle, cfg: TrainConfig, *, progress: bool, refit_head: bool = False) -> Path:
@@ -720,11 +745,10 @@ def _rewrite(b: bundle.Bundle, cfg: TrainConfig, *, progress: bool, refit_head: 
     head = None
     if refit_head:
         head = fit_field_head(run, model, progress=progress)
-        head["from_bundle"] = {"id": b.id, "weights_sha256": b.card["files"][bundle.WEIGHTS]} \
-            if bundle.WEIGHTS in b.card.get("files", {}) else {"id": b.id}
+        head["from_bundle"] = {"id": b.id, "weights_sha256": b.card.weights_sha256}
     log = pd.read_csv(b.path / bundle.LOG).to_dict("records")
-    source = b.card.get("pretrained_source") if b.card.get("imagenet_initialised") else None
-    return write_bundle(run, model, log=log, train_seconds=b.card["training"]["wall_time_s"],
+    source = b.card.pretrained_source if b.card.imagenet_initialised else None
+    return write_bundle(run, model, log=log, train_seconds=b.card.training["wall_time_s"],
                         pretrained_source=source, progress=progress, head=head)
 
 
@@ -809,8 +833,10 @@ def finish_bundle(run: Run, out: dict[str, tuple[np.ndarray, np.ndarray]], *, lo
     bundle.write_json(folder / SEEN, seen_for(ds, split))
     bundle.write_json(folder / bundle.METRICS, test_metrics)
     card = {
+        "version": CARD_VERSION,
         "id": bundle_id,
         "task": cfg.dataset,
+        "intended_use": INTENDED_USE,
         "architecture": cfg.arch,
         **{k: card_extra[k] for k in ("kind", "architecture_description", "classifier", "cam_layer",
                                       "classical", "head", "fine_tuned_from") if k in card_extra},
@@ -836,8 +862,7 @@ def finish_bundle(run: Run, out: dict[str, tuple[np.ndarray, np.ndarray]], *, lo
                     .unstack(fill_value=0).to_dict(orient="index"),
                     "subsampled_per_class": cfg.max_per_class or None},
         "split": {"file": bundle.SPLIT, "hash": split_hash(split), "seed": cfg.split_seed, "fractions": cfg.fractions,
-                  "grouping": "patient" if ds.has_patients else
-                  f"exact duplicates (sha256) and near duplicates (perceptual hash <= {ds.near_bits} bits)"},
+                  "grouping": split_grouping(ds)},
         "parameters": card_extra["parameters"],
         "weights_dtype": card_extra["weights_dtype"],
         "training": {"config": dataclasses.asdict(cfg), "epochs_run": len(log), "best_epoch": best_epoch,

@@ -10,6 +10,7 @@ import streamlit as st
 
 from . import settings, tasks
 from .bundle import Bundle, BundleError, bundle_problems, list_bundles, load_bundle
+from .card import Card
 
 MODEL_KEY = "leukoview_model"  # plain session key: survives page switches (widget keys do not)
 REVIEWER_KEY = "leukoview_reviewer"
@@ -21,7 +22,7 @@ DISCLAIMER = ("Research and education tool, **not a medical device**. Scores mus
 
 
 @st.cache_data(show_spinner=False)
-def _cards(models_dir: str) -> list[tuple[str, dict]]:
+def _cards(models_dir: str) -> list[tuple[str, Card]]:
     return [(str(b.path), b.card) for b in list_bundles(Path(models_dir), verify=False)]
 
 
@@ -133,9 +134,9 @@ def page(title: str, icon: str = "🔬") -> Bundle | None:
                 st.query_params["model"] = picked
             chosen = found[ids.index(picked)]
             c = chosen.card
-            st.caption(f"**{tasks.task_title(c.get('task', ''))}** · "
-                       f"{c['architecture']} · {len(c['classes'])} classes · threshold {c['threshold']:.3g} · "
-                       f"{'ImageNet-initialised' if c.get('imagenet_initialised') else 'trained from scratch'}")
+            st.caption(f"**{tasks.task_title(c.task)}** · "
+                       f"{c.architecture} · {len(c.classes)} classes · threshold {c.threshold:.3g} · "
+                       f"{'ImageNet-initialised' if c.imagenet_initialised else 'trained from scratch'}")
         for name, why in _problems(str(settings.models_dir())).items():
             st.error(f"Bundle `{name}` is not usable: {why}")
         st.markdown("---")
@@ -189,7 +190,7 @@ def models_that_fit(image, current: Bundle) -> list[Bundle]:
 
     out = []
     for b in bundles():
-        if b.id == current.id or b.card.get("task") == current.card.get("task") or not is_recommended(b):
+        if b.id == current.id or b.task == current.task or not is_recommended(b):
             continue
         p = predictor(b)
         if p is not None and not p.predict(image).ood_flag:
@@ -216,15 +217,15 @@ def thumbnail(path: str, size: int = 96) -> bytes:
 
 
 def positive_name(b: Bundle) -> str:
-    return tasks.positive_name(b.card.get("task", ""), b.positive)
+    return tasks.positive_name(b.task, b.positive)
 
 
 def task_title(b: Bundle) -> str:
-    return tasks.task_title(b.card.get("task", ""))
+    return tasks.task_title(b.task)
 
 
 def per_patient(b: Bundle) -> bool:
-    return tasks.per_patient(b.card.get("task", ""))
+    return tasks.per_patient(b.task)
 
 
 def batch_columns() -> dict:

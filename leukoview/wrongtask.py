@@ -87,7 +87,7 @@ def fit(bundle_path: Path, root: Path, *, per_dataset: int = 1000, own: int = 20
 
     p = Predictor(bundle_path)
     b = p.bundle
-    task = b.card.get("task", "")
+    task = b.task
     split = b.split()
     data_root = Path(root)
     rng = np.random.default_rng(seed)

@@ -122,7 +122,7 @@ n2.markdown("**Limitations**\n" + "\n".join(f"- {s}" for s in reading.limitation
 st.subheader("Where did the model look?")
 if not model.explainable:
     st.info(f"**{bundle.id}** is a classical model on image features "
-            f"({bundle.card['input'].get('feature_description', '')}): it has no class-activation map. "
+            f"({bundle.card.input.get('feature_description', '')}): it has no class-activation map. "
             "Pick a network in the sidebar to see where a model looks.")
 else:
     image_key = images.digest(source)
@@ -137,7 +137,7 @@ else:
             i0, i1, i2 = st.columns(3)
             i0.image(explain.overlay(original, on_original, opacity=opacity),
                      caption=f"{ex.method} on the original, with the located cell's box", width="stretch")
-        normalised = ", colours normalised" if bundle.card["input"].get("colour") else ""
+        normalised = ", colours normalised" if bundle.card.input.get("colour") else ""
         i1.image(ex.image, caption=f"Input as the network sees it ({ex.image.shape[1]} px{normalised})",
                  width="stretch")
         i2.image(explain.overlay(ex.image, ex.mask, opacity=opacity),

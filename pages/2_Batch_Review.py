@@ -9,7 +9,6 @@ import streamlit as st
 import streamlit_hotkeys as hotkeys
 
 from leukoview import batch, charts, explain, gallery, report, review, settings, ui
-from leukoview.bundle import WEIGHTS
 from leukoview.images import UPLOAD_TYPES, ImageError, load_image
 from leukoview.predict import find_images, score_files
 
@@ -375,7 +374,7 @@ if store is not None:
                 try:
                     store.sign_off(review.SignOff(
                         batch=bid, folder=str(folder), reviewer=reviewer, model=bundle.id,
-                        model_sha256=bundle.card["files"].get(WEIGHTS, ""),
+                        model_sha256=bundle.card.weights_sha256,
                         threshold=float(bundle.threshold), cells=diff["cells"], reviewed=diff["reviewed"],
                         differential=gallery.differential_json(table), comment=note,
                         last_decision=int(decisions["id"].max()) if decisions is not None and len(decisions) else None))

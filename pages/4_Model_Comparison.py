@@ -6,8 +6,8 @@ from leukoview import charts, compare, ui
 bundle = ui.page("Model comparison", "⚖️")
 if bundle is None:
     st.stop()
-task = bundle.card.get("task", "")
-same_task = [b for b in ui.bundles() if b.card.get("task", "") == task]
+task = bundle.task
+same_task = [b for b in ui.bundles() if b.task == task]
 st.markdown(f"Task **{ui.task_title(bundle)}**: {len(same_task)} bundle(s). Figures come from each "
             "bundle's metrics.json and stored test predictions.")
 table = compare.comparison_table(same_task)

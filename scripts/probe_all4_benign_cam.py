@@ -43,7 +43,7 @@ def main() -> None:
     if not p.cell_level:
         raise SystemExit(f"{args.bundle} does not score cells: nothing to choose between")
     root = data_root()
-    layer, target = p.bundle.card["cam_layer"], p.classes.index("Benign")
+    layer, target = p.bundle.card.cam_layer, p.classes.index("Benign")
     pred = p.bundle.predictions()
     fields = pred[pred["label"] == "Benign"]
     fields = fields.sample(min(args.fields, len(fields)), random_state=0)

@@ -78,7 +78,7 @@ def main() -> None:
     calib = normalise_batch([c for f in files[a.n:a.n + 40] for c in cell_arrays(_decode(f)[0], p.spec)[1]], p.spec)
     folder = Path(tempfile.mkdtemp())
     size = int(p.spec["size"])
-    classifier = p.bundle.card.get("classifier") or get_arch(p.bundle.card["architecture"]).classifier
+    classifier = p.bundle.card.classifier or get_arch(p.bundle.card.architecture).classifier
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")
         torch.onnx.export(_WithFeatures(p.model, classifier).eval(), torch.zeros(1, 3, size, size),

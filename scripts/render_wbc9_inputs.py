@@ -35,7 +35,7 @@ def main(argv=None) -> Path:
     ap.add_argument("--per-row", type=int, default=8)
     ap.add_argument("--out", default="/tmp/leukoview-inputs.png")
     args = ap.parse_args(argv)
-    spec = json.loads(json.dumps(load_bundle(args.bundle).card["input"]))
+    spec = json.loads(json.dumps(load_bundle(args.bundle).card.input))
     for item in args.set:
         key, _, value = item.partition("=")
         spec.setdefault("locate", {"method": "nucleus", "scale": 1.6})[key] = _value(value)

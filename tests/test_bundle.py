@@ -10,8 +10,9 @@ from leukoview import bundle as B
 def test_tiny_bundle_has_every_file_and_card_field(tiny_bundle):
     b = B.load_bundle(tiny_bundle)
     for name in (B.WEIGHTS, B.METRICS, B.PREDICTIONS, B.VAL_PREDICTIONS, B.SPLIT, B.OOD, B.LOG):
-        assert (tiny_bundle / name).is_file() and name in b.card["files"]
-    card = b.card
+        assert (tiny_bundle / name).is_file() and name in b.card.files
+    card = b.card.raw  # the JSON as written
+    assert b.card.version == 2 and b.card.intended_use
     assert card["classes"] == ["blast", "normal"] and card["positive_classes"] == ["blast"]
     assert card["imagenet_initialised"] is False and "scratch" in card["pretrained_source"]
     assert card["input"]["size"] == 64 and 0 < card["threshold"] < 1
@@ -86,7 +87,7 @@ def test_missing_or_broken_card_is_refused(bundle_copy, tmp_path):
     with pytest.raises(B.BundleError, match="not valid JSON"):
         B.load_bundle(bundle_copy)
     (bundle_copy / B.CARD).write_text(json.dumps({"format": B.FORMAT}))
-    with pytest.raises(B.BundleError, match="card lacks"):
+    with pytest.raises(B.BundleError, match="does not fit card.schema.json"):
         B.load_bundle(bundle_copy)
 
 
@@ -112,8 +113,8 @@ def test_reevaluate_reproduces_the_bundle(tiny_bundle, tmp_path):
     reevaluate(dst, progress=False)
     after = B.load_bundle(dst)
     assert after.threshold == pytest.approx(before.threshold, abs=1e-6)
-    assert after.card["split"]["hash"] == before.card["split"]["hash"]
-    assert after.card["files"][B.WEIGHTS] == before.card["files"][B.WEIGHTS]  # fp16 round trip is stable
+    assert after.card.split_hash == before.card.split_hash
+    assert after.card.files[B.WEIGHTS] == before.card.files[B.WEIGHTS]  # fp16 round trip is stable
     np.testing.assert_allclose(after.predictions()["suspicion"], before.predictions()["suspicion"], atol=1e-5)
 
 
@@ -137,7 +138,7 @@ def test_update_adds_metrics_and_files_and_the_bundle_still_verifies(bundle_copy
     B.update(bundle_copy, metrics={"shift": {"images": 3}}, files={"extra.json": {"a": 1}})
     b = B.load_bundle(bundle_copy)
     assert b.metrics["shift"] == {"images": 3} and "accuracy" in b.metrics  # merged, not replaced
-    assert "extra.json" in b.card["files"]
+    assert "extra.json" in b.card.files
     with pytest.raises(B.BundleError, match="not the card itself"):
         B.update(bundle_copy, files={"card.json": {}})
 

@@ -67,7 +67,7 @@ def test_image_logits_are_the_mean_of_its_cells_and_reproduce_training(cells_bun
 
     folder, root = cells_bundle
     p = Predictor(folder, backend="torch")
-    assert p.cell_level and p.bundle.card["input"]["locate"]["method"] == "cells"
+    assert p.cell_level and p.bundle.card.input["locate"]["method"] == "cells"
     stored = p.bundle.predictions()
     img = Image.open(root / stored["file"].iloc[0]).convert("RGB")
     crops, views = cell_views(img, p.spec)
@@ -126,12 +126,12 @@ def test_field_head_is_fitted_on_whole_images_and_folded_into_the_classifier(cel
     before = sha256_file(folder / WEIGHTS)
     out = refit_field_head(folder, tmp_path / "fh", progress=False)
     b = load_bundle(out)  # verified: sha256 of every file
-    head = b.card["head"]
-    assert b.card["training"]["config"]["field_head"] is True and b.id.endswith("-fieldhead")
+    head = b.card.head
+    assert b.card.config["field_head"] is True and b.id.endswith("-fieldhead")
     assert [r["C"] for r in head["tried"]] == list(FIELD_HEAD_C)
     chosen = next(r for r in head["tried"] if r["C"] == head["C"])  # the best (near ties: the stronger penalty)
     assert chosen["val_nll_calibrated"] <= min(r["val_nll_calibrated"] for r in head["tried"]) + 1e-5
-    assert "mean cell features" in b.card["input"]["locate"]["what"]
+    assert "mean cell features" in b.card.input["locate"]["what"]
     assert sha256_file(folder / WEIGHTS) == before
 
     src, new = Predictor(folder, backend="torch"), Predictor(out, backend="torch")
@@ -173,7 +173,7 @@ def test_field_head_refuses_what_it_cannot_refit(cells_bundle, tiny_bundle, tmp_
 def same_below_head(first, second) -> bool:
     """Whether two bundles' networks have the same weights everywhere but the classifier layer (and have some)."""
     a, b = first.build_model().state_dict(), second.build_model().state_dict()
-    body = [k for k in a if not k.startswith(first.card["classifier"])]
+    body = [k for k in a if not k.startswith(first.card.classifier)]
     return bool(body) and all(np.array_equal(a[k].numpy(), b[k].numpy()) for k in body)
 
 
@@ -185,11 +185,11 @@ def test_field_head_can_also_learn_from_background_swapped_copies(cells_bundle, 
     plain = load_bundle(refit_field_head(folder, tmp_path / "plain", progress=False))
     swapped = load_bundle(refit_field_head(folder, tmp_path / "swapped", swaps=1, progress=False))
     n_train = int((plain.split()["split"] == "train").sum())
-    assert plain.card["head"]["train_images"] == n_train and swapped.card["head"]["train_images"] == 2 * n_train
-    assert swapped.card["training"]["config"]["field_head_swaps"] == 1
-    assert "background" in swapped.card["head"]["method"]
+    assert plain.card.head["train_images"] == n_train and swapped.card.head["train_images"] == 2 * n_train
+    assert swapped.card.config["field_head_swaps"] == 1
+    assert "background" in swapped.card.head["method"]
     a, b = plain.build_model().state_dict(), swapped.build_model().state_dict()
-    head = [k for k in a if k.startswith(plain.card["classifier"])]
+    head = [k for k in a if k.startswith(plain.card.classifier)]
     assert head and any(not np.allclose(a[k].numpy(), b[k].numpy()) for k in head)  # the copies changed the head
     assert same_below_head(plain, swapped)  # and nothing else
 
@@ -205,8 +205,8 @@ def test_field_head_for_fewer_cells_scores_at_most_that_many(cells_bundle, tiny_
     folder, root = cells_bundle
     assert main(["refit-head", str(folder), "--out", str(tmp_path / "one"), "--max-cells", "1", "--quiet"]) == 0
     b = load_bundle(tmp_path / "one")
-    assert b.id.endswith("-fieldhead-1cells") and b.card["input"]["locate"]["max_cells"] == 1
-    assert b.card["training"]["config"]["max_cells"] == 1
+    assert b.id.endswith("-fieldhead-1cells") and b.card.input["locate"]["max_cells"] == 1
+    assert b.card.config["max_cells"] == 1
     assert same_below_head(load_bundle(folder), b)  # the network is the source's
     stored = b.predictions()
     files = [root / f for f in stored["file"]]
@@ -228,7 +228,7 @@ def test_every_cell_transform_gives_one_augmented_crop_per_found_cell(cells_bund
     from leukoview.transforms import cells, train_transform
 
     folder, root = cells_bundle
-    spec = load_bundle(folder).card["input"]
+    spec = load_bundle(folder).card.input
     img = Image.open(next((root / "fields" / "blast").glob("*.png"))).convert("RGB")
     tf = train_transform(spec, acquisition=True, background=0.5, all_cells=True)
     torch.manual_seed(0)
@@ -268,15 +268,15 @@ def test_field_level_fine_tune_keeps_the_source_split_and_says_where_its_weights
     folder, root = cells_bundle
     src = load_bundle(folder)
     before = sha256_file(folder / WEIGHTS)
-    values = {**src.card["training"]["config"], "init_from": str(folder), "field_level": True, "epochs": 1,
+    values = {**src.card.config, "init_from": str(folder), "field_level": True, "epochs": 1,
               "out": str(tmp_path / "mil"), "variant": "mil"}
     out = fit(TrainConfig.from_file(None, **values), progress=False)
     b = load_bundle(out)
-    assert b.card["fine_tuned_from"]["id"] == src.id
-    assert b.card["fine_tuned_from"]["weights_sha256"] == src.card["files"][WEIGHTS] == before
-    assert b.card["fine_tuned_from"]["started"] == "from scratch" and not b.card["imagenet_initialised"]
-    assert b.card["split"]["hash"] == src.card["split"]["hash"]
-    assert "multiple-instance" in b.card["input"]["locate"]["what"]
+    assert b.card.fine_tuned_from["id"] == src.id
+    assert b.card.fine_tuned_from["weights_sha256"] == src.card.files[WEIGHTS] == before
+    assert b.card.fine_tuned_from["started"] == "from scratch" and not b.card.imagenet_initialised
+    assert b.card.split_hash == src.card.split_hash
+    assert "multiple-instance" in b.card.input["locate"]["what"]
     assert sha256_file(out / WEIGHTS) != before and sha256_file(folder / WEIGHTS) == before
     stored = b.predictions()
     scored = score_files([root / f for f in stored["file"]], Predictor(out, backend="torch"), base=root)
@@ -290,7 +290,7 @@ def test_field_level_and_fine_tuning_refuse_what_does_not_fit(cells_bundle, tmp_
     folder, _ = cells_bundle
     with pytest.raises(ValueError, match="every cell"):
         TrainConfig.from_file(None, field_level=True, locate_cell=True, locate_method="nucleus")
-    values = {**load_bundle(folder).card["training"]["config"], "init_from": str(folder), "epochs": 1}
+    values = {**load_bundle(folder).card.config, "init_from": str(folder), "epochs": 1}
     with pytest.raises(ValueError, match="arch"):
         fit(TrainConfig.from_file(None, **{**values, "arch": "cnn16", "out": str(tmp_path / "x")}), progress=False)
     with pytest.raises(ValueError, match="another folder"):

@@ -109,10 +109,10 @@ def test_classical_bundle_has_the_network_bundle_files_and_reproduces_its_predic
 
     folder, root = ridge_bundle
     b = load_bundle(folder)
-    assert b.card["kind"] == "classical" and not b.is_network and b.card["input"]["features"] == "pixels_hist"
+    assert b.card.kind == "classical" and not b.is_network and b.card.input["features"] == "pixels_hist"
     for name in ("model.safetensors", "metrics.json", "predictions.csv", "val_predictions.csv", "split.csv",
                  "ood.safetensors", "train_log.csv"):
-        assert name in b.card["files"]
+        assert name in b.card.files
     with pytest.raises(BundleError, match="no network"):
         b.build_model()
     p = Predictor(b)

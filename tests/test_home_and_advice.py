@@ -24,7 +24,7 @@ def test_home_tables_come_from_the_card_and_metrics(tiny_bundle):
     b = load_bundle(tiny_bundle)
     t = landing.models_table([b])
     assert t.loc[0, "model"] == b.id and t.loc[0, "accuracy"].startswith(f"{b.metrics['accuracy']:.4f}")
-    assert "scratch" in landing.model_summary(b) and b.card["split"]["hash"] in landing.split_summary(b)
+    assert "scratch" in landing.model_summary(b) and b.card.split_hash in landing.split_summary(b)
 
 
 def test_comparison_table_and_mcnemar(tiny_bundle):
@@ -36,11 +36,10 @@ def test_comparison_table_and_mcnemar(tiny_bundle):
 
 
 def test_mcnemar_refuses_different_splits(tiny_bundle, tmp_path):
-    import copy
+    import dataclasses
 
     b = load_bundle(tiny_bundle)
-    other = copy.deepcopy(b)
-    other.card["split"]["hash"] = "different"
+    other = dataclasses.replace(b, card=dataclasses.replace(b.card, split={**b.card.split, "hash": "different"}))
     with pytest.raises(ValueError, match="different splits"):
         compare.mcnemar(b, other)
 
@@ -59,10 +58,12 @@ def test_recommended_models_come_first_in_the_picker():
     from pathlib import Path
 
     from leukoview.bundle import Bundle
+    from leukoview.card import Card
     from leukoview.landing import is_recommended, picker_order
 
     def b(i, task):
-        return Bundle(Path(i), {"id": i, "task": task})
+        return Bundle(Path(i), Card(id=i, task=task, architecture="x", kind="network", classes=("a", "b"),
+                                    positive=("a",), input={"size": 8}, threshold=0.5, files={}, dataset={}))
 
     items = [b("all4-cnn16", "all4"), b("wbc9-efficientnet_lite0-reinhard", "wbc9"),
              b("all4-efficientnet_lite0-noaug", "all4"), b("all4-efficientnet_lite0", "all4"),

@@ -18,7 +18,7 @@ from tests.test_wrongtask import field_folders
 def test_palette_check_flags_other_colours_through_every_path(tmp_path, tiny_bundle):
     b = tmp_path / "tiny"
     shutil.copytree(tiny_bundle, b)
-    root = load_bundle(b).card["training"]["config"]["data_root"]
+    root = load_bundle(b).card.config["data_root"]
     rng = np.random.default_rng(11)
     _, held = field_folders(tmp_path, rng, fit=0, held=30)  # pale blue fields: colours the cells never have
     images = [Image.open(f).convert("RGB") for f in sorted(held.glob("*.png"))]

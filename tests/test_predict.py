@@ -30,7 +30,7 @@ def test_predictor_reproduces_stored_test_predictions(tiny_bundle, predictor):
     from leukoview.images import load_image
 
     pred = predictor.bundle.predictions()
-    root = Path(predictor.bundle.card["training"]["config"]["data_root"])
+    root = Path(predictor.bundle.card.config["data_root"])
     rows = pred.head(6)
     out = predictor.predict_batch([load_image(root / f) for f in rows["file"]])
     np.testing.assert_allclose(out["suspicion"], rows["suspicion"], atol=1e-4)
@@ -111,7 +111,7 @@ def test_metrics_module_is_used_consistently(tiny_bundle):
     b = load_bundle(tiny_bundle)
     pred = b.predictions("val")
     chosen = M.choose_threshold(pred["positive"].to_numpy(), pred["suspicion"].to_numpy(),
-                                min_specificity=b.card["training"]["config"]["min_specificity"])
+                                min_specificity=b.card.config["min_specificity"])
     assert chosen["threshold"] == b.threshold  # the stored predictions are exactly what the threshold saw
 
 

@@ -70,10 +70,10 @@ def test_shipped_bundle_reproduces_its_stored_test_predictions(bundle, root):
 @pytest.mark.parametrize("bundle", SHIPPED, ids=[b.id for b in SHIPPED])
 def test_shipped_bundle_split_matches_the_dataset(bundle, root):
     b = load_bundle(bundle.path)
-    ds = D.load_dataset(b.card["task"], root)
+    ds = D.load_dataset(b.task, root)
     split = b.split()
     assert set(split["file"]) == set(ds.manifest["file"])
-    assert D.split_hash(split) == b.card["split"]["hash"]
+    assert D.split_hash(split) == b.card.split_hash
     assert (split.groupby("group")["split"].nunique() == 1).all()
     assert set(b.predictions()["file"]) == set(split.loc[split["split"] == "test", "file"])
 
@@ -86,6 +86,6 @@ def test_sample_manifest_lists_real_test_split_images(root):
     assert all((root / f).is_file() for f in m["file"])
     for b in SHIPPED:
         split = b.split().set_index("file")
-        rows = m[m["dataset"] == b.card["task"]]
+        rows = m[m["dataset"] == b.task]
         assert (split.loc[rows["file"], "split"] == "test").all(), "samples must never have been trained on"
         assert (split.loc[rows["file"], "label"].to_numpy() == rows["label"].to_numpy()).all()

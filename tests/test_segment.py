@@ -192,7 +192,7 @@ def test_the_input_contact_sheet_shows_the_framing_it_is_asked_for(tmp_path, tin
     from leukoview.bundle import load_bundle
     from tests.conftest import REPO
 
-    root = load_bundle(tiny_bundle).card["training"]["config"]["data_root"]
+    root = load_bundle(tiny_bundle).card.config["data_root"]
     monkeypatch.setenv("LEUKOVIEW_DATA_ROOT", root)
     spec = importlib.util.spec_from_file_location("render", REPO / "scripts" / "render_wbc9_inputs.py")
     render = importlib.util.module_from_spec(spec)

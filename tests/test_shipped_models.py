@@ -19,22 +19,22 @@ def test_models_are_shipped():
 def test_shipped_card_agrees_with_its_model(bundle):
     b = load_bundle(bundle.path)  # every sha256, the card's own included
     card = b.card
-    assert card["id"] == bundle.path.name
-    assert card["training"]["wall_time_s"] > 0
-    assert "latency.json" in card["files"], "measure it: python -m leukoview measure " + str(bundle.path)
+    assert card.id == bundle.path.name
+    assert card.training["wall_time_s"] > 0
+    assert card.has_file("latency.json"), "measure it: python -m leukoview measure " + str(bundle.path)
     pred = b.predictions()
     assert len(pred) == b.metrics["n_images"]
     if b.is_network:
-        spec = archs.get_arch(card["architecture"])
+        spec = archs.get_arch(card.architecture)
         model = b.build_model()  # strict load: every tensor of the registry's network, nothing else
-        assert archs.count_parameters(model) == card["parameters"]
-        assert card["cam_layer"] == spec.cam_layer and card["classifier"] == spec.classifier
-        assert model.get_submodule(card["classifier"]).out_features == len(b.classes)
-        assert card["imagenet_initialised"] == ("ImageNet" in card["pretrained_source"])
+        assert archs.count_parameters(model) == card.get("parameters")
+        assert card.cam_layer == spec.cam_layer and card.classifier == spec.classifier
+        assert model.get_submodule(spec.classifier).out_features == len(b.classes)
+        assert card.imagenet_initialised == ("ImageNet" in card.pretrained_source)
     else:
         from leukoview.classical import FEATURE_SETS, ClassicalModel, decision
 
-        assert card["input"]["features"] in FEATURE_SETS
+        assert card.input["features"] in FEATURE_SETS
         cm = ClassicalModel(b.path, card)
         z = np.zeros((3, cm.arrays["scaler_mean"].shape[0]), np.float32)
         logits = decision(cm.kind, cm.arrays, z, xgb_json=cm.xgb_json, n_classes=len(b.classes))
@@ -43,7 +43,7 @@ def test_shipped_card_agrees_with_its_model(bundle):
 
 def test_all4_bundles_share_one_split():
     """The model zoo compares architectures on the same leakage-aware split."""
-    hashes = {b.id: b.card["split"]["hash"] for b in SHIPPED if b.card["task"] == "all4"}
+    hashes = {b.id: b.card.split_hash for b in SHIPPED if b.task == "all4"}
     assert len(set(hashes.values())) == 1, hashes
 
 
@@ -55,7 +55,7 @@ def test_every_task_registry_choice_is_a_shipped_bundle_of_that_task():
     for task in TASKS.values():
         if task.recommended:
             assert task.recommended in shipped, f"{task.name}: {task.recommended} is not in models/"
-            assert shipped[task.recommended].card["task"] == task.name
+            assert shipped[task.recommended].task == task.name
 
 
 WITH_PALETTE = [b for b in SHIPPED if b.palette() is not None]

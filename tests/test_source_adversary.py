@@ -78,7 +78,7 @@ def test_training_with_the_adversary_logs_it_changes_the_network_and_ships_it_pl
     from leukoview.bundle import load_bundle
 
     card = load_bundle(out).card
-    assert card["training"]["config"]["source_adversary"] == 0.5
+    assert card.config["source_adversary"] == 0.5
     # the head is training-only: the bundle's network is the plain architecture (it loads and predicts)
     from leukoview.predict import Predictor
 

@@ -16,11 +16,12 @@ def test_loaded_datasets_take_classes_and_licence_from_the_registry(synthetic_ro
 
 
 def test_other_tasks_leave_out_those_sharing_images(monkeypatch):
-    assert tasks.TASKS["all4"].others() == ["wbc5", "wbc9", "cnmc"]
-    assert tasks.TASKS["wbc9"].others() == ["all4", "cnmc"]  # wbc9 holds every wbc5 image
+    assert tasks.TASKS["all4"].others() == ["wbc5", "wbc9", "deepapl", "cnmc"]  # not diff3: wbc9 + deepapl
+    assert tasks.TASKS["wbc9"].others() == ["all4", "deepapl", "cnmc"]  # wbc9 holds every wbc5 image
+    assert tasks.TASKS["diff3"].others() == ["all4", "cnmc"]
     t = tasks.Task("x", "X", "x+", ("a", "b"), ("b",), "", "", shares_images_with=("wbc5",))
     monkeypatch.setitem(tasks.TASKS, "x", t)
-    assert t.others() == ["all4", "wbc9", "cnmc"]
+    assert t.others() == ["all4", "wbc9", "deepapl", "cnmc"]
 
 
 def test_titles_fall_back_for_folder_datasets():

@@ -41,7 +41,7 @@ def field_folders(base, rng, *, fit: int = 60, held: int = 40):
 def test_fitted_detector_flags_held_out_wrong_task_images(tmp_path, tiny_bundle):
     b = tmp_path / "tiny"
     shutil.copytree(tiny_bundle, b)
-    root = load_bundle(b).card["training"]["config"]["data_root"]
+    root = load_bundle(b).card.config["data_root"]
     rng = np.random.default_rng(3)
     fit_dir, held = field_folders(tmp_path, rng)
     before = Predictor(b)
@@ -69,7 +69,7 @@ def test_oodeval_leaves_out_the_files_a_detector_was_fitted_on(synthetic_root):
 def test_isolated_renders_teach_the_detector_cells_on_black(tmp_path, tiny_bundle):
     b = tmp_path / "tiny"
     shutil.copytree(tiny_bundle, b)
-    root = load_bundle(b).card["training"]["config"]["data_root"]
+    root = load_bundle(b).card.config["data_root"]
     rng = np.random.default_rng(5)
     fit_dir, _ = field_folders(tmp_path, rng, fit=40, held=0)
     held = [wrongtask.isolated(cell_image(k, rng)) for k in (0, 3) * 15]  # own kind of cell, another acquisition
@@ -102,7 +102,7 @@ def test_generated_pictures_teach_the_detector_non_smear_images(tmp_path, tiny_b
     record, and held-out pictures of the same kinds (another seed) are then flagged."""
     b = tmp_path / "tiny"
     shutil.copytree(tiny_bundle, b)
-    root = load_bundle(b).card["training"]["config"]["data_root"]
+    root = load_bundle(b).card.config["data_root"]
     rng = np.random.default_rng(9)
     fit_dir, _ = field_folders(tmp_path, rng, fit=30, held=0)
     pictures = {k: [im.resize((64, 64)) for im in v] for k, v in oodeval.not_cells(40, size=64, seed=1).items()}
