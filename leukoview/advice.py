@@ -3,6 +3,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from .vocab import CANNOT_ASSESS
+
 
 @dataclass(frozen=True)
 class Reading:
@@ -17,9 +19,6 @@ def risk_band(score: float, threshold: float) -> str:
     if score < threshold:
         return "low"
     return "high" if score >= max(0.9, threshold) else "borderline"
-
-
-CANNOT_ASSESS = "cannot assess"
 
 
 def read_prediction(score: float, threshold: float, predicted: str, positive: list[str], *, ood: bool,

@@ -12,13 +12,13 @@ import pandas as pd
 from .datasets import cnmc_patient
 from .images import IMAGE_SUFFIXES, ImageError, find_images, has_image_suffix, load_image
 from .segment import NOT_A_SMEAR
+from .vocab import FLAGGED_UNIDENTIFIED
 
 MAX_ZIP_FILES = 20_000
 MAX_ZIP_BYTES = 2 * 1024**3  # after extraction
 MAX_ZIP_RATIO = 200  # uncompressed / compressed per member: beyond this it is a zip bomb
 PATIENT_REFERENCE = 0.20  # share of suspicious cells per patient drawn as the reference line
 BLAST_REFERENCE = 0.20  # the WHO blast threshold for acute leukaemia (>= 20 % blasts), drawn on the differential
-UNIDENTIFIED = "unidentified (out of distribution)"
 
 
 class BoundaryError(ValueError):
@@ -146,7 +146,7 @@ def differential(df: pd.DataFrame, classes: list[str], positive: list[str]) -> t
     rows = [{"type": c, "count": int(counts.get(c, 0)),
              "percent": 100 * counts.get(c, 0) / n if n else float("nan"), "positive": c in positive}
             for c in classes]
-    rows.append({"type": UNIDENTIFIED, "count": int(flagged.sum()), "percent": float("nan"), "positive": False})
+    rows.append({"type": FLAGGED_UNIDENTIFIED, "count": int(flagged.sum()), "percent": float("nan"), "positive": False})
     blasts = int(sum(counts.get(c, 0) for c in positive))
     share = blasts / n if n else float("nan")
     summary = {"cells": int(len(ok)), "classed": n, "unidentified": int(flagged.sum()),

@@ -12,9 +12,8 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from .batch import BLAST_REFERENCE, UNIDENTIFIED
-from .predict import CANNOT_ASSESS
-from .review import UNIDENTIFIED as REVIEWED_UNIDENTIFIED
+from .batch import BLAST_REFERENCE
+from .vocab import CANNOT_ASSESS, FLAGGED_UNIDENTIFIED, REVIEWED_UNIDENTIFIED
 
 PER_PAGE = 100
 PENDING = "second review pending"
@@ -27,8 +26,8 @@ def review_queue(scores: pd.DataFrame, classes: list[str], positive: list[str]) 
     cells; within a group the most suspicious first."""
     ok = scores[(scores["error"] == "") & scores["suspicion"].notna()].copy()
     flagged = (ok["ood_flag"] == True) | (ok["decision"] == CANNOT_ASSESS)  # noqa: E712 (object column)
-    ok["group"] = ok["predicted"].where(~flagged, UNIDENTIFIED)
-    order = [*positive, *(c for c in classes if c not in positive), UNIDENTIFIED]
+    ok["group"] = ok["predicted"].where(~flagged, FLAGGED_UNIDENTIFIED)
+    order = [*positive, *(c for c in classes if c not in positive), FLAGGED_UNIDENTIFIED]
     ok["_g"] = ok["group"].map({g: i for i, g in enumerate(order)})
     ok = ok.sort_values(["_g", "suspicion", "file"], ascending=[True, False, True], kind="stable")
     return ok.drop(columns="_g").reset_index(drop=True)
@@ -119,6 +118,12 @@ def key_map(classes: list[str]) -> list[Key]:
     return keys
 
 
+def decision_label(action: str, row, label: str = "") -> str:
+    """The label a decision stores: a confirmation, the model's class; an override, the reviewer's; a second
+    review, none."""
+    return {"confirm": row["predicted"], "override": label, "second_review": ""}[action]
+
+
 def action_for(key_id: str, row, classes: list[str]) -> tuple[str, str] | None:
     """The (action, label) a key records for the cell ``row``; None for a move. Reclassifying to the model's own
     class is a confirmation."""
@@ -156,13 +161,13 @@ def review_differential(queue: pd.DataFrame, decisions: pd.DataFrame | None, cla
     current = current_decisions(decisions)
     pre = queue["group"].tolist()
     post = [reviewed_class(r, current.get(r["file"])) for r in queue.to_dict("records")]
-    post = [UNIDENTIFIED if c == REVIEWED_UNIDENTIFIED else c for c in post]
-    other = [c for c in dict.fromkeys(post) if c not in (*classes, UNIDENTIFIED, PENDING, NOT_REVIEWED)]
+    post = [FLAGGED_UNIDENTIFIED if c == REVIEWED_UNIDENTIFIED else c for c in post]
+    other = [c for c in dict.fromkeys(post) if c not in (*classes, FLAGGED_UNIDENTIFIED, PENDING, NOT_REVIEWED)]
     types = [*classes, *other]
     n_pre = sum(c in types for c in pre)
     n_post = sum(c in types for c in post)
     rows = []
-    for t in [*types, UNIDENTIFIED, PENDING, NOT_REVIEWED]:
+    for t in [*types, FLAGGED_UNIDENTIFIED, PENDING, NOT_REVIEWED]:
         a, b = pre.count(t), post.count(t)
         counted = t in types
         rows.append({"type": t, "pre-classified": a,

@@ -24,9 +24,9 @@ from .ood import linear_scores, ood_scores
 from .seen import SeenIndex
 from .segment import NOT_A_SMEAR, CellCrop, crop_cell, smear_gate
 from .transforms import cell_arrays, cell_level, locate, normalise_batch, resize_array
+from .vocab import CANNOT_ASSESS
 
 ProgressFn = Callable[[int, int], None]
-CANNOT_ASSESS = "cannot assess"  # the decision of an out-of-distribution image: no verdict, either way
 
 
 @dataclass

@@ -11,9 +11,10 @@ from pathlib import Path
 
 import pandas as pd
 
-from .batch import UNIDENTIFIED, thumbnail_uri
+from .batch import thumbnail_uri
 from .card import Card
 from .gallery import current_decisions, reviewed_class
+from .vocab import FLAGGED_UNIDENTIFIED
 
 MAX_THUMBNAILS = 60  # per section; the report says when more were left out
 
@@ -83,7 +84,7 @@ def render(*, folder: str, queue: pd.DataFrame, decisions: pd.DataFrame | None, 
     status = (f"Signed off by <b>{html.escape(sign_off['reviewer'])}</b> at {html.escape(sign_off['created_at'])}"
               if sign_off else "<b class='draft'>DRAFT: not signed off</b>")
     reviewed_pos = queue[[reviewed_class(r, current.get(r["file"])) in positive for r in queue.to_dict("records")]]
-    flagged = queue[queue["group"] == UNIDENTIFIED]
+    flagged = queue[queue["group"] == FLAGGED_UNIDENTIFIED]
     pre_pos = queue[queue["group"].isin(positive)]
     pct = summary["positive_percent_reviewed"]
     line = (f"{positive_name} {pct:.1f}% of the reviewed classed cells "

@@ -19,7 +19,6 @@ from . import settings
 ACTIONS = ("confirm", "override", "second_review")
 ACTION_LABELS = {"confirm": "confirm the model", "override": "override the label",
                  "second_review": "mark for second review"}
-UNIDENTIFIED = "unidentified"  # the class a reviewer gives a cell nobody can place (an override to it)
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS decisions (
     id INTEGER PRIMARY KEY AUTOINCREMENT,

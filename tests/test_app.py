@@ -340,3 +340,34 @@ def test_batch_folder_is_kept_in_the_url(app_env):
     assert box.options[box.value].startswith("data/cells/blast")
     at.selectbox(key="batch_folder").set_value(0).run()
     assert at.query_params["folder"] in (["0:."], "0:.")
+
+
+def test_a_sign_off_records_the_model_that_scored_the_batch_not_the_one_chosen_after(app_env):
+    """Score with one model, switch the sidebar to another (another threshold and id), then decide and sign off:
+    the decision, the sign-off and the export name the model that scored the batch."""
+    from leukoview.bundle import finalize, load_bundle
+    from leukoview.review import ReviewStore
+
+    models = app_env / "models"
+    raw = load_bundle(models / "tiny2").card.raw
+    finalize(models / "tiny2", {**{k: v for k, v in raw.items() if k not in ("files", "format", "card_sha256")},
+                                "threshold": 0.123})
+    st.cache_data.clear()
+    tiny = load_bundle(models / "tiny")
+    at = run_page("pages/2_Batch_Review.py")
+    at.sidebar.selectbox(key="model_picker").set_value(tiny.id).run()
+    at.sidebar.text_input(key="reviewer_input").input("Dr S").run()
+    at.button(key="batch_score").click().run()
+    at.sidebar.selectbox(key="model_picker").set_value("tiny2").run()  # the switch, after scoring
+    no_exceptions(at)
+    assert any(f"These scores come from **{tiny.id}**" in w.value for w in at.warning)
+    at.button(key="rv_confirm").click().run()
+    at.checkbox(key="signoff_agree").check()
+    at.button(key="FormSubmitter:signoff-Sign off this folder").click().run()
+    no_exceptions(at)
+    store = ReviewStore(app_env / "reviews" / "decisions.sqlite")
+    batch_id = f"{(app_env / 'data').resolve()}::."
+    signed = store.sign_offs(batch_id).iloc[-1]
+    assert signed["model"] == tiny.id and signed["model_sha256"] == tiny.card.weights_sha256
+    assert signed["threshold"] == pytest.approx(tiny.threshold) and signed["threshold"] != pytest.approx(0.123)
+    assert set(store.latest(batch_id)["model"]) == {tiny.id}

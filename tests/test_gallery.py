@@ -9,8 +9,8 @@ import pandas as pd
 import pytest
 
 from leukoview import gallery, report
-from leukoview.batch import UNIDENTIFIED
 from leukoview.review import Decision, ReviewStore, SignOff, StaleSignOffError
+from leukoview.vocab import FLAGGED_UNIDENTIFIED as UNIDENTIFIED
 
 CLASSES = ["lymphocyte", "myeloblast", "neutrophil"]
 POSITIVE = ["myeloblast"]
