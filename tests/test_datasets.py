@@ -1,4 +1,5 @@
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -54,7 +55,7 @@ def test_folder_dataset_requires_known_positive_classes(tmp_path):
 
 
 def test_unknown_dataset_lists_known_ones(tmp_path):
-    with pytest.raises(D.DatasetError, match="known: \\['all4', 'cnmc', 'wbc5', 'wbc9'\\]"):
+    with pytest.raises(D.DatasetError, match="known: \\['all4', 'cnmc', 'deepapl', 'diff3', 'wbc5', 'wbc9'\\]"):
         D.load_dataset("nope", tmp_path)
 
 
@@ -146,3 +147,60 @@ def test_sample_data_is_copied_from_the_root_and_reports_missing(tmp_path):
     assert copied == 1 and missing == ["set/a/missing.png", "../escape.png"]
     avail = samples.available_samples(folder)
     assert avail["file"].tolist() == ["set/a/a_000.png"] and avail["path"][0].is_file()
+
+
+def _mixed_dataset(tmp_path):
+    """Cells of two patients (3 each) and, without a patient, an image, its near copy and an unrelated image."""
+    rng = np.random.default_rng(3)
+    rows = []
+    for p in ("P1", "P2"):
+        for k in range(3):
+            f = tmp_path / p / f"c{k}.png"
+            f.parent.mkdir(parents=True, exist_ok=True)
+            cell_image(k, rng).save(f)
+            rows.append({"file": f"{p}/c{k}.png", "label": "blast", "patient": p, "source_split": "", "source": "JHH"})
+    a = cell_image(1, rng, size=96)
+    (tmp_path / "lab").mkdir()
+    a.save(tmp_path / "lab" / "a.png")
+    a.resize((90, 90)).resize((96, 96)).save(tmp_path / "lab" / "a_near.png")
+    cell_image(3, rng, size=96).save(tmp_path / "lab" / "b.png")
+    rows += [{"file": f"lab/{n}", "label": "normal", "patient": "", "source_split": "", "source": "LMU"}
+             for n in ("a.png", "a_near.png", "b.png")]
+    return D.Dataset("mixed", ("blast", "normal"), ("blast",), tmp_path, D._manifest(rows), near_bits=6)
+
+
+def test_a_dataset_mixing_patients_and_unknown_patients_gets_both_groupings(tmp_path):
+    ds = _mixed_dataset(tmp_path)
+    g = D.duplicate_groups(ds, D.image_hashes(ds, progress=False)).set_index("file")["group"]
+    assert g["P1/c0.png"] == g["P1/c1.png"] == g["P1/c2.png"] != g["P2/c0.png"]  # one group a patient
+    assert g["lab/a.png"] == g["lab/a_near.png"] != g["lab/b.png"]  # near copies, among the unknown
+    assert g["lab/b.png"] not in set(g[[f"P{i}/c{k}.png" for i in (1, 2) for k in range(3)]])  # no "" patient
+    assert "patient where known (6 images)" in D.split_grouping(ds)
+
+
+def test_source_balanced_sampling_weighs_each_source_of_a_class_equally():
+    from leukoview.train import source_balanced_weights
+
+    labels = pd.Series(["blast"] * 90 + ["blast"] * 10 + ["normal"] * 50)
+    sources = pd.Series(["LMU"] * 90 + ["JHH"] * 10 + ["PBC"] * 50)
+    w = source_balanced_weights(labels, sources, by_class=True).numpy()
+    assert w[:90].sum() == pytest.approx(w[90:100].sum()) and w[:100].sum() == pytest.approx(w[100:].sum())
+    w = source_balanced_weights(labels, sources, by_class=False).numpy()  # classes keep their share of the split
+    assert w[:90].sum() == pytest.approx(w[90:100].sum()) and w[:100].sum() == pytest.approx(2 * w[100:].sum())
+
+
+@pytest.mark.skipif(not (__import__("tests.conftest", fromlist=["x"]).real_data_root() or Path("/nonexistent"))
+                    .joinpath("deepapl").is_dir(), reason="deepapl not in the real data root")
+def test_diff3_splits_deepapl_by_patient_and_maps_its_types():
+    from tests.conftest import real_data_root
+
+    ds = D.load_dataset("diff3", real_data_root())
+    m = ds.manifest
+    assert set(m["source"]) == {"PBC", "LMU", "JHH"} and set(m["label"]) == set(ds.classes)
+    jhh = m[m["source"] == "JHH"]
+    assert len(jhh) == 1221 and (jhh["patient"] != "").all() and (m.loc[m["source"] != "JHH", "patient"] == "").all()
+    assert (jhh["label"] == "blast").sum() == 600 and (m.loc[m["source"] == "LMU", "label"] == "blast").sum() == 1000
+    assert jhh.loc[jhh["file"].str.contains("Band neutrophils"), "label"].eq("neutrophil").all()
+    split = D.make_split(ds, progress=False)
+    per_patient = split[split["patient"] != ""].groupby("patient")["split"].nunique()
+    assert (per_patient == 1).all() and D.leakage_audit(ds, split)["patients_in_more_than_one_split"] == 0
