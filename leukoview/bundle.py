@@ -17,14 +17,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from . import settings
-from .card import Card, CardError
+from .card import WEIGHTS, Card, CardError
 from .card import migrate as migrate_raw
 
 if TYPE_CHECKING:  # pandas loads on first use: Home renders without it (cold start)
     import pandas as pd
 
 FORMAT = "leukoview-bundle/1"
-WEIGHTS = "model.safetensors"
 CARD = "card.json"
 METRICS = "metrics.json"
 PREDICTIONS = "predictions.csv"
@@ -34,6 +33,7 @@ OOD = "ood.safetensors"
 WRONG_TASK, WRONG_TASK_INFO = "wrong_task.safetensors", "wrong_task.json"  # see leukoview.wrongtask
 PALETTE, PALETTE_INFO = "palette.safetensors", "palette.json"  # see leukoview.palette
 LOG = "train_log.csv"
+CAM_STATS = "cam_stats.json"  # see leukoview.camstats
 
 
 class BundleError(ValueError):

@@ -20,7 +20,7 @@ from . import bundle
 from .images import load_image
 from .segment import REGIONS, regions
 
-CAM_STATS = "cam_stats.json"
+CAM_STATS = bundle.CAM_STATS
 
 
 def mass_shares(mask: np.ndarray, parts: dict[str, np.ndarray]) -> dict[str, dict[str, float]]:

@@ -18,6 +18,7 @@ SCHEMA_FILE = Path(__file__).with_name("card.schema.json")
 INTENDED_USE = ("Research and education: a second reader that pre-classifies cells for a qualified reviewer. Not a "
                 "medical device; every decision is a reviewer's.")
 KINDS = ("network", "classical")
+WEIGHTS = "model.safetensors"  # the bundle's weights file (leukoview.bundle.WEIGHTS), required by the schema
 
 
 class CardError(ValueError):
@@ -119,8 +120,6 @@ class Card:
 
     @property
     def weights_sha256(self) -> str:
-        from .bundle import WEIGHTS
-
         return self.files.get(WEIGHTS, "")
 
     @property

@@ -1,5 +1,5 @@
 """Classical-model training: features of every split (cached), the fit, and the same post-training path as the
-networks (:func:`leukoview.train.finish_bundle`: temperature, threshold, OOD detector, evaluation, bundle).
+networks (:func:`leukoview.bundle_writer.finish_bundle`: temperature, threshold, OOD detector, evaluation, bundle).
 Inference lives in :mod:`leukoview.classical`."""
 from __future__ import annotations
 
@@ -12,10 +12,12 @@ import numpy as np
 from tqdm import tqdm
 
 from . import settings
+from .bundle_writer import finish_bundle
 from .calibration import fit_temperature, nll, softmax
 from .classical import DESCRIPTIONS, FEATURE_DESCRIPTIONS, FEATURE_SETS, MODELS, XGB_FILE, decision, features
 from .images import load_image
-from .train import TrainConfig, finish_bundle, prepare_run
+from .rundata import prepare_run
+from .trainconfig import TrainConfig
 
 
 def fit_model(kind: str, x: np.ndarray, y: np.ndarray, x_val: np.ndarray, y_val: np.ndarray, *, seed: int = 0,

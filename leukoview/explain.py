@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from .bundle import CAM_STATS
 from .calibration import softmax
 from .predict import Predictor
 from .segment import CellCrop, crop_cell
@@ -370,7 +371,7 @@ def explain_prepared(predictor: Predictor, prep: Prepared, *, method: str = "Gra
     mask = cam_from(prep.inputs, method)
     target = prep.inputs.target
     faith = faithfulness(predictor, prep.x, mask, target, fraction=fraction,
-                         band=predictor.bundle.json_file("cam_stats.json", {}).get("faithfulness_band")) \
+                         band=predictor.bundle.json_file(CAM_STATS, {}).get("faithfulness_band")) \
         if with_faithfulness else None
     return Explanation(method=method, target=predictor.classes[target], mask=mask, image=prep.shown,
                        faithfulness=faith, crop=prep.crop)

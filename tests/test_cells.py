@@ -119,8 +119,9 @@ def test_field_head_is_fitted_on_whole_images_and_folded_into_the_classifier(cel
     from sklearn.linear_model import LogisticRegression
 
     from leukoview.bundle import WEIGHTS, load_bundle, sha256_file
+    from leukoview.fieldhead import FIELD_HEAD_C
     from leukoview.predict import Predictor, score_files
-    from leukoview.train import FIELD_HEAD_C, refit_field_head
+    from leukoview.train import refit_field_head
 
     folder, root = cells_bundle
     before = sha256_file(folder / WEIGHTS)
@@ -244,7 +245,7 @@ def test_every_cell_transform_gives_one_augmented_crop_per_found_cell(cells_bund
 def test_image_logits_of_cell_stacks_are_the_mean_of_each_images_cells():
     import torch
 
-    from leukoview.train import image_logits
+    from leukoview.rundata import image_logits
 
     torch.manual_seed(0)
     model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(),

@@ -179,7 +179,7 @@ def test_a_dataset_mixing_patients_and_unknown_patients_gets_both_groupings(tmp_
 
 
 def test_source_balanced_sampling_weighs_each_source_of_a_class_equally():
-    from leukoview.train import source_balanced_weights
+    from leukoview.rundata import source_balanced_weights
 
     labels = pd.Series(["blast"] * 90 + ["blast"] * 10 + ["normal"] * 50)
     sources = pd.Series(["LMU"] * 90 + ["JHH"] * 10 + ["PBC"] * 50)

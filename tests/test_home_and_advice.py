@@ -27,12 +27,30 @@ def test_home_tables_come_from_the_card_and_metrics(tiny_bundle):
     assert "scratch" in landing.model_summary(b) and b.card.split_hash in landing.split_summary(b)
 
 
-def test_comparison_table_and_mcnemar(tiny_bundle):
+def test_comparison_table_and_mcnemar(tiny_bundle, tmp_path):
+    import shutil
+
+    from leukoview.bundle import finalize
+
     b = load_bundle(tiny_bundle)
     t = compare.comparison_table([b])
-    assert t.loc[0, "accuracy"] == b.metrics["accuracy"] and t.loc[0, "size (MB)"] > 0
-    r = compare.mcnemar(b, b)
-    assert r["only_a_right"] == r["only_b_right"] == 0 and r["p_value"] == 1.0
+    pred = b.predictions()
+    assert t.loc[0, "accuracy"] == pytest.approx((pred["predicted"] == pred["label"]).mean())  # from the rows
+    assert t.loc[0, "size (MB)"] == round((tiny_bundle / "model.safetensors").stat().st_size / 2**20, 2)
+    # a second model that gets 6 of the first model's right answers wrong, and nothing else different
+    other = tmp_path / "other"
+    shutil.copytree(tiny_bundle, other)
+    right = pred.index[pred["predicted"] == pred["label"]][:6]
+    assert len(right) == 6
+    flipped = pred.copy()
+    flipped.loc[right, "predicted"] = [next(c for c in b.classes if c != lab) for lab in pred.loc[right, "label"]]
+    flipped.to_csv(other / "predictions.csv", index=False)
+    raw = b.card.raw
+    finalize(other, {**{k: v for k, v in raw.items() if k not in ("files", "format", "card_sha256")}, "id": "other"})
+    r = compare.mcnemar(b, load_bundle(other))
+    assert (r["only_a_right"], r["only_b_right"]) == (6, 0)
+    assert r["p_value"] == pytest.approx(2 * 0.5**6)  # exact two-sided binomial: 0.03125
+    assert r["reading"].startswith(b.id)
 
 
 def test_mcnemar_refuses_different_splits(tiny_bundle, tmp_path):

@@ -62,9 +62,19 @@ def test_shipped_bundle_reproduces_its_stored_test_predictions(bundle, root):
     rows = pred.sample(8, random_state=0)
     p = Predictor(b)
     out = p.predict_batch([load_image(root / f) for f in rows["file"]])
-    np.testing.assert_allclose(out["suspicion"], rows["suspicion"].to_numpy(), atol=1e-4)
-    for k, c in enumerate(b.classes):
-        np.testing.assert_allclose(out["probs"][:, k], rows[f"p_{c}"].to_numpy(), atol=1e-4)
+    # Values within what fp16 weights and another CPU's SIMD paths allow (a CPU without AVX-512 differed by 2e-4);
+    # decisions and predicted classes exactly, except where the stored value sits within that tolerance of the
+    # threshold (or of the runner-up class), where either side is a faithful reproduction.
+    tol = 2e-3
+    stored = rows["suspicion"].to_numpy()
+    np.testing.assert_allclose(out["suspicion"], stored, atol=tol)
+    probs = rows[[f"p_{c}" for c in b.classes]].to_numpy()
+    np.testing.assert_allclose(out["probs"], probs, atol=tol)
+    clear = np.abs(stored - b.threshold) > tol
+    assert (out["suspicion"][clear] >= b.threshold).tolist() == (stored[clear] >= b.threshold).tolist()
+    top2 = np.sort(probs, 1)[:, -2:]
+    sure = top2[:, 1] - top2[:, 0] > 2 * tol
+    assert (out["probs"].argmax(1)[sure] == probs.argmax(1)[sure]).all()
 
 
 @pytest.mark.parametrize("bundle", SHIPPED, ids=[b.id for b in SHIPPED])

@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 import torch
 
-from leukoview import train
+from leukoview import adversary, rundata, train
 from tests.conftest import cell_image
 
 WBC5 = {"basophil": 0, "erythroblast": 1, "monocyte": 2, "myeloblast": 3, "seg_neutrophil": 2}
@@ -37,14 +37,14 @@ def wbc9_root(tmp_path):
 def test_reversed_gradient_is_the_negated_scaled_gradient_and_the_forward_is_unchanged():
     x = torch.randn(5, 3, requires_grad=True)
     w = torch.randn(5, 3)
-    y = train.reverse_gradient(x, 0.4)
+    y = adversary.reverse_gradient(x, 0.4)
     assert torch.equal(y, x)
     (y * w).sum().backward()
     assert torch.allclose(x.grad, -0.4 * w)
 
 
 def test_adversary_strength_rises_from_zero_to_almost_one_over_training():
-    steps = [train.adversary_weight(p) for p in np.linspace(0, 1, 11)]
+    steps = [adversary.adversary_weight(p) for p in np.linspace(0, 1, 11)]
     assert steps[0] == 0 and all(b > a for a, b in zip(steps, steps[1:], strict=False)) and 0.99 < steps[-1] < 1
 
 
@@ -55,7 +55,7 @@ def _cfg(root, out, **extra):
 
 
 def test_the_adversary_sees_only_the_classes_two_scanners_imaged(wbc9_root, tmp_path):
-    run = train.prepare_run(_cfg(wbc9_root, tmp_path / "m", source_adversary=0.5), progress=False)
+    run = rundata.prepare_run(_cfg(wbc9_root, tmp_path / "m", source_adversary=0.5), progress=False)
     sources, shared = run.adversary_sources()
     assert sources == ["LMU", "PBC"] and shared == ["neutrophil"]
     sub = run.split[run.split["split"] == "train"]
@@ -66,7 +66,7 @@ def test_the_adversary_sees_only_the_classes_two_scanners_imaged(wbc9_root, tmp_
     assert set(domains[neutrophils.index]) == {0, 1}
     x, y, d = run.loader("train", train=True).dataset[int(np.flatnonzero(sub["label"] == "neutrophil")[0])]
     assert d in (0, 1) and x.shape[-1] == 48
-    assert train.prepare_run(_cfg(wbc9_root, tmp_path / "n"), progress=False).domains("train") is None
+    assert rundata.prepare_run(_cfg(wbc9_root, tmp_path / "n"), progress=False).domains("train") is None
 
 
 def test_training_with_the_adversary_logs_it_changes_the_network_and_ships_it_plain(wbc9_root, tmp_path,

@@ -23,15 +23,16 @@ def test_presets_hand_checked():
     assert ta.presets(0.42)["shipped operating threshold"] == 0.42
 
 
-def test_bootstrap_interval_contains_point_estimate():
-    rng = np.random.default_rng(0)
-    y = rng.integers(0, 2, 400)
-    s = np.clip(y * 0.3 + rng.uniform(0, 0.7, 400), 0, 1)
-    ta = ThresholdAnalysis(y, s, n_boot=300)
-    p = ta.at(0.5)
+def test_bootstrap_intervals_have_the_binomial_width():
+    """Known answers: every positive above the threshold gives [1, 1]; half of 200 positives gives an interval
+    about 2 x 1.96 x sqrt(0.25 / 200) = 0.14 wide around 0.5 (a wrong resampling is far narrower or wider)."""
+    y = np.r_[np.ones(200, int), np.zeros(200, int)]
+    s = np.r_[np.tile([0.9, 0.1], 100), np.full(200, 0.05)]
+    ta = ThresholdAnalysis(y, s, n_boot=400)
     ci = ta.bootstrap(0.5)
-    assert ci["sensitivity"][0] <= p.sensitivity <= ci["sensitivity"][1]
-    assert ci["specificity"][0] <= p.specificity <= ci["specificity"][1]
+    assert ta.at(0.5).sensitivity == 0.5 and tuple(ci["specificity"]) == (1.0, 1.0)
+    width = ci["sensitivity"][1] - ci["sensitivity"][0]
+    assert 0.10 < width < 0.18 and abs(np.mean(ci["sensitivity"]) - 0.5) < 0.03
 
 
 def test_natural_frequencies_hand_checked():
