@@ -126,11 +126,12 @@ def _cmd_score(a) -> int:
     df.to_csv(out, index=False)
     bad = int((df["error"] != "").sum())
     counts = df["decision"].value_counts()
-    seen = int(df["in_training"].isin(["train", "val"]).sum())
+    n_in_training = int(df["in_training"].isin(["train", "val"]).sum())
     print(f"{len(df)} files scored with {predictor.bundle.id} (threshold {predictor.threshold:.4g}): "
           f"{counts.get('positive', 0)} positive, {counts.get('negative', 0)} negative, "
           f"{counts.get('cannot assess', 0)} cannot assess (out of distribution), {bad} unreadable"
-          + (f"; {seen} seen in training (not evidence of performance)" if seen else "") + f" -> {out}")
+          + (f"; {n_in_training} seen in training (not evidence of performance)" if n_in_training else "")
+          + f" -> {out}")
     if len(predictor.classes) > 2:  # a differential count means something for a multi-type model
         from .batch import differential
 
@@ -214,7 +215,7 @@ def _cmd_shortcuts(a) -> int:
     for folder in a.bundles:
         b = load_bundle(folder)
         r = shortcuts.audit(b, root, progress=not a.quiet)
-        path = shortcuts.write(r, Path(folder).resolve().parent)
+        shortcuts.write(Path(folder), r)
         print(f"{r['task']} ({b.id} split, {r['n_train']} train / {r['n_test']} test images, chance "
               f"{r['chance']:.3f}):")
         for name, g in r["groups"].items():
@@ -222,7 +223,7 @@ def _cmd_shortcuts(a) -> int:
                   f"positive-class AUC {g['positive_roc_auc']:.3f}  ({g['classifier']})")
         print(f"  model {b.id}: balanced accuracy {r['model_balanced_accuracy']:.3f}")
         print(("WARNING: " if r["level"] == "high" else "") + r["message"])
-        print(f"  -> {path}")
+        print(f"  -> {folder}/metrics.json[shortcuts]")
     return 0
 
 
@@ -242,7 +243,7 @@ def _cmd_camstats(a) -> int:
 
 
 def _cmd_shift(a) -> int:
-    from . import bundle, settings, shift
+    from . import settings, shift
 
     shifts = tuple(a.only) if a.only else tuple(shift.SHIFTS)
     for folder in a.bundles:
@@ -253,11 +254,7 @@ def _cmd_shift(a) -> int:
             print(f"error: {e}", file=sys.stderr)
             return 2
         # the test split's result is the one the pages show; a validation run is kept beside it for recipe choices
-        key = "shift" if a.split == "test" else "shift_val"
-        before = bundle.load_bundle(folder, verify=False).metrics.get(key)
-        if a.only and before and (before["images"], before["threshold"]) == (r["images"], r["threshold"]):
-            r = {**before, "results": {**before["results"], **r["results"]}}  # a partial run keeps the other shifts
-        bundle.update(Path(folder), metrics={key: r})
+        r = shift.store(Path(folder), r, partial=bool(a.only))
         print(f"{folder}: {r['images']} {a.split} images re-rendered; at threshold {r['threshold']:.4g}")
         for name, m in r["results"].items():
             print(f"  {name:<28} accuracy {m['accuracy']:.4f}  balanced {m['balanced_accuracy']:.4f}  "
@@ -267,11 +264,11 @@ def _cmd_shift(a) -> int:
 
 
 def _cmd_oodeval(a) -> int:
-    from . import bundle, oodeval, settings
+    from . import audits, oodeval, settings
 
     for folder in a.bundles:
         r = oodeval.ood_eval(Path(folder), settings.data_root(), progress=not a.quiet)
-        bundle.update(Path(folder), metrics={"ood_eval": r})
+        audits.store(Path(folder), audits.OOD_EVAL, r)
         print(f"{folder}: OOD flag (threshold {r['threshold']:.3g})")
         for name, m in r["sets"].items():
             print(f"  {name:<44} {m['flagged']:>4} / {m['images']:<4} flagged ({m['flag_rate']:>6.1%}), "
@@ -325,14 +322,14 @@ def _cmd_external(a) -> int:
 
 
 def _cmd_seen(a) -> int:
-    from . import bundle, settings
+    from . import audits, bundle, settings
     from .datasets import load_dataset
     from .seen import SEEN, seen_for
 
     for folder in a.bundles:
         b = bundle.load_bundle(folder)
         table = seen_for(load_dataset(b.task, settings.data_root()), b.split(), progress=not a.quiet)
-        bundle.update(folder, files={SEEN: table})
+        audits.store(folder, audits.SEEN_AUDIT, table)
         print(f"{b.id}: {len(table['split'])} train and validation images recorded -> {folder}/{SEEN}")
     return 0
 
@@ -503,7 +500,7 @@ def main(argv: list[str] | None = None) -> int:
     c.set_defaults(func=_cmd_compare)
 
     sc = sub.add_parser("shortcuts", help="shortcut audit: how well do non-cell cues alone classify the bundle's "
-                                          "test split? (writes models/shortcut_audit.json)")
+                                          "test split? (writes it into the bundle: metrics.json[shortcuts])")
     sc.add_argument("bundles", nargs="+")
     sc.add_argument("--quiet", action="store_true")
     sc.set_defaults(func=_cmd_shortcuts)

@@ -70,10 +70,10 @@ class _SourceAdversary:
         return loss
 
     def epoch_summary(self) -> dict:
-        seen = self._count > 0
+        present = self._count > 0
         out = {"source_adversary_loss": self._loss / max(self._n, 1),
-               "source_adversary_balanced_accuracy": float((self._right[seen] / self._count[seen]).mean())
-               if seen.any() else float("nan")}
+               "source_adversary_balanced_accuracy": float((self._right[present] / self._count[present]).mean())
+               if present.any() else float("nan")}
         self._right[:], self._count[:], self._loss, self._n = 0, 0, 0.0, 0
         return out
 

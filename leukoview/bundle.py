@@ -34,6 +34,8 @@ WRONG_TASK, WRONG_TASK_INFO = "wrong_task.safetensors", "wrong_task.json"  # see
 PALETTE, PALETTE_INFO = "palette.safetensors", "palette.json"  # see leukoview.palette
 LOG = "train_log.csv"
 CAM_STATS = "cam_stats.json"  # see leukoview.camstats
+LATENCY = "latency.json"  # see leukoview.latency
+SEEN = "seen.json"  # see leukoview.seen
 
 
 class BundleError(ValueError):

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from . import bundle
+from . import audits, bundle
 from .images import load_image
 from .segment import REGIONS, regions
 
@@ -103,9 +103,9 @@ def bundle_stats(bundle_path: Path, root: Path, *, max_images: int = 0, progress
 
 
 def write(bundle_path: Path, stats: dict) -> None:
-    bundle.update(bundle_path, files={CAM_STATS: stats})
+    audits.store(bundle_path, audits.CAM_STATS, stats)
 
 
 def load(b) -> dict | None:
     """The bundle's stored statistics, or None when ``camstats`` was not run on it."""
-    return b.json_file(CAM_STATS)
+    return audits.result(b, audits.CAM_STATS)

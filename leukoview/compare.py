@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from . import bundle, camstats, metrics
+from . import audits, bundle, metrics
 from .latency import latency_of
 from .shift import SHIFTS
 
@@ -107,7 +107,7 @@ def balanced_accuracy_by_shift(bundles) -> pd.DataFrame:
 def shift_table(bundles) -> pd.DataFrame:
     rows = []
     for b in bundles:
-        s = b.metrics.get("shift")
+        s = audits.result(b, audits.SHIFT)
         if not s:
             continue
         for name, r in s["results"].items():
@@ -121,7 +121,7 @@ def cam_table(bundles) -> pd.DataFrame:
     """One row per bundle and class: CAM mass vs area on stained pixels, background and corners."""
     rows = []
     for b in bundles:
-        s = camstats.load(b)
+        s = audits.result(b, audits.CAM_STATS)
         if not s:
             continue
         for cls, part in {"all test images": s["overall"], **s["per_class"]}.items():
@@ -139,7 +139,7 @@ def cam_table(bundles) -> pd.DataFrame:
 def ood_table(bundles) -> pd.DataFrame:
     rows = []
     for b in bundles:
-        e = b.metrics.get("ood_eval")
+        e = audits.result(b, audits.OOD_EVAL)
         if not e:
             continue
         for name, r in e["sets"].items():
@@ -167,7 +167,7 @@ def ood_summary(bundles) -> pd.DataFrame:
     with how many would still get a verdict."""
     rows = []
     for b in bundles:
-        e = b.metrics.get("ood_eval")
+        e = audits.result(b, audits.OOD_EVAL)
         if not e or OWN_SET not in e["sets"]:
             continue
         sets, own = e["sets"], e["sets"][OWN_SET]
@@ -198,7 +198,7 @@ def external_table(bundles) -> pd.DataFrame:
     """One row per bundle and external set (``leukoview external``): in-distribution figures next to another lab's."""
     rows = []
     for b in bundles:
-        for name, r in b.metrics.get("external", {}).items():
+        for name, r in audits.result(b, audits.EXTERNAL, {}).items():
             per = r["per_folder"]
             row = {"model": b.id, "external set": name, "own test accuracy": b.metrics["accuracy"],
                    "own balanced accuracy": b.metrics["balanced_accuracy"], "images": r["images"],
@@ -227,19 +227,19 @@ def cells_table(bundles) -> pd.DataFrame:
         row = {"model": b.id, "accuracy": m["accuracy"], "balanced accuracy": m["balanced_accuracy"],
                "sensitivity": m["at_threshold"]["sensitivity"], "specificity": m["at_threshold"]["specificity"],
                "ECE": m["ece"]}
-        shift = (m.get("shift") or {}).get("results", {})
+        shift = (audits.result(b, audits.SHIFT) or {}).get("results", {})
         for name in BACKGROUND_REMOVED:
             if name in shift and "none" in shift:
                 r = shift[name]
                 row[f"{BACKGROUND_SHORT[name]}: AUC"] = r["roc_auc"]
                 row[f"{BACKGROUND_SHORT[name]}: bal. acc. drop"] = (shift["none"]["balanced_accuracy"]
                                                                      - r["balanced_accuracy"])
-        cam = camstats.load(b)
+        cam = audits.result(b, audits.CAM_STATS)
         if cam:
             row["CAM stained mass"] = cam["overall"]["stained"]["mass"]
             weakest = min(cam["per_class"].items(), key=lambda kv: kv[1]["stained"]["mass"])
             row["CAM stained mass, weakest class"] = f"{weakest[1]['stained']['mass']:.2f} ({weakest[0]})"
-        for name, r in m.get("external", {}).items():
+        for name, r in audits.result(b, audits.EXTERNAL, {}).items():
             pv = r.get("positive_vs_normal")
             if pv:
                 auc = pv["roc_auc"]
@@ -254,7 +254,7 @@ def ood_compare_table(bundles) -> pd.DataFrame:
     """One row per bundle and image set: each OOD method's flag rate and AUROC (``leukoview oodcompare``)."""
     rows = []
     for b in bundles:
-        r = b.metrics.get("ood_compare")
+        r = audits.result(b, audits.OOD_COMPARE)
         if not r:
             continue
         for name, row in r["sets"].items():

@@ -56,12 +56,12 @@ def cam_inputs(model: torch.nn.Module, layer: str, x: torch.Tensor, target: int 
     if x.ndim != 4 or x.shape[0] != 1:
         raise ValueError(f"expected one preprocessed image of shape 1xCxHxW, got {tuple(x.shape)}")
     model.eval()
-    seen: dict = {}
-    with _CAM_LOCK, torch.enable_grad(), _gradients_from(model, model.get_submodule(layer), seen):
+    captured: dict = {}
+    with _CAM_LOCK, torch.enable_grad(), _gradients_from(model, model.get_submodule(layer), captured):
         logits = model(x.clone())
         target = int(logits[0].argmax()) if target is None else int(target)
         logits[0, target].backward()
-    leaf = seen["leaf"]
+    leaf = captured["leaf"]
     if leaf.ndim != 4 or leaf.grad is None:
         raise RuntimeError(f"layer {layer!r} gives no spatial map on the path to the class score")
     return CamInputs(activations=leaf.detach()[0].float().numpy().copy(),
@@ -134,9 +134,9 @@ def _reference_cam(model, layer, x, target, *, method, n_classes):
 
 
 @contextmanager
-def _gradients_from(model: torch.nn.Module, layer: torch.nn.Module, seen: dict):
+def _gradients_from(model: torch.nn.Module, layer: torch.nn.Module, captured: dict):
     """Build the autograd graph only from ``layer``'s output onwards; that output (a fresh graph leaf, whose
-    ``.grad`` the backward pass fills) is put in ``seen["leaf"]``.
+    ``.grad`` the backward pass fills) is put in ``captured["leaf"]``.
 
     Every CAM of the family needs the gradient of the class score with respect to the target layer's
     activations, never the parameters' gradients nor anything before that layer. With the parameters frozen and
@@ -148,8 +148,8 @@ def _gradients_from(model: torch.nn.Module, layer: torch.nn.Module, seen: dict):
         p.requires_grad_(False)
 
     def hook(_m, _i, out):
-        seen["leaf"] = out.detach().requires_grad_(True)
-        return seen["leaf"] * 1  # a non-leaf, so in-place activations after the layer stay legal
+        captured["leaf"] = out.detach().requires_grad_(True)
+        return captured["leaf"] * 1  # a non-leaf, so in-place activations after the layer stay legal
 
     handle = layer.register_forward_hook(hook)
     try:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import bundle, metrics
+from . import audits, metrics
 from .images import find_images
 
 
@@ -157,6 +157,4 @@ def _ranking(ok, normal: np.ndarray, threshold: float, *, n_boot: int = 1000) ->
 
 def write(bundle_path: Path, name: str, result: dict) -> None:
     """Add or replace the set ``name`` in the bundle's ``metrics.json["external"]``."""
-    current = dict(bundle.load_bundle(bundle_path).metrics.get("external", {}))
-    current[name] = result
-    bundle.update(bundle_path, metrics={"external": current})
+    audits.store_named(bundle_path, audits.EXTERNAL, name, result)

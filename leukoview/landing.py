@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from . import audits
 from .bundle import Bundle
 from .tasks import TASKS
 
@@ -118,7 +119,7 @@ def model_summary(b: Bundle) -> str:
         f"- **Trained:** {tr.get('epochs_run', '?')} epochs (best {tr.get('best_epoch', '?')}), "
         f"{tr.get('wall_time_s', 0) / 60:.1f} min on {tr.get('device', '?')}",
         *[f"- **Another lab:** {external_line(r, name, ', '.join(b.positive))}"
-          for name, r in b.metrics.get("external", {}).items()],
+          for name, r in audits.result(b, audits.EXTERNAL, {}).items()],
     ])
 
 

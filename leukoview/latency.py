@@ -3,7 +3,6 @@ OOD score, ``threads`` threads): ``python -m leukoview measure BUNDLE`` writes `
 the comparison table reads it back with :func:`latency_of`."""
 from __future__ import annotations
 
-import json
 import platform
 import time
 from pathlib import Path
@@ -11,17 +10,14 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from . import bundle
+from . import audits, bundle
 
-LATENCY = "latency.json"
+LATENCY = bundle.LATENCY
 
 
 def latency_of(b: bundle.Bundle) -> dict | None:
     """The measured CPU latency recorded in the bundle (written by :func:`measure_latency`), if any."""
-    path = b.path / LATENCY
-    if not b.card.has_file(LATENCY) or not path.is_file():
-        return None
-    return json.loads(path.read_text())
+    return audits.result(b, audits.LATENCY)
 
 
 def measure_latency(folder: Path, *, runs: int = 30, threads: int = 2) -> dict:
@@ -53,5 +49,5 @@ def measure_latency(folder: Path, *, runs: int = 30, threads: int = 2) -> dict:
               "runs": runs, "threads": threads, "batch_size": 1, "runtime": runtime,
               "measures": "decoded 224x224 image -> preprocessing/features -> probabilities, suspicion, OOD",
               "cpu": platform.processor() or platform.machine()}
-    bundle.update(b.path, files={LATENCY: result})
+    audits.store(b.path, audits.LATENCY, result)
     return result

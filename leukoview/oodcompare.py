@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import bundle, metrics
+from . import audits, metrics
 from .calibration import softmax
 from .images import load_image
 from .ood import ood_scores
@@ -93,4 +93,4 @@ def compare_ood(bundle_path: Path, root: Path, *, bank_size: int = 2000, n_gener
 
 
 def write(bundle_path: Path, result: dict) -> None:
-    bundle.update(bundle_path, metrics={"ood_compare": result})
+    audits.store(bundle_path, audits.OOD_COMPARE, result)

@@ -20,9 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
-from . import bundle
+from . import audits
 from .bundle import PALETTE as FILE
-from .bundle import PALETTE_INFO as INFO
 from .classical import colour_histogram_rows
 from .images import load_image
 from .ood import knn_distances
@@ -68,5 +67,6 @@ def fit(bundle_path: Path, root: Path, *, k: int = K, quantile: float = QUANTILE
             "reference_images": len(train), "val_images": len(val),
             "val_flag_rate": float((val_d > threshold).mean()),
             "val_combined_flag_rate": float(((val_d > threshold) | out["ood_flag"]).mean())}
-    bundle.update(p.bundle.path, files={INFO: info, FILE: save({k_: np.asarray(v) for k_, v in state.items()})})
+    arrays = save({k_: np.asarray(v) for k_, v in state.items()})
+    audits.store(p.bundle.path, audits.PALETTE, info, files={FILE: arrays})
     return info

@@ -263,19 +263,19 @@ def score_files(paths: list[Path], predictor: Predictor, *, base: Path, batch_si
     def load(path: Path):
         img, err = _decode(path)
         if img is None:
-            return None, err, None, "", None
+            return None, err, None, "", "", None
         gate = smear_gate(img)
         if gate:  # not a stained blood image: no model sees it
-            return None, "", None, gate, None
-        seen = predictor.seen_split(path, img)
+            return None, "", None, "", gate, None
+        membership = predictor.seen_split(path, img)
         colours = predictor.palette_distances([img])
         if predictor.cell_level:  # every cell; found: how many (0: none, the whole image was scored)
             found, arrays = cell_arrays(img, predictor.spec)
-            return arrays, "", sum(c.found for c in found), seen, colours
+            return arrays, "", sum(c.found for c in found), membership, "", colours
         if not locating:
-            return predictor.prepare(img), "", None, seen, colours
+            return predictor.prepare(img), "", None, membership, "", colours
         crop = predictor.locate(img)  # once per image: the crop that is scored is the one reported
-        return predictor.prepare(crop_cell(img, crop), located=True), "", crop.found, seen, colours
+        return predictor.prepare(crop_cell(img, crop), located=True), "", crop.found, membership, "", colours
 
     rows: list[dict] = []
     chunks = [paths[i:i + batch_size] for i in range(0, len(paths), batch_size)]
@@ -289,12 +289,12 @@ def score_files(paths: list[Path], predictor: Predictor, *, base: Path, batch_si
                 np.concatenate([c for item, *_, c in loaded if item is not None] or [np.zeros(0)])
             out = predictor.predict_prepared(good, palette=colours) if good else None
             k = 0
-            for p, (item, err, found, seen, _) in zip(chunk, loaded, strict=True):
+            for p, (item, err, found, membership, gate, _) in zip(chunk, loaded, strict=True):
                 row = {"file": p.relative_to(base).as_posix() if p.is_relative_to(base) else str(p)}
-                if item is None:  # unreadable (err), or refused by the input gate (seen holds its reason)
+                if item is None:  # unreadable (err), or refused by the input gate (gate: its reason)
                     row.update({c: np.nan for c in predictor.classes})
                     row.update(predicted="", suspicion=np.nan, decision="" if err else NOT_A_SMEAR, ood_score=np.nan,
-                               ood_flag="", in_training="", cell_found="", gate="" if err else seen, error=err)
+                               ood_flag="", in_training="", cell_found="", gate=gate, error=err)
                 else:
                     probs = out["probs"][k]
                     row.update(dict(zip(predictor.classes, probs.round(6), strict=False)))
@@ -303,7 +303,7 @@ def score_files(paths: list[Path], predictor: Predictor, *, base: Path, batch_si
                                decision=CANNOT_ASSESS if out["ood_flag"][k] else
                                "positive" if out["decision"][k] else "negative",
                                ood_score=round(float(out["ood_score"][k]), 4), ood_flag=bool(out["ood_flag"][k]),
-                               in_training=seen, cell_found=found, gate="", error="")
+                               in_training=membership, cell_found=found, gate="", error="")
                     k += 1
                 rows.append(row)
             if progress:

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from . import audits
 from .batch import thumbnail_uri
 from .card import Card
 from .gallery import current_decisions, reviewed_class
@@ -67,7 +68,7 @@ def card_summary(card: Card, metrics: dict) -> list[tuple[str, str]]:
         if isinstance(value, (int, float)):
             ci = metrics.get(f"{key}_ci95")
             lines.append((name, f"{value:.3f}" + (f" [{ci[0]:.3f}-{ci[1]:.3f}]" if ci else "")))
-    for name, ext in (metrics.get("external") or {}).items():
+    for name, ext in (metrics.get(audits.EXTERNAL.key) or {}).items():
         false_alarms = ext.get("positive_decision_among_normal") or {}
         if isinstance(false_alarms.get("rate"), (int, float)):
             lines.append((f"external set {name}", f"normal cells called positive {false_alarms['rate']:.1%} "

@@ -126,10 +126,10 @@ class ReviewStore:
                           (batch, file)).fetchone()
         return dict(row) if row else None
 
-    def record(self, d: Decision, *, seen: int | None) -> int:
-        """Append a decision; ``seen`` is the id of the latest decision the reviewer was shown (None: none).
+    def record(self, d: Decision, *, shown: int | None) -> int:
+        """Append a decision; ``shown`` is the id of the latest decision the reviewer was shown (None: none).
 
-        Raises :class:`ConflictError` if the file's latest decision is no longer ``seen``.
+        Raises :class:`ConflictError` if the file's latest decision is no longer ``shown``.
         """
         if d.action not in ACTIONS:
             raise ValueError(f"action must be one of {ACTIONS}, got {d.action!r}")
@@ -139,13 +139,13 @@ class ReviewStore:
             raise ValueError("an override needs the corrected label")
         def append(con) -> int:
             current = self._latest_row(con, d.batch, d.file)
-            if (current["id"] if current else None) != seen:
+            if (current["id"] if current else None) != shown:
                 raise ConflictError(current)
             return con.execute(
                 "INSERT INTO decisions (batch, file, action, label, comment, reviewer, model, suspicion, "
                 "created_at, supersedes) VALUES (?,?,?,?,?,?,?,?,?,?)",
                 (d.batch, d.file, d.action, d.label, d.comment, d.reviewer.strip(), d.model, d.suspicion,
-                 datetime.now(UTC).isoformat(timespec="seconds"), seen)).lastrowid
+                 datetime.now(UTC).isoformat(timespec="seconds"), shown)).lastrowid
 
         return self._append("decision", append)
 

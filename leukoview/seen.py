@@ -13,9 +13,10 @@ from pathlib import Path
 
 import numpy as np
 
+from . import bundle
 from .datasets import Dataset, image_hashes, perceptual_hash
 
-SEEN = "seen.json"
+SEEN = bundle.SEEN
 SHA_CHARS = 16  # 64 bits of the sha256: collisions are negligible at these sizes and the file stays small
 NOTE = "seen in training: this score is not evidence of performance"
 

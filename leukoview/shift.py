@@ -119,3 +119,17 @@ def shift_eval(bundle_path: Path, root: Path, *, shifts=tuple(SHIFTS), max_image
             "background_rule": "background recoloured to the median background of the class whose background is "
                                "farthest from the image's own class (train split)",
             "results": out}
+
+
+def store(bundle_path: Path, result: dict, *, partial: bool) -> dict:
+    """Write a shift test into its bundle (test split: key ``shift``; validation: ``shift_val``). A ``partial`` run
+    (some shifts only) on the same images and threshold keeps the other shifts' stored results. Returns what was
+    stored."""
+    from . import audits, bundle
+
+    audit = audits.SHIFT if result["split"] == "test" else audits.SHIFT_VAL
+    before = audits.result(bundle.load_bundle(bundle_path, verify=False), audit)
+    if partial and before and (before["images"], before["threshold"]) == (result["images"], result["threshold"]):
+        result = {**before, "results": {**before["results"], **result["results"]}}
+    audits.store(bundle_path, audit, result)
+    return result

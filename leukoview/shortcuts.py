@@ -6,25 +6,22 @@ cell. It is fitted on a bundle's train split and scored on its test split. If it
 model, the dataset lets a network score by recognising the acquisition, and the model's figures say little about
 the next lab's slides.
 
-``python -m leukoview shortcuts BUNDLE…`` writes ``shortcut_audit.json`` in the models folder (one entry per
-task); Home and the comparison page read it (:func:`load`, :func:`leukoview.compare.shortcut_rows`).
+``python -m leukoview shortcuts BUNDLE…`` stores the audit in the bundle (``metrics.json["shortcuts"]``, through
+:mod:`leukoview.audits`); Home and the comparison page find each task's (:func:`by_task`).
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 
-from . import metrics
-from .bundle import write_json
+from . import audits, metrics
 from .images import load_image
 
 if TYPE_CHECKING:  # Home reads the audit file without pandas
     import pandas as pd
 
-AUDIT_FILE = "shortcut_audit.json"
 
 CUE_GROUPS = {
     "image size": ["width", "height", "aspect"],
@@ -144,19 +141,16 @@ def message(overall: dict, strongest: str, strongest_bal: float, level: str, mod
     return text
 
 
-def write(result: dict, models_dir: Path) -> Path:
-    """Add or replace the task's entry in ``models_dir/shortcut_audit.json`` (atomic write)."""
-    path = Path(models_dir) / AUDIT_FILE
-    data = json.loads(path.read_text()) if path.is_file() else {}
-    data[result["task"]] = result
-    write_json(path, dict(sorted(data.items())))
-    return path
+def write(bundle_path: Path, result: dict) -> None:
+    """Store the audit in the bundle it was run against (``metrics.json["shortcuts"]``)."""
+    audits.store(bundle_path, audits.SHORTCUTS, result)
 
 
-def load(models_dir: Path) -> dict:
-    """Every task's audit (empty when none was run or the file cannot be read)."""
-    path = Path(models_dir) / AUDIT_FILE
-    try:
-        return json.loads(path.read_text()) if path.is_file() else {}
-    except (ValueError, OSError):
-        return {}
+def by_task(bundles) -> dict:
+    """Every task's shortcut audit, from the bundles that carry one (the first bundle of a task that has it)."""
+    out: dict = {}
+    for b in bundles:
+        r = audits.result(b, audits.SHORTCUTS)
+        if r and r.get("task", b.task) not in out:
+            out[r.get("task", b.task)] = r
+    return out

@@ -32,10 +32,10 @@ def bundles() -> list[Bundle]:
 
 
 def shortcut_audits() -> dict:
-    """The shortcut audits written by `python -m leukoview shortcuts` (empty when none)."""
-    from .shortcuts import load
+    """Each task's shortcut audit, read from the bundles that carry one (`python -m leukoview shortcuts`)."""
+    from .shortcuts import by_task
 
-    return load(settings.models_dir())
+    return by_task(bundles())
 
 
 @st.cache_resource(show_spinner="Loading and verifying the model…")

@@ -112,7 +112,7 @@ def record(sb: ScoredBatch, store: review.ReviewStore | None, reviewer: str, key
     mine = latest[latest["file"] == row["file"]]
     try:
         d = sb.decision(key_id, row, reviewer=reviewer, comment=comment)
-        store.record(d, seen=int(mine["id"].iloc[0]) if len(mine) else None)
+        store.record(d, shown=int(mine["id"].iloc[0]) if len(mine) else None)
     except (ValueError, review.ReviewStoreError) as e:  # includes ConflictError
         return f"error:Not saved: {e}"
     shown = d.label if d.action != "second_review" else "second review"
@@ -284,8 +284,8 @@ def table_view(sb: ScoredBatch, view: pd.DataFrame, n_cells: int, decisions, sto
     if store is None:
         return
     now = decisions[decisions["file"] == row["file"]] if decisions is not None else None
-    seen = int(now["id"].iloc[0]) if now is not None and len(now) else None
-    if seen is not None:
+    shown = int(now["id"].iloc[0]) if now is not None and len(now) else None
+    if shown is not None:
         c = now.iloc[0]
         st.info(f"Current decision: **{review.ACTION_LABELS[c['action']]}** {c['label']} by "
                 f"{c['reviewer']} at {c['created_at']}" + (f" — “{c['comment']}”" if c["comment"] else ""))
@@ -296,7 +296,7 @@ def table_view(sb: ScoredBatch, view: pd.DataFrame, n_cells: int, decisions, sto
         comment = st.text_area("Comment", max_chars=2000)
         if st.form_submit_button("Save decision", type="primary"):
             try:
-                store.record(sb.decide(row.to_dict(), action, label, reviewer=reviewer, comment=comment), seen=seen)
+                store.record(sb.decide(row.to_dict(), action, label, reviewer=reviewer, comment=comment), shown=shown)
                 st.success("Saved.")
                 st.rerun()
             except (ValueError, review.ReviewStoreError) as e:  # includes ConflictError

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from . import bundle
+from . import audits
 from .bundle import WRONG_TASK as FILE
 from .bundle import WRONG_TASK_INFO as INFO
 from .datasets import DatasetError, load_dataset
@@ -148,7 +148,7 @@ def fit(bundle_path: Path, root: Path, *, per_dataset: int = 1000, own: int = 20
                                             np.r_[np.zeros(len(x_in)), np.ones(len(x_out))])),
             "val_flag_rate": float((val_scores > threshold).mean()),
             "val_combined_flag_rate": float(((val_scores > threshold) | maha).mean()), "seed": seed}
-    bundle.update(b.path, files={INFO: info, FILE: save(state)})
+    audits.store(b.path, audits.WRONG_TASK, info, files={FILE: save(state)})
     return info
 
 

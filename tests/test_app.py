@@ -202,8 +202,8 @@ def test_shortcut_audit_is_shown_on_home_and_comparison(app_env):
     task = json.loads((models / "tiny" / "card.json").read_text())["task"]
     groups = {g: {"classifier": "logistic regression", "accuracy": 0.9, "balanced_accuracy": 0.9,
                   "positive_roc_auc": 0.95} for g in [*shortcuts.CUE_GROUPS, "all cues"]}
-    shortcuts.write({"task": task, "level": "high", "groups": groups, "message": "cues alone reach 0.900 HIGH"},
-                    models)
+    shortcuts.write(models / "tiny", {"task": task, "level": "high", "groups": groups,
+                                      "message": "cues alone reach 0.900 HIGH"})
     at = run_page("Home.py")
     no_exceptions(at)
     assert any("Shortcut audit" in w.value and "0.900" in w.value for w in at.warning)

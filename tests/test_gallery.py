@@ -123,7 +123,7 @@ def test_sign_off_is_appended_and_refused_when_decisions_moved_on(tmp_path):
     with pytest.raises(ValueError):
         signoff(store, "b1", None, reviewer=" ")
     first = signoff(store, "b1", None)  # nothing decided yet: the differential read no decision
-    d = store.record(Decision(batch="b1", file="a.png", action="confirm", reviewer="Dr S"), seen=None)
+    d = store.record(Decision(batch="b1", file="a.png", action="confirm", reviewer="Dr S"), shown=None)
     with pytest.raises(StaleSignOffError):
         signoff(store, "b1", None)  # read before that decision
     second = signoff(store, "b1", d)
@@ -139,7 +139,11 @@ def test_report_is_a_draft_until_signed_and_escapes_names(tmp_path, queue):
     q = queue.copy()
     q.loc[q["file"] == "b.png", "file"] = "<script>.png"
     table, s = gallery.review_differential(q, None, CLASSES, POSITIVE)
-    card = {"id": "m", "task": "wbc9", "threshold": 0.25, "files": {"model.safetensors": "f" * 64}}
+    from leukoview.card import Card
+
+    card = Card(id="m", task="wbc9", architecture="efficientnet_lite0", kind="network", classes=tuple(CLASSES),
+                positive=tuple(POSITIVE), input={"size": 160}, threshold=0.25, files={"model.safetensors": "f" * 64},
+                dataset={"name": "wbc9"})
     metrics = {"accuracy": 0.9, "accuracy_ci95": [0.85, 0.95],
                "external": {"bccd": {"positive_decision_among_normal": {"rate": 0.37, "count": 130, "of": 351}}}}
     kw = dict(folder=str(tmp_path), queue=q, decisions=None, table=table, summary=s, card=card, metrics=metrics,

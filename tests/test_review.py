@@ -13,7 +13,7 @@ def d(file="a.png", action="confirm", reviewer="ann", **kw):
 
 def test_decisions_persist_across_store_instances(tmp_path):
     s1 = ReviewStore(tmp_path / "r.sqlite")
-    first = s1.record(d(label="blast", comment="clear blast"), seen=None)
+    first = s1.record(d(label="blast", comment="clear blast"), shown=None)
     s2 = ReviewStore(tmp_path / "r.sqlite")  # a restarted server
     latest = s2.latest("b1")
     assert latest.loc[0, "id"] == first and latest.loc[0, "comment"] == "clear blast"
@@ -22,8 +22,8 @@ def test_decisions_persist_across_store_instances(tmp_path):
 
 def test_history_is_kept_when_a_decision_is_replaced(tmp_path):
     s = ReviewStore(tmp_path / "r.sqlite")
-    a = s.record(d(), seen=None)
-    b = s.record(d(action="override", label="normal", reviewer="bob"), seen=a)
+    a = s.record(d(), shown=None)
+    b = s.record(d(action="override", label="normal", reviewer="bob"), shown=a)
     assert s.latest("b1")["id"].tolist() == [b]
     hist = s.history("b1", "a.png")
     assert hist["id"].tolist() == [a, b] and hist["supersedes"].tolist()[1] == a
@@ -31,9 +31,9 @@ def test_history_is_kept_when_a_decision_is_replaced(tmp_path):
 
 def test_concurrent_sessions_do_not_overwrite_silently(tmp_path):
     s = ReviewStore(tmp_path / "r.sqlite")
-    s.record(d(reviewer="ann"), seen=None)  # ann decides first
+    s.record(d(reviewer="ann"), shown=None)  # ann decides first
     with pytest.raises(ConflictError, match="ann recorded 'confirm'"):
-        s.record(d(reviewer="bob", action="second_review"), seen=None)  # bob saw no decision
+        s.record(d(reviewer="bob", action="second_review"), shown=None)  # bob saw no decision
     assert len(s.history("b1")) == 1
 
 
@@ -43,7 +43,7 @@ def test_parallel_writers_serialise(tmp_path):
 
     def write(i):
         try:
-            ReviewStore(tmp_path / "r.sqlite").record(d(file=f"f{i}.png"), seen=None)
+            ReviewStore(tmp_path / "r.sqlite").record(d(file=f"f{i}.png"), shown=None)
         except Exception as e:  # pragma: no cover - reported below
             errors.append(e)
 
@@ -58,11 +58,11 @@ def test_parallel_writers_serialise(tmp_path):
 def test_validation_messages(tmp_path):
     s = ReviewStore(tmp_path / "r.sqlite")
     with pytest.raises(ValueError, match="reviewer name"):
-        s.record(d(reviewer="  "), seen=None)
+        s.record(d(reviewer="  "), shown=None)
     with pytest.raises(ValueError, match="override needs"):
-        s.record(d(action="override"), seen=None)
+        s.record(d(action="override"), shown=None)
     with pytest.raises(ValueError, match="action must be"):
-        s.record(d(action="delete"), seen=None)
+        s.record(d(action="delete"), shown=None)
 
 
 def test_corrupt_store_is_a_clear_error(tmp_path):
@@ -86,7 +86,7 @@ def test_locked_store_is_a_clear_error(tmp_path):
             orig = R.sqlite3.connect
             R.sqlite3.connect = lambda *a, **k: orig(*a, **{**k, "timeout": 0.2})
             try:
-                s.record(d(), seen=None)
+                s.record(d(), shown=None)
             finally:
                 R.sqlite3.connect = orig
     finally:

@@ -28,7 +28,7 @@ def _dataset(root, *, tinted: bool, n: int = 60):
                          "split": "train" if i < 40 else "test"})
     split = pd.DataFrame(rows)
     return SimpleNamespace(split=lambda: split, classes=["normal", "blast"], positive=["blast"], id="fake",
-                           card={"task": "cells", "split": {"hash": "h"}}, metrics={"balanced_accuracy": 1.0})
+                           task="cells", card=SimpleNamespace(split_hash="h"), metrics={"balanced_accuracy": 1.0})
 
 
 def test_acquisition_cue_is_flagged_high(tmp_path):
@@ -44,13 +44,20 @@ def test_cell_only_difference_is_not_flagged(tmp_path):
     assert r["groups"]["image size"]["balanced_accuracy"] == pytest.approx(0.5)
 
 
-def test_audit_file_keeps_one_entry_per_task(tmp_path):
-    shortcuts.write({"task": "b", "x": 1}, tmp_path)
-    shortcuts.write({"task": "a", "x": 2}, tmp_path)
-    shortcuts.write({"task": "b", "x": 3}, tmp_path)
-    assert shortcuts.load(tmp_path) == {"a": {"task": "a", "x": 2}, "b": {"task": "b", "x": 3}}
-    (tmp_path / shortcuts.AUDIT_FILE).write_text("{broken")
-    assert shortcuts.load(tmp_path) == {}
+def test_the_audit_lives_in_its_bundle_and_is_found_per_task(tiny_bundle, tmp_path):
+    import shutil
+
+    from leukoview.bundle import load_bundle
+
+    for name in ("a", "b"):
+        shutil.copytree(tiny_bundle, tmp_path / name)
+    assert shortcuts.by_task([load_bundle(tmp_path / "a")]) == {}
+    shortcuts.write(tmp_path / "a", {"task": "t1", "x": 2})
+    shortcuts.write(tmp_path / "b", {"task": "t1", "x": 3})
+    shortcuts.write(tmp_path / "b", {"task": "t1", "x": 4})  # rewritten, not appended
+    found = shortcuts.by_task([load_bundle(tmp_path / "b"), load_bundle(tmp_path / "a")])
+    assert found == {"t1": {"task": "t1", "x": 4}}  # the first bundle of the task that has one
+    assert "metrics.json" in load_bundle(tmp_path / "b").card.files  # stored through the bundle (verified)
 
 
 def test_levels():
