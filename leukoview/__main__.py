@@ -4,7 +4,7 @@ Commands: ``train`` (a network or classical model -> bundle), ``reevaluate`` (po
 weights), ``refit-head`` (a cell-level model's classifier refitted on whole images), ``audit`` (dataset
 leakage), ``score`` (a folder -> CSV), ``models`` (list and verify bundles),
 ``compare`` (the comparison tables), the audits ``shortcuts``, ``camstats``, ``shift``, ``oodeval``,
-``oodcompare`` (alternative OOD scores), ``wrongtask`` (the wrong-task detector), ``palette`` (the colour
+``oodscores`` (alternative OOD scores), ``wrongtask`` (the wrong-task detector), ``palette`` (the colour
 check), ``external`` (a labelled
 folder from another lab), ``seen``
 (training-set membership) and ``measure`` (each writes into the bundle), and ``sample-data`` (the app's sample
@@ -144,6 +144,14 @@ def _cmd_score(a) -> int:
         print(f"{' + '.join(summary['positive_types'])}: {summary['positive_percent']:.1f}% of classed cells "
               f"({'at or above' if summary['at_or_above_reference'] else 'below'} the "
               f"{summary['reference_percent']:.0f}% line) -> {path}")
+    from .differential import REFERENCE, per_patient
+
+    patients = per_patient(df, predictor.bundle.positive)
+    if len(patients):  # images carry patients (a folder per patient, or ids in the names)
+        path = out.with_name(out.stem + "_patients.csv")
+        patients.assign(positive_percent=patients["positive_percent"].round(2)).to_csv(path, index=False)
+        print(f"{len(patients)} patients; {int(patients['at_or_above_line'].sum())} at or above the "
+              f"{100 * REFERENCE:.0f}% line ({' + '.join(predictor.bundle.positive)} among classed cells) -> {path}")
     return 0
 
 
@@ -366,18 +374,39 @@ def _cmd_palette(a) -> int:
     return 0
 
 
-def _cmd_oodcompare(a) -> int:
-    from . import oodcompare, settings
+def _cmd_oodscores(a) -> int:
+    from . import oodscores, settings
 
     for folder in a.bundles:
-        r = oodcompare.compare_ood(Path(folder), settings.data_root(), progress=not a.quiet)
-        oodcompare.write(Path(folder), r)
+        r = oodscores.compare_ood(Path(folder), settings.data_root(), progress=not a.quiet)
+        oodscores.write(Path(folder), r)
         print(f"{folder}: OOD scores, each thresholded at the 99th percentile of validation (flag rate / AUROC "
               "against the own test split)")
         print(f"  {'image set':<44} " + "  ".join(f"{m:>18}" for m in r["methods"]))
         for name, row in r["sets"].items():
             print(f"  {name:<44} " + "  ".join(f"{row[m]['flag_rate']:>8.1%} / {row[m]['auroc']:>7.3f}"
                                               for m in r["methods"]))
+    return 0
+
+
+def _cmd_patients(a) -> int:
+    from . import audits, differential
+    from .bundle import load_bundle
+
+    for folder in a.bundles:
+        b = load_bundle(folder)
+        r = differential.bundle_agreement(b)
+        if r is None:
+            print(f"{b.id}: its test split has no patient ids; nothing to compare", file=sys.stderr)
+            return 2
+        sources = sorted(set(b.predictions().get("source", [])) - {""})
+        per_source = {s: differential.bundle_agreement(b, source=s) for s in sources}
+        r["per_source"] = {s: v for s, v in per_source.items() if v is not None and v["patients"] > 0}
+        audits.store(folder, audits.PATIENTS, r)
+        print(f"{b.id}: {r['patients']} test patients; blast % mean absolute error {r['mae_points']:.2f} points "
+              f"[{r['mae_ci95'][0]:.2f}-{r['mae_ci95'][1]:.2f}], bias {r['bias_points']:+.2f}, limits of agreement "
+              f"{r['limits_of_agreement'][0]:+.1f} to {r['limits_of_agreement'][1]:+.1f}; same side of the "
+              f"{r['reference_percent']:.0f}% line for {r['same_side_of_line']:.0%} -> {folder}/metrics.json")
     return 0
 
 
@@ -414,6 +443,14 @@ def _cmd_sample_data(a) -> int:
     for m in missing:
         print(f"  missing: {m}")
     return 0 if not missing else 1
+
+
+def _audit_parser(sub, name: str):
+    """An audit's sub-command, its help from the audit registry (what it measures, where the result is stored)."""
+    from .audits import REGISTRY
+
+    a = REGISTRY[name]
+    return sub.add_parser(name, help=f"audit: {a.what} (stored in the bundle: {a.where})")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -499,21 +536,18 @@ def main(argv: list[str] | None = None) -> int:
                         "runs): read their cards and metrics without checking the files' sha256")
     c.set_defaults(func=_cmd_compare)
 
-    sc = sub.add_parser("shortcuts", help="shortcut audit: how well do non-cell cues alone classify the bundle's "
-                                          "test split? (writes it into the bundle: metrics.json[shortcuts])")
+    sc = _audit_parser(sub, "shortcuts")
     sc.add_argument("bundles", nargs="+")
     sc.add_argument("--quiet", action="store_true")
     sc.set_defaults(func=_cmd_shortcuts)
 
-    cs = sub.add_parser("camstats", help="Grad-CAM mass on stained cells vs background and corners over the test "
-                                         "split (writes cam_stats.json into the bundle)")
+    cs = _audit_parser(sub, "camstats")
     cs.add_argument("bundles", nargs="+")
     cs.add_argument("--max-images", dest="max_images", type=int, default=0, help="sample per class (0: all)")
     cs.add_argument("--quiet", action="store_true")
     cs.set_defaults(func=_cmd_camstats)
 
-    sh = sub.add_parser("shift", help="shift test: the test split re-rendered under stain/background/scale/blur/"
-                                      "JPEG shifts (stored in the bundle's metrics.json)")
+    sh = _audit_parser(sub, "shift")
     sh.add_argument("bundles", nargs="+")
     sh.add_argument("--max-images", dest="max_images", type=int, default=0, help="sample (0: whole test split)")
     sh.add_argument("--split", choices=["test", "val"], default="test",
@@ -523,14 +557,12 @@ def main(argv: list[str] | None = None) -> int:
     sh.add_argument("--quiet", action="store_true")
     sh.set_defaults(func=_cmd_shift)
 
-    oe = sub.add_parser("oodeval", help="evaluate the OOD flag on non-cell images and other datasets' cells "
-                                        "(stored in the bundle's metrics.json)")
+    oe = _audit_parser(sub, "oodeval")
     oe.add_argument("bundles", nargs="+")
     oe.add_argument("--quiet", action="store_true")
     oe.set_defaults(func=_cmd_oodeval)
 
-    ex = sub.add_parser("external", help="score a labelled folder from another source (another lab) and store "
-                                          "per-class results in the bundle's metrics.json")
+    ex = _audit_parser(sub, "external")
     ex.add_argument("folder", help="FOLDER/<class>/<images>, e.g. ../shared/data/bccd_wbc")
     ex.add_argument("--bundle", dest="bundles", nargs="+", required=True)
     ex.add_argument("--map", nargs="+", metavar="FOLDER=CLASS",
@@ -541,14 +573,12 @@ def main(argv: list[str] | None = None) -> int:
     ex.add_argument("--quiet", action="store_true")
     ex.set_defaults(func=_cmd_external)
 
-    se = sub.add_parser("seen", help="record the hashes of a bundle's train and validation images (training-set "
-                                      "membership for score, the batch page and the single-image page)")
+    se = _audit_parser(sub, "seen")
     se.add_argument("bundles", nargs="+")
     se.add_argument("--quiet", action="store_true")
     se.set_defaults(func=_cmd_seen)
 
-    wt = sub.add_parser("wrongtask", help="fit the wrong-task detector (own train split vs other datasets' images) "
-                                          "and add it to the bundle; the OOD flag then uses it")
+    wt = _audit_parser(sub, "wrongtask")
     wt.add_argument("bundles", nargs="+")
     wt.add_argument("--per-dataset", dest="per_dataset", type=int, default=1000,
                     help="images sampled from each other dataset (default 1000)")
@@ -561,19 +591,20 @@ def main(argv: list[str] | None = None) -> int:
     wt.add_argument("--quiet", action="store_true")
     wt.set_defaults(func=_cmd_wrongtask)
 
-    pa = sub.add_parser("palette", help="add the palette check (colour histograms against the own training "
-                                        "images) to a single-source bundle; the OOD flag then uses it")
+    pa = _audit_parser(sub, "palette")
     pa.add_argument("bundles", nargs="+")
     pa.add_argument("--quiet", action="store_true")
     pa.set_defaults(func=_cmd_palette)
 
-    oc = sub.add_parser("oodcompare", help="compare OOD scores (Mahalanobis, kNN, energy, MSP) on the OOD sets "
-                                          "(stored in the bundle's metrics.json)")
+    oc = _audit_parser(sub, "oodscores")
     oc.add_argument("bundles", nargs="+")
     oc.add_argument("--quiet", action="store_true")
-    oc.set_defaults(func=_cmd_oodcompare)
+    oc.set_defaults(func=_cmd_oodscores)
 
-    me = sub.add_parser("measure", help="measure CPU latency per image and record it in the bundle")
+    pt = _audit_parser(sub, "patients")
+    pt.add_argument("bundles", nargs="+")
+    pt.set_defaults(func=_cmd_patients)
+    me = _audit_parser(sub, "measure")
     me.add_argument("bundles", nargs="+")
     me.add_argument("--runs", type=int, default=30)
     me.add_argument("--threads", type=int, default=2)

@@ -29,7 +29,7 @@ SHIFT = Audit("shift", "the test split re-rendered under stain, background, scal
 SHIFT_VAL = Audit("shift-val", "the same shift test on the validation split (for choosing recipes)", key="shift_val")
 OOD_EVAL = Audit("oodeval", "the OOD flag and the input gate on non-cell images and other datasets' cells",
                  key="ood_eval")
-OOD_COMPARE = Audit("oodcompare", "OOD scores compared (Mahalanobis, kNN, energy, MSP) on the OOD sets",
+OOD_SCORES = Audit("oodscores", "OOD scores compared (Mahalanobis, kNN, energy, MSP) on the OOD sets",
                     key="ood_compare")
 EXTERNAL = Audit("external", "labelled folders from other laboratories, one entry per set", key="external")
 SHORTCUTS = Audit("shortcuts", "how well non-cell cues alone (size, JPEG, border, corners, background) classify the "
@@ -41,10 +41,12 @@ WRONG_TASK = Audit("wrongtask", "the wrong-task detector (own training images vs
                    file=bundle.WRONG_TASK_INFO)
 PALETTE = Audit("palette", "the palette check (colour histograms against the own training images)",
                 file=bundle.PALETTE_INFO)
+PATIENTS = Audit("patients", "per-patient blast % on the test split against the signed count (mean absolute "
+                  "error, Bland-Altman), overall and per source", key="per_patient")
 SEEN_AUDIT = Audit("seen", "training-set membership (hashes of the train and validation images)", file=bundle.SEEN)
 
-REGISTRY: dict[str, Audit] = {a.name: a for a in (SHIFT, SHIFT_VAL, OOD_EVAL, OOD_COMPARE, EXTERNAL, SHORTCUTS,
-                                                  CAM_STATS, LATENCY, WRONG_TASK, PALETTE, SEEN_AUDIT)}
+REGISTRY: dict[str, Audit] = {a.name: a for a in (SHIFT, SHIFT_VAL, OOD_EVAL, OOD_SCORES, EXTERNAL, SHORTCUTS,
+                                                  CAM_STATS, LATENCY, WRONG_TASK, PALETTE, PATIENTS, SEEN_AUDIT)}
 
 
 def store(folder: Path | str, audit: Audit, result: dict, *, files: dict[str, object] | None = None) -> dict:

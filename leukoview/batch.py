@@ -9,7 +9,6 @@ from pathlib import Path, PurePosixPath
 
 import pandas as pd
 
-from .datasets import cnmc_patient
 from .images import IMAGE_SUFFIXES, ImageError, find_images, has_image_suffix, load_image
 from .segment import NOT_A_SMEAR
 from .vocab import FLAGGED_UNIDENTIFIED
@@ -17,7 +16,6 @@ from .vocab import FLAGGED_UNIDENTIFIED
 MAX_ZIP_FILES = 20_000
 MAX_ZIP_BYTES = 2 * 1024**3  # after extraction
 MAX_ZIP_RATIO = 200  # uncompressed / compressed per member: beyond this it is a zip bomb
-PATIENT_REFERENCE = 0.20  # share of suspicious cells per patient drawn as the reference line
 BLAST_REFERENCE = 0.20  # the WHO blast threshold for acute leukaemia (>= 20 % blasts), drawn on the differential
 
 
@@ -156,23 +154,6 @@ def differential(df: pd.DataFrame, classes: list[str], positive: list[str]) -> t
                "reference_percent": 100 * BLAST_REFERENCE,
                "at_or_above_reference": bool(n and share >= BLAST_REFERENCE)}
     return pd.DataFrame(rows), summary
-
-
-def patient_summary(df: pd.DataFrame, *, reference: float = PATIENT_REFERENCE) -> pd.DataFrame:
-    """Per patient (C-NMC style ``UID_<p>_…`` file names): cells, suspicious cells and their share.
-
-    Empty when no file name carries a patient id.
-    """
-    ok = df[df["error"] == ""].copy()
-    ok["patient"] = [cnmc_patient(Path(f).name) for f in ok["file"]]
-    ok = ok[ok["patient"] != ""]
-    if ok.empty:
-        return pd.DataFrame(columns=["patient", "cells", "suspicious", "share", "above_reference"])
-    g = ok.groupby("patient").agg(cells=("file", "size"),
-                                  suspicious=("decision", lambda s: int((s == "positive").sum())))
-    g["share"] = g["suspicious"] / g["cells"]
-    g["above_reference"] = g["share"] >= reference
-    return g.reset_index().sort_values(["share", "patient"], ascending=[False, True]).reset_index(drop=True)
 
 
 def thumbnail_jpeg(path: Path, size: int = 72, *, quality: int = 80) -> bytes:

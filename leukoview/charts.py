@@ -123,16 +123,17 @@ def per_class_recall_figure(df: pd.DataFrame) -> go.Figure:
     return _layout(fig, "Per-class recall on the test split", barmode="group")
 
 
-def patient_figure(summary: pd.DataFrame, reference: float) -> go.Figure:
-    colours = [POS_COLOUR if a else NEG_COLOUR for a in summary["above_reference"]]
-    fig = go.Figure(go.Bar(x=summary["patient"].astype(str), y=summary["share"], marker_color=colours,
-                           text=[f"{s}/{c}" for s, c in zip(summary["suspicious"], summary["cells"], strict=True)],
+def patient_figure(summary: pd.DataFrame, reference_percent: float, positive_name: str) -> go.Figure:
+    """Per patient (:func:`leukoview.differential.per_patient`): % of classed cells pre-classified positive."""
+    colours = [POS_COLOUR if a else NEG_COLOUR for a in summary["at_or_above_line"]]
+    fig = go.Figure(go.Bar(x=summary["patient"].astype(str), y=summary["positive_percent"], marker_color=colours,
+                           text=[f"{s}/{c}" for s, c in zip(summary["positive"], summary["classed"], strict=True)],
                            textposition="auto"))
-    fig.add_hline(y=reference, line=dict(color="black", dash="dash"),
-                  annotation_text=f"{reference:.0%} reference", annotation_position="top left")
-    fig.update_yaxes(title="share of suspicious cells", range=[0, 1.05], tickformat=".0%")
+    fig.add_hline(y=reference_percent, line=dict(color="black", dash="dash"),
+                  annotation_text=f"{reference_percent:.0f}% line", annotation_position="top left")
+    fig.update_yaxes(title=f"% {positive_name} of classed cells", range=[0, 105])
     fig.update_xaxes(title="patient", type="category")
-    return _layout(fig, "Suspicious cells per patient")
+    return _layout(fig, f"{positive_name} per patient (pre-classified by the model)")
 
 
 def tta_figure(scores: np.ndarray, threshold: float) -> go.Figure:
@@ -176,3 +177,19 @@ def review_differential_figure(table: pd.DataFrame, reference_percent: float) ->
                   annotation_text=f"{reference_percent:.0f}% line")
     fig.update_layout(barmode="group", yaxis_title="% of classed cells")
     return _layout(fig, "Differential: pre-classified vs reviewed", height=320)
+
+
+def bland_altman_figure(agreement: dict, title: str) -> go.Figure:
+    """Bland-Altman plot of a per-patient count against the signed one (:func:`leukoview.differential.agreement`):
+    the difference against the mean of the two, the bias and the 95% limits of agreement."""
+    rows = agreement["rows"]
+    fig = go.Figure(go.Scatter(x=[r["mean"] for r in rows], y=[r["difference"] for r in rows], mode="markers",
+                               marker=dict(color=POS_COLOUR, size=8), text=[r["patient"] for r in rows],
+                               hovertemplate="%{text}: mean %{x:.1f}%, model - signed %{y:.1f} points"))
+    bias, (lo, hi) = agreement["bias_points"], agreement["limits_of_agreement"]
+    fig.add_hline(y=bias, line=dict(color="black"), annotation_text=f"bias {bias:+.1f}")
+    for v in (lo, hi):
+        fig.add_hline(y=v, line=dict(color="grey", dash="dash"), annotation_text=f"{v:+.1f}")
+    fig.update_xaxes(title="mean of model and signed blast % (per patient)")
+    fig.update_yaxes(title="model − signed (points)")
+    return _layout(fig, title)

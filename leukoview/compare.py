@@ -251,10 +251,10 @@ def cells_table(bundles) -> pd.DataFrame:
 
 
 def ood_compare_table(bundles) -> pd.DataFrame:
-    """One row per bundle and image set: each OOD method's flag rate and AUROC (``leukoview oodcompare``)."""
+    """One row per bundle and image set: each OOD method's flag rate and AUROC (``leukoview oodscores``)."""
     rows = []
     for b in bundles:
-        r = audits.result(b, audits.OOD_COMPARE)
+        r = audits.result(b, audits.OOD_SCORES)
         if not r:
             continue
         for name, row in r["sets"].items():
@@ -262,3 +262,19 @@ def ood_compare_table(bundles) -> pd.DataFrame:
                          **{f"{m} flagged": row[m]["flag_rate"] for m in r["methods"]},
                          **{f"{m} AUROC": row[m]["auroc"] for m in r["methods"]}})
     return pd.DataFrame(rows)
+
+
+def audits_table(bundles: list[bundle.Bundle]) -> pd.DataFrame:
+    """Which audits (:data:`leukoview.audits.REGISTRY`) each bundle carries."""
+    return pd.DataFrame(audits.run_table(bundles))
+
+
+def patients_line(b: bundle.Bundle, r: dict) -> str:
+    """One sentence on a bundle's per-patient agreement (:data:`leukoview.audits.PATIENTS`)."""
+    per = "; ".join(f"{src}: {v['patients']} patients, MAE {v['mae_points']:.1f} [{v['mae_ci95'][0]:.1f}-"
+                    f"{v['mae_ci95'][1]:.1f}]" for src, v in (r.get("per_source") or {}).items())
+    return (f"**{b.id}** on {r['patients']} test patients: mean absolute error {r['mae_points']:.1f} points "
+            f"[{r['mae_ci95'][0]:.1f}-{r['mae_ci95'][1]:.1f}], bias {r['bias_points']:+.1f}, 95% limits of agreement "
+            f"{r['limits_of_agreement'][0]:+.1f} to {r['limits_of_agreement'][1]:+.1f}; same side of the "
+            f"{r['reference_percent']:.0f}% line for {r['same_side_of_line']:.0%} of patients" + (f" ({per})" if per
+                                                                                                else "") + ".")

@@ -205,16 +205,14 @@ def differential_json(table: pd.DataFrame) -> str:
 
 
 def patient_review(queue: pd.DataFrame, decisions: pd.DataFrame | None, positive: list[str]) -> pd.DataFrame:
-    """Per patient (C-NMC style file names): cells, positive cells as pre-classified and as reviewed (over the
-    reviewed classed cells). Empty when no file name carries a patient id."""
-    from pathlib import Path
-
-    from .datasets import cnmc_patient
+    """Per patient (a C-NMC style file name or a folder per patient): cells, positive cells as pre-classified and as
+    reviewed (over the reviewed classed cells). Empty when no path carries a patient id."""
+    from .differential import patient_of
 
     current = current_decisions(decisions)
     rows = []
     for r in queue.to_dict("records"):
-        patient = cnmc_patient(Path(r["file"]).name)
+        patient = patient_of(r["file"])
         if patient:
             got = reviewed_class(r, current.get(r["file"]))
             rows.append({"patient": patient, "pre": r["group"] in positive,

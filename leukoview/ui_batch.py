@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from . import batch, charts, explain, gallery, review, settings, ui, vocab
+from . import batch, charts, differential, explain, gallery, review, settings, ui, vocab
 from .images import UPLOAD_TYPES, ImageError, load_image
 from .scored import ScoredBatch
 
@@ -365,7 +365,7 @@ def sb_report_name(sb: ScoredBatch) -> str:
 
 
 def patients_section(sb: ScoredBatch, ok: pd.DataFrame) -> None:
-    summary_ = batch.patient_summary(ok)
+    summary_ = differential.per_patient(ok, sb.positive)
     if summary_.empty:
         return
     if not ui.per_patient(sb.bundle):
@@ -374,5 +374,6 @@ def patients_section(sb: ScoredBatch, ok: pd.DataFrame) -> None:
                 "suggests, so none is drawn. Choose a single-cell model for the per-patient view.")
         return
     st.subheader("Per patient")
-    st.plotly_chart(charts.patient_figure(summary_, batch.PATIENT_REFERENCE), width="stretch")
+    st.plotly_chart(charts.patient_figure(summary_, 100 * differential.REFERENCE, ui.positive_name(sb.bundle)),
+                    width="stretch")
     st.dataframe(summary_, hide_index=True, width="stretch")

@@ -1,7 +1,7 @@
 """Model comparison: every bundle of the selected task, from bundle files only."""
 import streamlit as st
 
-from leukoview import charts, compare, ui
+from leukoview import audits, charts, compare, ui
 
 bundle = ui.page("Model comparison", "⚖️")
 if bundle is None:
@@ -14,6 +14,9 @@ table = compare.comparison_table(same_task)
 shown_table = compare.key_metrics_first(table.drop(columns=["task", "split"]))
 st.dataframe(shown_table, hide_index=True, width="stretch", height=ui.table_height(len(shown_table)),
              column_config=ui.comparison_columns())
+with st.expander("Audits run on these bundles"):
+    st.dataframe(compare.audits_table(same_task), hide_index=True, width="stretch")
+    st.caption(" · ".join(f"`{a.name}`: {a.what}" for a in audits.REGISTRY.values()))
 splits = table["split"].nunique()
 if splits > 1:
     st.warning(f"These bundles were evaluated on {splits} different splits: compare figures with care; the "
@@ -103,7 +106,7 @@ if len(cmp_table):
                                 if k not in ("model", "image set")})
     st.caption("Each score thresholded at the 99th percentile of validation. *flagged*: share of the set caught "
                "(on the own test split: false flags); *AUROC*: how well the score separates the set from the own "
-               "test split. `python -m leukoview oodcompare BUNDLE` computes it.")
+               "test split. `python -m leukoview oodscores BUNDLE` computes it.")
 
 ext_table = compare.external_table(same_task)
 if len(ext_table):
@@ -116,6 +119,15 @@ if len(ext_table):
                "false alarms with no out-of-distribution warning; *own type*: share of each folder's cells called "
                "their own type (empty: a type the model was not trained on). `python -m leukoview external FOLDER "
                "--bundle B` computes it; intervals per class are in each bundle's metrics.json.")
+
+agreeing = [(b, r) for b in same_task if (r := audits.result(b, audits.PATIENTS))]
+if agreeing:
+    st.subheader("Per-patient blast % against the signed count (test patients)")
+    for b, r in agreeing:
+        st.markdown(compare.patients_line(b, r))
+        st.plotly_chart(charts.bland_altman_figure(r, f"{b.id}: model − signed, per patient"), width="stretch")
+    st.caption("As a laboratory validates a cell counter: per test patient, the model's % of classed cells called "
+               "blast against the % the technologists signed. `python -m leukoview patients BUNDLE` computes it.")
 
 st.subheader("Paired test on the same test images (McNemar)")
 ids = [b.id for b in same_task]

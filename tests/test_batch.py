@@ -83,8 +83,10 @@ def test_filter_and_sort():
     assert batch.sort_scores(ok, "suspicion ↓")["file"].tolist()[0] == "x.png"
 
 
-def test_patient_summary_shares():
-    s = batch.patient_summary(scored())
-    assert s.set_index("patient").loc["1", "share"] == 0.5 and bool(s.set_index("patient").loc["1", "above_reference"])
-    assert s.set_index("patient").loc["H2", "suspicious"] == 0
-    assert batch.patient_summary(scored().iloc[3:4]).empty
+def test_per_patient_shares_of_a_scored_folder():
+    from leukoview.differential import per_patient
+
+    s = per_patient(scored(), ["all"]).set_index("patient")
+    assert s.loc["1", "positive_percent"] == 50.0 and bool(s.loc["1", "at_or_above_line"])
+    assert s.loc["H2", "classed"] == 0 and s.loc["H2", "positive"] == 0  # its only cell is flagged
+    assert per_patient(scored().iloc[3:4], ["all"]).empty

@@ -12,10 +12,10 @@ LIB = REPO / "leukoview"
 # floor -> modules; the README's "Layout" section describes the same floors
 FLOORS = {
     0: {"__init__", "settings", "images", "metrics", "calibration", "ood", "segment", "augment", "tasks", "vocab"},
-    1: {"datasets", "archs", "card", "bundle", "transforms", "classical", "onnx_backend", "seen"},
+    1: {"datasets", "archs", "card", "bundle", "transforms", "classical", "onnx_backend", "seen", "differential"},
     2: {"audits", "trainconfig", "rundata", "adversary", "fieldhead", "bundle_writer", "train", "classical_train",
         "predict", "explain", "evaluate"},
-    3: {"shift", "oodeval", "camstats", "shortcuts", "latency", "external", "oodcompare", "wrongtask",
+    3: {"shift", "oodeval", "camstats", "shortcuts", "latency", "external", "oodscores", "wrongtask",
         "palette"},
     4: {"ui", "ui_batch", "landing", "compare", "batch", "review", "gallery", "report", "charts", "advice", "threshold",
         "samples", "scored"},

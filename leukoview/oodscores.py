@@ -8,7 +8,7 @@ alternatives, each fitted on the bundle's own train/validation split only:
 
 Each flag threshold is the 99th percentile on validation (about 1 % false flags in distribution). Per image set of
 :func:`leukoview.oodeval.image_sets` (generated non-cells, other tasks' cells, held-out classes): the share flagged,
-and the AUROC of the score separating the set from the own test split. ``python -m leukoview oodcompare BUNDLE``
+and the AUROC of the score separating the set from the own test split. ``python -m leukoview oodscores BUNDLE``
 stores it in ``metrics.json["ood_compare"]``; the comparison page shows it.
 """
 from __future__ import annotations
@@ -93,4 +93,4 @@ def compare_ood(bundle_path: Path, root: Path, *, bank_size: int = 2000, n_gener
 
 
 def write(bundle_path: Path, result: dict) -> None:
-    audits.store(bundle_path, audits.OOD_COMPARE, result)
+    audits.store(bundle_path, audits.OOD_SCORES, result)

@@ -6,7 +6,7 @@ import shutil
 
 import numpy as np
 
-from leukoview import bundle, compare, oodcompare
+from leukoview import bundle, compare, oodscores
 from leukoview.ood import fit_ood
 
 
@@ -20,11 +20,11 @@ def test_every_method_scores_far_points_higher_than_near_ones():
     far = rng.normal(0, 1, (5, 8)) * 20
     confident = np.tile([10.0, -10.0], (5, 1))
     unsure = np.zeros((5, 2))
-    s_near = oodcompare.method_scores(state, bank, confident, near, 1.0)
-    s_far = oodcompare.method_scores(state, bank, unsure, far, 1.0)
-    for m in oodcompare.METHODS:
+    s_near = oodscores.method_scores(state, bank, confident, near, 1.0)
+    s_far = oodscores.method_scores(state, bank, unsure, far, 1.0)
+    for m in oodscores.METHODS:
         assert s_far[m].min() > s_near[m].max(), m
-    exact = oodcompare.method_scores(state, bank, confident, train[:3], 1.0, k=1)["knn"]
+    exact = oodscores.method_scores(state, bank, confident, train[:3], 1.0, k=1)["knn"]
     np.testing.assert_allclose(exact, 0, atol=1e-5)  # a training image is its own nearest neighbour
 
 
@@ -32,10 +32,10 @@ def test_compare_ood_on_the_tiny_bundle_is_stored_and_tabled(tiny_bundle, tmp_pa
     folder = tmp_path / "b"
     shutil.copytree(tiny_bundle, folder)
     root = json.loads((folder / "card.json").read_text())["training"]["config"]["data_root"]
-    r = oodcompare.compare_ood(folder, root, n_generated=8, progress=False)
+    r = oodscores.compare_ood(folder, root, n_generated=8, progress=False)
     own = r["sets"]["own test split (in distribution)"]
-    assert set(own) == set(oodcompare.METHODS)
+    assert set(own) == set(oodscores.METHODS)
     assert {"photographs (crops)", "coloured noise"} <= set(r["sets"])
-    oodcompare.write(folder, r)
+    oodscores.write(folder, r)
     t = compare.ood_compare_table([bundle.load_bundle(folder)])
     assert len(t) == len(r["sets"]) and "knn AUROC" in t.columns
