@@ -186,7 +186,7 @@ def test_the_gate_refuses_gradients_and_drawings_but_not_smears():
 
 
 def test_the_input_contact_sheet_shows_the_framing_it_is_asked_for(tmp_path, tiny_bundle, monkeypatch):
-    """scripts/render_wbc9_inputs.py: one row per folder, the card's locating step overridden by --set."""
+    """scripts/probes/render_wbc9_inputs.py: one row per folder, the card's locating step overridden by --set."""
     import importlib.util
 
     from leukoview.bundle import load_bundle
@@ -194,7 +194,7 @@ def test_the_input_contact_sheet_shows_the_framing_it_is_asked_for(tmp_path, tin
 
     root = load_bundle(tiny_bundle).card.config["data_root"]
     monkeypatch.setenv("LEUKOVIEW_DATA_ROOT", root)
-    spec = importlib.util.spec_from_file_location("render", REPO / "scripts" / "render_wbc9_inputs.py")
+    spec = importlib.util.spec_from_file_location("render", REPO / "scripts" / "probes" / "render_wbc9_inputs.py")
     render = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(render)
     out = render.main(["--bundle", str(tiny_bundle), "--folder", "cells/normal", "--folder", "cells/blast",

@@ -10,7 +10,7 @@ It prints and writes (``--out``, default reports/probe-class-ood.md) the flag ra
 test splits and, for an external folder (evaluation only: nothing is fitted on it), the normal cells called positive
 and how many of them each flag leaves unflagged.
 
-    python scripts/probe_class_ood.py --bundle models/wbc9-efficientnet_lite0-reinhard \\
+    python scripts/probes/probe_class_ood.py --bundle models/wbc9-efficientnet_lite0-reinhard \\
         --external bccd_wbc --map Neutrophil=neutrophil
 """
 from __future__ import annotations
@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from leukoview.bundle import load_bundle  # noqa: E402
 from leukoview.external import class_folders, parse_mapping, resolve_mapping  # noqa: E402
 from leukoview.images import load_image  # noqa: E402
@@ -82,7 +82,7 @@ def main(argv=None) -> str:
         return d > np.array([thresholds[k] for k in called])
 
     lines = [f"# Predicted-class distance flag: {b.id}", "",
-             "Written by scripts/probe_class_ood.py. Per-class thresholds: the "
+             "Written by scripts/probes/probe_class_ood.py. Per-class thresholds: the "
              f"{a.quantile:.2f} quantile of the distance to the called class's mean over validation images called "
              "that class. Nothing is fitted on the external folder.", "",
              "| images | n | today's flag | predicted-class flag | either |", "|---|---|---|---|---|"]

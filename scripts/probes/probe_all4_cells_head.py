@@ -10,7 +10,7 @@ all4-efficientnet_lite0-cells network's per-cell logits and features over its wh
 Prints validation and test accuracy for each, and the test errors by file-number run. Writes the table to
 ``--out`` (default reports/probe-all4-cells-head.md). Features are cached in /tmp.
 
-    LEUKOVIEW_DATA_ROOT=../shared/data python scripts/probe_all4_cells_head.py
+    LEUKOVIEW_DATA_ROOT=../shared/data python scripts/probes/probe_all4_cells_head.py
 """
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from leukoview import settings  # noqa: E402
 from leukoview.images import load_image  # noqa: E402
@@ -83,7 +83,7 @@ def main() -> int:
     n = len(split)
     part = split["split"].to_numpy()
     lines = [f"# Probe: where the cell-level ALL model's errors come from ({args.bundle})", "",
-             "`LEUKOVIEW_DATA_ROOT=../shared/data python scripts/probe_all4_cells_head.py` "
+             "`LEUKOVIEW_DATA_ROOT=../shared/data python scripts/probes/probe_all4_cells_head.py` "
              f"({n} fields, {len(z['owner'])} cells; the network frozen).", "",
              "| field call | val accuracy | test accuracy | test errors |", "|---|---|---|---|"]
 

@@ -8,7 +8,7 @@ reports/probe-wbc9-sharpness.md:
 3. mid-scale band energy (difference of Gaussians, sigma 1.5 and 4, over the grey spread) of what the network is
    given, PBC/LMU training crops against BCCD: is BCCD blurrier after the pipeline?
 
-    LEUKOVIEW_DATA_ROOT=../shared/data python scripts/probe_wbc9_sharpness.py
+    LEUKOVIEW_DATA_ROOT=../shared/data python scripts/probes/probe_wbc9_sharpness.py
 """
 from __future__ import annotations
 
@@ -24,7 +24,7 @@ from leukoview.images import find_images, load_image
 from leukoview.predict import Predictor
 from leukoview.settings import data_root
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 BUNDLE = REPO / "models" / "wbc9-efficientnet_lite0-reinhard"
 OWN = {"Neutrophil": "neutrophil", "Eosinophil": "eosinophil", "Lymphocyte": "lymphocyte", "Monocyte": "monocyte",
        "Basophil": "basophil"}
@@ -75,7 +75,7 @@ def main() -> None:
     uncoloured = {k: v for k, v in p.spec.items() if k != "colour"}
     bccd = [(folder, transforms.resize_array(load_image(path), uncoloured))
             for folder in OWN for path in find_images(root / "bccd_wbc" / folder)]
-    out = ["# wbc9 framing and sharpness diagnostics", "", f"Written by scripts/probe_wbc9_sharpness.py; model "
+    out = ["# wbc9 framing and sharpness diagnostics", "", f"Written by scripts/probes/probe_wbc9_sharpness.py; model "
            f"{BUNDLE.name}; BCCD for evaluation only ({len(bccd)} cells).", "", "## Located crop side", "",
            *side_shares(root), "", "## Inference-only variants of the colour step on BCCD", "",
            "| variant | called positive | called platelet | " + " | ".join(f"{k} own type" for k in OWN) + " |",

@@ -2,7 +2,7 @@
 published), 160, 96 and 64 px, on their black background and with it turned white: ROC-AUC of the suspicion score
 (all vs hem), share OOD-flagged, share at or above the threshold. Evaluation only; nothing is fitted.
 
-    python scripts/probe_cnmc_inputs.py [BUNDLE]   (default models/all4-efficientnet_lite0-cells)
+    python scripts/probes/probe_cnmc_inputs.py [BUNDLE]   (default models/all4-efficientnet_lite0-cells)
 """
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from leukoview import settings  # noqa: E402
 from leukoview.images import find_images, load_image  # noqa: E402

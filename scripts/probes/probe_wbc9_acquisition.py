@@ -15,7 +15,7 @@ its cells as the network sees them with everything but the stained cell (leukovi
 by a flat PBC-like colour, by white, or by the background of an own PBC image: does the other lab's context
 carry the calls, or the cell? Writes ``--out`` (default reports/probe-wbc9-acquisition.md).
 
-    python scripts/probe_wbc9_acquisition.py --bundle models/wbc9-efficientnet_lite0-reinhard --external bccd_wbc
+    python scripts/probes/probe_wbc9_acquisition.py --bundle models/wbc9-efficientnet_lite0-reinhard --external bccd_wbc
 """
 from __future__ import annotations
 
@@ -27,7 +27,7 @@ import numpy as np
 import pandas as pd
 from PIL import Image, ImageFilter
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from leukoview.augment import background_only, replace_background  # noqa: E402
 from leukoview.external import class_folders  # noqa: E402
 from leukoview.images import load_image  # noqa: E402
@@ -119,7 +119,7 @@ def main(argv=None) -> str:
                         + (f" ({top.index[0]} {top.iloc[0]})" if len(top) else ""))
         rows.append(row)
     lines = [f"# Resolution and framing of own test cells: {p.bundle.id}", "",
-             f"Written by scripts/probe_wbc9_acquisition.py; {a.per_class} own test images per type. Each cell: "
+             f"Written by scripts/probes/probe_wbc9_acquisition.py; {a.per_class} own test images per type. Each cell: "
              "share called its own type / share called positive (the most common wrong call, with its count).", "",
              "| variant | " + " | ".join(cells) + " |", "|---" * (len(cells) + 1) + "|"]
     lines += ["| " + " | ".join(str(r[c]) for c in ("variant", *cells)) + " |" for r in rows]

@@ -4,7 +4,7 @@ logistic regression fitted on a class-balanced subset of wbc9's train split (the
 wbc9's test split and on bccd_wbc (external evaluation only: nothing is fitted or selected on it here; the table
 is a screen for the next fine-tune, whose own validation split decides its epochs and threshold).
 
-    python scripts/probe_wbc9_inputs.py [--per-class 200] [--size 160] [--out reports/probe-wbc9-inputs.md]
+    python scripts/probes/probe_wbc9_inputs.py [--per-class 200] [--size 160] [--out reports/probe-wbc9-inputs.md]
 
 Each row is printed as it is measured (a Python dict per line); the table is written to ``--out`` at the end.
 ``--rows-from LOG`` rewrites the table from such printed rows without measuring again.
@@ -26,7 +26,7 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from leukoview import settings  # noqa: E402
 from leukoview.augment import (
@@ -140,7 +140,7 @@ def write_table(rows: list[dict], out: Path, args) -> None:
     lines = [f"Frozen ImageNet EfficientNet-Lite0 features of the located cell + logistic regression, "
              f"{args.per_class} train images per type (wbc9 split of models/wbc9-efficientnet_lite0), "
              f"{args.size} px; own test: {args.per_class // 2} per type; BCCD: all 351 (evaluation only). "
-             "Written by scripts/probe_wbc9_inputs.py.", "",
+             "Written by scripts/probes/probe_wbc9_inputs.py.", "",
              "| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     lines += ["| " + " | ".join(str(r[c]) for c in cols) + " |" for r in rows]
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -5,7 +5,7 @@ train split (each cell with its field's label), read as a per-field mean on that
 on cnmc_sample (never fitted on). C-NMC cells are segmented onto black; variants that need the cell's own colours
 use only its non-black pixels.
 
-    python scripts/probe_cnmc_frozen.py [--fields 400]
+    python scripts/probes/probe_cnmc_frozen.py [--fields 400]
 
 Variants: crop (as the cell model sees it); reinhard (Reinhard colour normalisation of the stained pixels' and
 background's statistics, black excluded); isolated (all4 cells put on black like C-NMC's, by leukoview's own
@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from leukoview import settings  # noqa: E402
 from leukoview.augment import normalise_lab  # noqa: E402
@@ -122,7 +122,7 @@ def main() -> int:
     lines = ["Frozen ImageNet EfficientNet-Lite0 features of the cells find_cells gives, logistic regression on "
              f"{args.fields} all4 train fields' cells, {args.size} px; all4 test: {len(test)} fields (mean of "
              "cell scores); C-NMC: the 60 cnmc_sample cells (never fitted on). Written by "
-             "scripts/probe_cnmc_frozen.py.", "", "| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+             "scripts/probes/probe_cnmc_frozen.py.", "", "| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     lines += ["| " + " | ".join(str(r[c]) for c in cols) + " |" for r in rows]
     Path(args.out).write_text("\n".join(lines) + "\n")
     print("\n".join(lines))

@@ -1,7 +1,7 @@
 """Where an all4 field's batch-scoring time goes with a cell-level bundle, and what int8 quantisation of its network
 would give (tried and left out: it changes scores).
 
-    LEUKOVIEW_DATA_ROOT=../shared/data python scripts/probe_all4_speed.py \
+    LEUKOVIEW_DATA_ROOT=../shared/data python scripts/probes/probe_all4_speed.py \
         [--bundle models/all4-efficientnet_lite0-cells-fieldhead] [--n 128]
 
 Prints the mean ms per field of each per-image step on one thread (decode, input gate, seen-split
@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from leukoview import settings  # noqa: E402
 from leukoview.archs import get_arch  # noqa: E402
 from leukoview.images import find_images  # noqa: E402

@@ -11,7 +11,7 @@ Grad-CAM for Benign, with the shipped network and nothing refitted, on each Beni
 
 and reports the share of the map's mass on stained pixels, as ``camstats`` does (target >= 0.60).
 
-    python scripts/probe_all4_benign_cam.py --bundle models/all4-efficientnet_lite0-cells-fieldhead
+    python scripts/probes/probe_all4_benign_cam.py --bundle models/all4-efficientnet_lite0-cells-fieldhead
 """
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from leukoview.camstats import view_shares  # noqa: E402
 from leukoview.images import load_image  # noqa: E402
 from leukoview.predict import Predictor  # noqa: E402
@@ -58,7 +58,7 @@ def main() -> None:
         rows["least suspicious cell"].append(each[int(np.argmin(out["suspicion"]))])
         rows["every cell (mean)"].append(float(np.nanmean(each)))
     lines = [f"# Grad-CAM for Benign on Benign test fields: which cell is explained ({p.bundle.id})", "",
-             f"`python scripts/probe_all4_benign_cam.py --bundle {args.bundle} --fields {args.fields}`: "
+             f"`python scripts/probes/probe_all4_benign_cam.py --bundle {args.bundle} --fields {args.fields}`: "
              f"{len(fields)} Benign test fields (seed 0), {np.mean(cells):.1f} cells each on average; share of the "
              "map's mass on stained pixels (camstats' segmentation; target >= 0.60).", "",
              "| cell explained | stained mass (mean) | fields at >= 0.60 |", "|---|---|---|"]
