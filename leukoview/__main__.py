@@ -204,6 +204,13 @@ def _cmd_compare(a) -> int:
     if not found:
         print("no bundles" + (f" for task {a.task}" if a.task else ""))
         return 1
+    if a.readme:
+        from .compare import readme_summary, replace_readme_block
+
+        readme = Path(__file__).resolve().parents[1] / "README.md"
+        readme.write_text(replace_readme_block(readme.read_text(), readme_summary(found)))
+        print(f"results block rewritten from {len(found)} bundles -> {readme}")
+        return 0
     if a.section != "models":
         table = _section_table(a.section, found, brief=a.brief)
         print(markdown_table(table) if a.markdown else table.to_string(index=False))
@@ -520,7 +527,8 @@ def main(argv: list[str] | None = None) -> int:
 
     c = sub.add_parser("compare", help="print the model-comparison table (the one the comparison page shows)")
     c.add_argument("--task", help="only bundles of this task (all4, wbc5, …)")
-    c.add_argument("--markdown", action="store_true", help="as a Markdown table (for the README)")
+    c.add_argument("--markdown", action="store_true", help="as a Markdown table")
+    c.add_argument("--readme", action="store_true", help="rewrite the README's results block from the bundles")
     c.add_argument("--brief", action="store_true",
                    help="the columns the README shows (with --section ood: one row a model)")
     c.add_argument("--section", choices=["models", "shift", "cam", "ood", "external", "cells"], default="models",

@@ -278,3 +278,45 @@ def patients_line(b: bundle.Bundle, r: dict) -> str:
             f"{r['limits_of_agreement'][0]:+.1f} to {r['limits_of_agreement'][1]:+.1f}; same side of the "
             f"{r['reference_percent']:.0f}% line for {r['same_side_of_line']:.0%} of patients" + (f" ({per})" if per
                                                                                                 else "") + ".")
+
+
+README_BEGIN, README_END = "<!-- results:begin (python -m leukoview compare --readme) -->", "<!-- results:end -->"
+
+
+def _ci_text(m: dict, key: str, value: float) -> str:
+    ci = m.get(f"{key}_ci95")
+    return f"{value:.3f} [{ci[0]:.3f}-{ci[1]:.3f}]" if ci else f"{value:.3f}"
+
+
+def readme_summary(bundles: list[bundle.Bundle]) -> str:
+    """The README's results block, from the bundles' files only: the recommended model of each task (and the
+    models it replaced) on its own test split, then every external set they were scored on."""
+    from .tasks import TASKS
+
+    keep = []
+    for t in TASKS.values():
+        ids = {t.recommended or f"{t.name}-efficientnet_lite0"}
+        ids |= {TASKS[o].recommended for o in TASKS if TASKS[o].superseded_by == t.name and TASKS[o].recommended}
+        keep += [b for b in bundles if b.id in ids]
+    own = ["| model | task | test images | accuracy | balanced accuracy | sensitivity at threshold | "
+           "specificity at threshold | ECE |", "|---|---|---|---|---|---|---|---|"]
+    ext = ["| model | external set | images | normal cells called positive | positive, not flagged | "
+           "own type (balanced) | positive vs normal ROC-AUC |", "|---|---|---|---|---|---|---|"]
+    for b in keep:
+        m, t = b.metrics, b.metrics["at_threshold"]
+        own.append(f"| {b.id} | {b.task} | {m['n_images']} | {_ci_text(m, 'accuracy', m['accuracy'])} | "
+                   f"{m['balanced_accuracy']:.3f} | {_ci_text(m, 'sensitivity', t['sensitivity'])} | "
+                   f"{_ci_text(m, 'specificity', t['specificity'])} | {m['ece']:.3f} |")
+        for name, r in audits.result(b, audits.EXTERNAL, {}).items():
+            pv = r.get("positive_vs_normal")
+            auc = (f"{pv['roc_auc']['value']:.3f} [{pv['roc_auc']['ci95'][0]:.3f}-{pv['roc_auc']['ci95'][1]:.3f}]"
+                   if pv else "—")
+            ext.append(f"| {b.id} | {name} | {r['images']} | {r['positive_decision_among_normal']['rate']:.1%} | "
+                       f"{r['positive_not_flagged_among_normal']['rate']:.1%} | {r['balanced_own_type']:.3f} | {auc} |")
+    return "\n".join([README_BEGIN, "", *own, "", *ext, "", README_END])
+
+
+def replace_readme_block(text: str, block: str) -> str:
+    """``text`` with its results block replaced by ``block``."""
+    i, j = text.index(README_BEGIN), text.index(README_END) + len(README_END)
+    return text[:i] + block + text[j:]

@@ -9,7 +9,7 @@ from tests.conftest import REPO
 
 LIB = REPO / "leukoview"
 
-# floor -> modules; the README's "Layout" section describes the same floors
+# floor -> modules; docs/architecture.md draws the same floors
 FLOORS = {
     0: {"__init__", "settings", "images", "metrics", "calibration", "ood", "segment", "augment", "tasks", "vocab"},
     1: {"datasets", "archs", "card", "bundle", "transforms", "classical", "onnx_backend", "seen", "differential"},
@@ -57,7 +57,7 @@ def _graph() -> dict[str, set[str]]:
 
 
 def test_every_module_has_a_floor():
-    assert set(_graph()) == set(FLOOR_OF), "add the new module to FLOORS (and the README's layout section)"
+    assert set(_graph()) == set(FLOOR_OF), "add the new module to FLOORS (and docs/architecture.md)"
 
 
 def test_imports_run_down_the_floors():
@@ -106,3 +106,19 @@ def test_streamlit_only_in_the_ui_modules_and_no_browser_or_server_in_the_librar
 def test_the_benchmark_lives_in_bench():
     assert not (LIB / "benchmark.py").exists()
     assert (REPO / "bench" / "__main__.py").is_file()
+
+
+def test_the_architecture_doc_names_every_module():
+    doc = (REPO / "docs" / "architecture.md").read_text()
+    missing = sorted(m for m in FLOOR_OF if m not in ("__init__", "__main__") and f"`{m}`" not in doc)
+    assert not missing, f"docs/architecture.md does not place {missing}"
+
+
+def test_the_readme_results_block_is_generated_from_the_shipped_bundles():
+    from leukoview.bundle import list_bundles
+    from leukoview.compare import README_BEGIN, README_END, readme_summary
+
+    text = (REPO / "README.md").read_text()
+    block = text[text.index(README_BEGIN):text.index(README_END) + len(README_END)]
+    assert block == readme_summary(list_bundles(REPO / "models")), "run: python -m leukoview compare --readme"
+    assert "| model |" in block and len(text.splitlines()) <= 250
