@@ -33,6 +33,10 @@ def _cmd_train(a) -> int:
 
     folder = (classical_train.fit if classical.is_classical(cfg.arch) else fit)(cfg, progress=not a.quiet)
     from .bundle import load_bundle
+    from .tracking import log_bundle
+
+    if not a.no_track and (run_id := log_bundle(folder)):
+        print(f"MLflow run {run_id} (experiment leukoview)")
 
     b = load_bundle(folder)
     m = b.metrics
@@ -427,6 +431,22 @@ def _cmd_measure(a) -> int:
     return 0
 
 
+def _cmd_serve(a) -> int:
+    import os
+
+    try:
+        from .api import TOKEN_ENV, serve
+    except ImportError as e:
+        print(f"error: serving needs the API extra ({e.name} is missing): pip install -r requirements.txt",
+              file=sys.stderr)
+        return 2
+    if a.host not in ("127.0.0.1", "localhost", "::1") and not os.environ.get(TOKEN_ENV):
+        print(f"warning: listening on {a.host} without {TOKEN_ENV}: anyone who reaches this port can score images",
+              file=sys.stderr)
+    serve(host=a.host, port=a.port, bundle=a.bundle)
+    return 0
+
+
 def _cmd_card_migrate(a) -> int:
     from .bundle import BundleError, migrate_card
 
@@ -484,6 +504,9 @@ def main(argv: list[str] | None = None) -> int:
     t.add_argument("--workers", type=int)
     t.add_argument("--device")
     t.add_argument("--no-pretrained", action="store_true")
+    t.add_argument("--no-track", dest="no_track", action="store_true",
+                   help="do not log the run to MLflow (default: logged when mlflow is installed; "
+                        "LEUKOVIEW_MLFLOW=0 turns it off too)")
     t.add_argument("--quiet", action="store_true")
     t.set_defaults(func=_cmd_train)
 
@@ -618,6 +641,11 @@ def main(argv: list[str] | None = None) -> int:
     me.add_argument("--threads", type=int, default=2)
     me.set_defaults(func=_cmd_measure)
 
+    sv = sub.add_parser("serve", help="the scoring API (FastAPI on uvicorn): POST /v1/score, GET /v1/models, /docs")
+    sv.add_argument("--host", default="127.0.0.1", help="default: loopback only")
+    sv.add_argument("--port", type=int, default=8000)
+    sv.add_argument("--bundle", help="the default bundle id (default: the recommended leukocyte model)")
+    sv.set_defaults(func=_cmd_serve)
     cm = sub.add_parser("card-migrate", help="rewrite older bundles' cards at the current card version "
                         "(card.schema.json); weights and predictions are not touched")
     cm.add_argument("bundles", nargs="+", type=Path)
