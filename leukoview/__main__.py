@@ -431,6 +431,54 @@ def _cmd_measure(a) -> int:
     return 0
 
 
+def _cmd_adapt(a) -> int:
+    from tqdm import tqdm
+
+    from . import adapt
+    from .bundle import BundleError, load_bundle
+
+    try:
+        base = load_bundle(a.bundle)
+        if a.folder:
+            mapping = dict(m.split("=", 1) for m in a.map or [])
+            cells = adapt.site_from_folder(Path(a.folder), base.classes, mapping=mapping)
+        else:
+            from .review import ReviewStore
+
+            cells = adapt.site_from_reviews(ReviewStore(Path(a.store) if a.store else None), base.classes)
+        out = Path(a.out) if a.out else base.path.parent / f"{base.id}-{a.site}"
+        bar = tqdm(total=100, unit="%", disable=a.quiet)
+
+        def progress(fraction, what, bar=bar):
+            bar.set_description(what)
+            bar.update(int(100 * fraction) - bar.n)
+
+        folder = adapt.adapt(a.bundle, cells, site=a.site, out=out, seed=a.seed, progress=progress,
+                             source="folder" if a.folder else "reviews", min_per_type=a.min_per_type)
+        bar.close()
+    except (adapt.AdaptError, BundleError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    b = load_bundle(folder)
+    r = b.card.adapted
+    ev = r["evaluation"]
+    print(f"{b.id}: adapted to {a.site} on {sum(r['cells_used'].values())} cells "
+          f"({', '.join(f'{k} {v}' for k, v in r['cells_used'].items())}); checked on "
+          f"{sum(r['cells_evaluated'].values())} held-out cells of the site")
+    for name in ("base", "adapted"):
+        e = ev[name]
+        fa = e.get("positive_among_normal")
+        print(f"  {name:<8} own type (balanced) {e['balanced_own_type']:.3f}  "
+              + "  ".join(f"{t} {v['own_type']:.2f}" for t, v in e["own_type"].items())
+              + (f"  normal cells called positive {fa['rate']:.1%} ({fa['count']}/{fa['of']})" if fa else ""))
+    print(("  " if r["recommended"] else "  WARNING: ") + r["verdict"])
+    from .tracking import log_bundle
+
+    if not a.no_track and (run_id := log_bundle(folder)):
+        print(f"  MLflow run {run_id}")
+    return 0
+
+
 def _cmd_serve(a) -> int:
     import os
 
@@ -641,6 +689,23 @@ def main(argv: list[str] | None = None) -> int:
     me.add_argument("--threads", type=int, default=2)
     me.set_defaults(func=_cmd_measure)
 
+    ad = sub.add_parser("adapt", help="adapt a bundle to a laboratory's look from its confirmed cells (a new "
+                        "bundle; the base is never changed), with a held-out check on the site's own cells")
+    ad.add_argument("--bundle", required=True)
+    ad.add_argument("--site", required=True, help="the laboratory's name (letters, digits, - and _)")
+    src = ad.add_mutually_exclusive_group(required=True)
+    src.add_argument("--folder", help="a class-per-folder directory of the site's labelled cells")
+    src.add_argument("--from-reviews", dest="from_reviews", action="store_true",
+                     help="the reviewed cells of every signed-off slide in the review store")
+    ad.add_argument("--store", help="the review store (default: LEUKOVIEW_REVIEW_DIR/decisions.sqlite)")
+    ad.add_argument("--map", nargs="+", metavar="FOLDER=CLASS", help="folder name -> model class")
+    ad.add_argument("--out", help="the new bundle's folder (default: models/<base id>-<site>)")
+    ad.add_argument("--seed", type=int, default=0)
+    ad.add_argument("--min-per-type", dest="min_per_type", type=int, default=5,
+                    help="adapt cells a type needs (and as many again to check on)")
+    ad.add_argument("--no-track", dest="no_track", action="store_true")
+    ad.add_argument("--quiet", action="store_true")
+    ad.set_defaults(func=_cmd_adapt)
     sv = sub.add_parser("serve", help="the scoring API (FastAPI on uvicorn): POST /v1/score, GET /v1/models, /docs")
     sv.add_argument("--host", default="127.0.0.1", help="default: loopback only")
     sv.add_argument("--port", type=int, default=8000)

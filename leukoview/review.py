@@ -195,6 +195,12 @@ class ReviewStore:
                             columns=["id", "batch", "folder", "reviewer", "model", "model_sha256", "threshold",
                                      "cells", "reviewed", "differential", "comment", "last_decision", "created_at"])
 
+    def signed_batches(self) -> list[tuple[str, str]]:
+        """(batch, folder) of every batch with at least one sign-off (the folder of its latest sign-off)."""
+        q = ("SELECT s.batch, s.folder FROM signoffs s JOIN (SELECT batch, MAX(id) AS id FROM signoffs GROUP BY "
+             "batch) m ON s.id = m.id ORDER BY s.batch")
+        return [(r["batch"], r["folder"]) for r in self._rows(q, ())]
+
     def latest(self, batch: str) -> pd.DataFrame:
         """The current decision per file of a batch (one row per reviewed file)."""
         q = ("SELECT d.* FROM decisions d JOIN (SELECT file, MAX(id) AS id FROM decisions WHERE batch=? "

@@ -13,8 +13,8 @@ LIB = REPO / "leukoview"
 FLOORS = {
     0: {"__init__", "settings", "images", "metrics", "calibration", "ood", "segment", "augment", "tasks", "vocab"},
     1: {"datasets", "archs", "card", "bundle", "transforms", "classical", "onnx_backend", "seen", "differential"},
-    2: {"audits", "trainconfig", "rundata", "adversary", "fieldhead", "bundle_writer", "train", "classical_train",
-        "predict", "explain", "evaluate"},
+    2: {"adapt", "audits", "trainconfig", "rundata", "adversary", "fieldhead", "bundle_writer", "train",
+        "classical_train", "predict", "explain", "evaluate"},
     3: {"shift", "oodeval", "camstats", "shortcuts", "latency", "external", "oodscores", "wrongtask", "tracking",
         "palette"},
     4: {"ui", "ui_batch", "api", "landing", "compare", "batch", "review", "gallery", "report", "charts", "advice",
