@@ -276,8 +276,18 @@ def adapt(bundle_path: Path | str, cells: pd.DataFrame, *, site: str, out: Path 
     unknown = sorted(set(cells["label"]) - set(base.classes))
     if unknown:
         raise AdaptError(f"labels {unknown} are not classes of {base.id} ({', '.join(base.classes)})")
-    types = check_enough(cells, base.classes, min_per_type=min_per_type)
-    cells = split_site(cells[cells["label"].isin(types)].reset_index(drop=True), seed=seed)
+    if "part" in cells.columns:  # a protocol that fixed the parts itself (e.g. the BCCD learning curve)
+        if not set(cells["part"]) <= {"adapt", "evaluate"}:
+            raise AdaptError("part must be 'adapt' or 'evaluate'")
+        counts = counts_per_type(cells[cells["part"] == "adapt"], base.classes)
+        types = [c for c, n in counts.items() if n >= min_per_type]
+        if len(types) < 2:
+            raise AdaptError(f"too few cells to adapt on: at least {min_per_type} per type, for two types or more; "
+                             f"the adapt part has {counts}")
+        cells = cells[cells["label"].isin(types)].reset_index(drop=True)
+    else:
+        types = check_enough(cells, base.classes, min_per_type=min_per_type)
+        cells = split_site(cells[cells["label"].isin(types)].reset_index(drop=True), seed=seed)
     root = Path(root) if root else settings.data_root()
     say = progress or (lambda f, what: None)
     predictor = Predictor(base, backend="torch")

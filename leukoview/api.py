@@ -184,7 +184,10 @@ def create_app(models_dir: Path | None = None, *, default_bundle: str | None = N
             raise HTTPException(refusal_status(first), f"{first['file']}: " + (first.get("error") or
                                 "not a stained blood-smear image (" + str(first.get("gate")) + ")"))
         b = predictor.bundle
+        adapted = b.card.adapted
         return {"bundle": b.id, "weights_sha256": b.card.weights_sha256, "threshold": b.threshold,
+                "adapted": {"site": adapted["site"], "base": adapted["base"]["id"],
+                            "recommended": adapted["recommended"]} if adapted else None,
                 "results": rows}
 
     return app

@@ -320,3 +320,22 @@ def replace_readme_block(text: str, block: str) -> str:
     """``text`` with its results block replaced by ``block``."""
     i, j = text.index(README_BEGIN), text.index(README_END) + len(README_END)
     return text[:i] + block + text[j:]
+
+
+def adaptation_table(bundles: list[bundle.Bundle]) -> pd.DataFrame:
+    """Adapted bundles: base vs adapted on the site's held-out cells (from each adapted card)."""
+    rows = []
+    for b in bundles:
+        r = b.card.adapted
+        if not r:
+            continue
+        for name in ("base", "adapted"):
+            e = r["evaluation"][name]
+            row = {"adapted model": b.id, "site": r["site"], "read by": r["base"]["id"] if name == "base" else b.id,
+                   "held-out cells": e["cells"], "own type (balanced)": e["balanced_own_type"],
+                   "normal cells called positive": (e.get("positive_among_normal") or {}).get("rate"),
+                   "positive, no flag": (e.get("positive_unflagged_among_normal") or {}).get("rate"),
+                   "recommended": r["recommended"] if name == "adapted" else None}
+            row.update({f"{t} own type": v["own_type"] for t, v in e["own_type"].items()})
+            rows.append(row)
+    return pd.DataFrame(rows)

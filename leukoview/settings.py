@@ -8,6 +8,7 @@ lab install can point the same code at different folders without editing it.
 - ``LEUKOVIEW_MODELS_DIR``: the folder of model bundles (default ``<repo>/models``).
 - ``LEUKOVIEW_REVIEW_DIR``: where reviewer decisions are stored (default ``<repo>/reviews``).
 - ``LEUKOVIEW_CACHE_DIR``: derived, re-computable files such as image hashes (default ``<repo>/.cache``).
+- ``LEUKOVIEW_SITE``: this laboratory's name, used for site adaptation (default ``local``).
 """
 from __future__ import annotations
 
@@ -41,6 +42,12 @@ def models_dir() -> Path:
 
 def review_dir() -> Path:
     return _path_from_env("LEUKOVIEW_REVIEW_DIR", REPO_ROOT / "reviews")
+
+
+def site() -> str:
+    """This laboratory's name (``LEUKOVIEW_SITE``; letters, digits, - and _ kept)."""
+    name = "".join(ch for ch in os.environ.get("LEUKOVIEW_SITE", "local") if ch.isalnum() or ch in "-_")
+    return name or "local"
 
 
 def cache_dir() -> Path:

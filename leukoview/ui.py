@@ -137,6 +137,8 @@ def page(title: str, icon: str = "🔬") -> Bundle | None:
             st.caption(f"**{tasks.task_title(c.task)}** · "
                        f"{c.architecture} · {len(c.classes)} classes · threshold {c.threshold:.3g} · "
                        f"{'ImageNet-initialised' if c.imagenet_initialised else 'trained from scratch'}")
+            if c.adapted:
+                adapted_note(chosen, st.info)
         for name, why in _problems(str(settings.models_dir())).items():
             st.error(f"Bundle `{name}` is not usable: {why}")
         st.markdown("---")
@@ -253,3 +255,25 @@ def comparison_columns() -> dict:
     fmt["note"] = st.column_config.TextColumn("note", width="medium",
                                               help="why the run departs from the architecture's defaults")
     return fmt
+
+
+def adapted_note(b: Bundle, show=None) -> str:
+    """The line every prediction of an adapted model carries: which site, from which base model, recommended or
+    not (and how to switch back)."""
+    r = b.card.adapted
+    if not r:
+        return ""
+    text = (f"**Adapted model**: {b.id} is {r['base']['id']} adapted to site **{r['site']}** on "
+            f"{sum(r['cells_used'].values())} confirmed cells" + ("" if r["recommended"] else
+                                                                 " — **not recommended**: it did not beat the base "
+                                                                 "model on the site's held-out cells")
+            + f". Choose {r['base']['id']} in the model picker to switch back.")
+    if show is not None:
+        show(text)
+    return text
+
+
+def forget_bundles() -> None:
+    """Drop the cached list of bundles (a new bundle was written)."""
+    _cards.clear()
+    _problems.clear()

@@ -34,6 +34,7 @@ if job is not None and st.button(f"Score with {bundle.id}", type="primary", key=
 if sb is None:
     st.info("Choose images and press Score. Decisions are saved per batch and reviewer and survive restarts.")
     st.stop()
+ui.adapted_note(sb.bundle, st.info)
 if not sb.scored_with(bundle):
     st.warning(f"These scores come from **{sb.model}**: decisions, the sign-off and the report record that model. "
                f"Press Score to rescore with {bundle.id}.")
@@ -62,3 +63,4 @@ else:
 
 view.sign_off_section(sb, ok, store, reviewer)
 view.patients_section(sb, ok)
+view.adapt_section(sb, store)

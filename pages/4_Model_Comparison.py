@@ -129,6 +129,13 @@ if agreeing:
     st.caption("As a laboratory validates a cell counter: per test patient, the model's % of classed cells called "
                "blast against the % the technologists signed. `python -m leukoview patients BUNDLE` computes it.")
 
+adapted = compare.adaptation_table(same_task)
+if len(adapted):
+    st.subheader("Adapted to a laboratory: base vs adapted on the site's held-out cells")
+    st.dataframe(adapted, hide_index=True, width="stretch")
+    st.caption("Each adapted bundle was fitted on half of the site's confirmed cells and read on the other half "
+               "(never fitted on); intervals per type are in its card. `python -m leukoview adapt` makes one.")
+
 st.subheader("Paired test on the same test images (McNemar)")
 ids = [b.id for b in same_task]
 if len(ids) < 2:
