@@ -368,19 +368,24 @@ def split_grouping(ds: Dataset) -> str:
 # --------------------------------------------------------------------------------------------- split
 
 
-def grouped_split(labels: pd.Series, groups: pd.Series, *, fractions=(0.7, 0.15, 0.15), seed: int = 0) -> np.ndarray:
+def grouped_split(labels: pd.Series, groups: pd.Series, *, fractions=(0.7, 0.15, 0.15), seed: int = 0,
+                  strata: pd.Series | None = None) -> np.ndarray:
     """Assign whole groups to train/val/test so each class gets roughly ``fractions`` of its images.
 
-    Groups are stratified by their majority label; within a class they are shuffled (seeded), placed largest
-    first, each into the split furthest below its target.
+    Groups are stratified by their majority label (and, with ``strata``, by each group's stratum too: a dataset that
+    mixes patient groups with single images splits each kind by itself, so large patient groups are not all placed
+    before the singles fill the other splits); within a stratum they are shuffled (seeded), placed largest first,
+    each into the split furthest below its target.
     """
     if len(fractions) != 3 or abs(sum(fractions) - 1) > 1e-6 or min(fractions) < 0:
         raise ValueError(f"fractions must be three non-negative numbers summing to 1, got {fractions}")
     rng = np.random.default_rng(seed)
-    df = pd.DataFrame({"label": labels.to_numpy(), "group": groups.to_numpy()})
-    info = df.groupby("group").agg(size=("label", "size"), label=("label", lambda s: s.mode().iloc[0]))
+    df = pd.DataFrame({"label": labels.to_numpy(), "group": groups.to_numpy(),
+                       "stratum": strata.to_numpy() if strata is not None else ""})
+    info = df.groupby("group").agg(size=("label", "size"), label=("label", lambda s: s.mode().iloc[0]),
+                                   stratum=("stratum", "first"))
     assignment: dict[str, str] = {}
-    for _, sub in info.groupby("label"):
+    for _, sub in info.groupby(["label", "stratum"] if strata is not None else "label"):
         order = sub.index.to_numpy()[rng.permutation(len(sub))]
         order = sorted(order, key=lambda g: -sub.at[g, "size"])  # stable: ties keep the shuffled order
         total = sub["size"].sum()
@@ -398,7 +403,10 @@ def make_split(ds: Dataset, *, seed: int = 0, fractions=(0.7, 0.15, 0.15), near_
     """The leakage-aware split of a dataset: manifest columns plus group, duplicate flags and split."""
     groups = duplicate_groups(ds, image_hashes(ds, progress=progress), near_bits=near_bits)
     df = ds.manifest.merge(groups, on="file")
-    df["split"] = grouped_split(df["label"], df["group"], fractions=fractions, seed=seed)
+    with_patient = df["patient"] != ""
+    mixed = bool(with_patient.any() and (~with_patient).any())  # e.g. diff3: JHH patients beside PBC/LMU singles
+    df["split"] = grouped_split(df["label"], df["group"], fractions=fractions, seed=seed,
+                                strata=with_patient.map({True: "patient", False: "image"}) if mixed else None)
     return df
 
 

@@ -178,6 +178,19 @@ def test_a_dataset_mixing_patients_and_unknown_patients_gets_both_groupings(tmp_
     assert "patient where known (6 images)" in D.split_grouping(ds)
 
 
+def test_big_patient_groups_beside_single_images_are_split_by_their_own_stratum():
+    """40 patients of 17 cells and 1000 single images of one class: without strata the greedy largest-first rule
+    put every patient in train; with the patient stratum each split gets its share of patients."""
+    labels = pd.Series(["blast"] * (40 * 17 + 1000))
+    groups = pd.Series([f"p{i // 17}" for i in range(40 * 17)] + [f"s{i}" for i in range(1000)])
+    kind = pd.Series(["patient"] * (40 * 17) + ["image"] * 1000)
+    plain = pd.Series(D.grouped_split(labels, groups))
+    assert set(plain[:40 * 17]) == {"train"}  # the defect the strata fix
+    split = pd.Series(D.grouped_split(labels, groups, strata=kind))
+    per = split[:40 * 17].groupby(groups[:40 * 17]).first().value_counts()
+    assert per["train"] == 28 and per["val"] == 6 and per["test"] == 6
+
+
 def test_source_balanced_sampling_weighs_each_source_of_a_class_equally():
     from leukoview.rundata import source_balanced_weights
 
@@ -204,3 +217,6 @@ def test_diff3_splits_deepapl_by_patient_and_maps_its_types():
     split = D.make_split(ds, progress=False)
     per_patient = split[split["patient"] != ""].groupby("patient")["split"].nunique()
     assert (per_patient == 1).all() and D.leakage_audit(ds, split)["patients_in_more_than_one_split"] == 0
+    # the patients are spread over the three splits (not all placed in train before the single images)
+    jhh = split[split["source"] == "JHH"].groupby("split")["patient"].nunique()
+    assert set(jhh.index) == {"train", "val", "test"} and jhh["test"] >= 8 and jhh["val"] >= 8
