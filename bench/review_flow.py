@@ -66,10 +66,10 @@ def idle(page, timeout: float = 120, settle: int = 300) -> None:
 
 def wait_for_keys(page, timeout: float = 30) -> None:
     """Until the hotkeys component's frame has loaded (it listens for keys from its load event on)."""
-    page.wait_for_selector('iframe[src*="streamlit_hotkeys"]', state="attached", timeout=timeout * 1000)
+    page.wait_for_selector('iframe[src*="ui_keys"]', state="attached", timeout=timeout * 1000)
     deadline = time.time() + timeout
     while time.time() < deadline:
-        frame = next((f for f in page.frames if "streamlit_hotkeys" in f.url), None)
+        frame = next((f for f in page.frames if "ui_keys" in f.url), None)
         if frame is not None and frame.evaluate("document.readyState") == "complete":
             page.wait_for_timeout(300)
             return

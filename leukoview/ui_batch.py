@@ -138,13 +138,17 @@ def review_panel(sb: ScoredBatch, queue: pd.DataFrame, store, reviewer: str) -> 
     keyboard = st.toggle("Keyboard review", key=KEYS_ON,
                          help="Keys act on the open cell: → / j next, ← / k previous, Enter / c confirm, 1-9 "
                               "reclassify, u unidentified, s second review. The reviewer name is locked meanwhile.")
+    shown = st.session_state.get("_review_keys_shown")
+    st.session_state["_review_keys_shown"] = keyboard
+    if shown is not None and shown != keyboard:
+        st.rerun()  # the whole page, not only this fragment: the sidebar's name field locks (or unlocks) at once
     pressed = None
     if keyboard:
-        import streamlit_hotkeys as hotkeys
+        from . import ui_keys  # keys typed into a text field are ignored there
 
         keys = gallery.key_map(sb.classes)
-        hotkeys.activate([hotkeys.hk(k.id, k.key, help=k.help) for k in keys], key="review")
-        pressed = next((k.id for k in keys if hotkeys.pressed(k.id, key="review")), None)
+        ui_keys.activate([ui_keys.hk(k.id, k.key, help=k.help) for k in keys], key="review")
+        pressed = next((k.id for k in keys if ui_keys.pressed(k.id, key="review")), None)
     pressed = pressed or st.session_state.pop("review_click", None)
     pos = min(int(st.session_state.get("review_pos", 0)), max(n - 1, 0))
     if n == 0:

@@ -1,0 +1,61 @@
+"""The review keeps its promises, in a real browser (headless Debian chromium driven by Playwright)."""
+from __future__ import annotations
+
+import os
+import shutil
+
+import pytest
+
+from bench.review_flow import ARGS, CHROMIUM, idle, open_folder, wait_for_keys
+from tests.test_browser import _skip_reason, start_server, stop_server
+
+pytestmark = pytest.mark.browser
+
+
+@pytest.fixture
+def review_server(tmp_path, tiny_bundle):
+    reason = _skip_reason()
+    if reason:
+        pytest.skip(reason)
+    from tests.conftest import make_class_folders
+
+    models, data, reviews = tmp_path / "models", tmp_path / "data", tmp_path / "reviews"
+    shutil.copytree(tiny_bundle, models / "tiny")
+    make_class_folders(data / "cells", {"normal": 0, "blast": 3}, 6, seed=9)
+    env = {**os.environ, "LEUKOVIEW_MODELS_DIR": str(models), "LEUKOVIEW_REVIEW_DIR": str(reviews),
+           "LEUKOVIEW_DATA_ROOT": str(data), "LEUKOVIEW_CACHE_DIR": str(tmp_path / "cache")}
+    proc, port = start_server(env, tmp_path / "streamlit.log")
+    yield port, reviews / "decisions.sqlite", f"{data.resolve()}::cells"
+    stop_server(proc)
+
+
+def test_keys_typed_into_a_text_field_record_nothing_and_the_name_locks(review_server):
+    from playwright.sync_api import sync_playwright
+
+    from leukoview.review import ReviewStore
+
+    port, store_path, batch = review_server
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        page = browser.new_page(viewport={"width": 1400, "height": 1800})
+        try:
+            open_folder(page, port, "0:cells", "Ann")
+            page.get_by_text("Keyboard review").click()
+            idle(page)
+            wait_for_keys(page)
+            name = page.locator('input[aria-label="Reviewer name (recorded with decisions)"]')
+            assert name.is_disabled()  # locked at once, though the toggle lives in a fragment
+            comment = page.locator('input[aria-label="Sign-off comment (optional)"]')
+            comment.click()
+            page.keyboard.type("ie c 1 u s")  # review keys, typed as text
+            page.keyboard.press("Enter")
+            idle(page, settle=1500)
+            assert len(ReviewStore(store_path).latest(batch)) == 0
+            assert page.locator("text=/Cell 1 of/").count() >= 1  # the panel did not move on
+            page.locator("h1").first.click()  # focus off the field: now a key is a decision
+            page.keyboard.press("c")
+            page.wait_for_function("s => document.body.innerText.includes(s)", arg="reviewed 1 of", timeout=30_000)
+            latest = ReviewStore(store_path).latest(batch)
+            assert len(latest) == 1 and latest["action"].iloc[0] == "confirm" and latest["reviewer"].iloc[0] == "Ann"
+        finally:
+            browser.close()
