@@ -277,3 +277,16 @@ def forget_bundles() -> None:
     """Drop the cached list of bundles (a new bundle was written)."""
     _cards.clear()
     _problems.clear()
+
+
+def reset_on_new(name: str, key, values: dict) -> bool:
+    """When ``key`` (e.g. the image's digest and the model) differs from the last one seen under ``name``, set the
+    widgets' session values to ``values`` (before the widgets are drawn), so no control keeps a choice made for
+    another image. Returns whether it reset."""
+    marker = f"_last_{name}"
+    if st.session_state.get(marker) == key:
+        return False
+    st.session_state[marker] = key
+    for k, v in values.items():
+        st.session_state[k] = v
+    return True

@@ -74,6 +74,9 @@ seen = model.seen_split(source, img)
 if seen in ("train", "val"):
     st.warning(f"**Seen in training** ({seen} split of {bundle.id}, this file or a near copy): this score is not "
                "evidence of performance.")
+# a new image (or model) starts from the defaults: the map explains the predicted class by Grad-CAM, no TTA
+ui.reset_on_new("single_image", (bundle.id, images.digest(source)),
+                {"cam_method": explain.METHODS[0], "cam_target": pred.predicted, "tta": False})
 reading = advice.read_prediction(pred.suspicion, model.threshold, pred.predicted, bundle.positive,
                                  ood=pred.ood_flag, task_positive_name=ui.positive_name(bundle))
 
@@ -149,8 +152,7 @@ else:
         target, each method's map per method, so a method change recomputes a map from cached activations."""
         o1, o2 = st.columns(2)
         method = o1.selectbox("Method", explain.METHODS, key="cam_method")
-        target = o2.selectbox("Target class", bundle.classes, index=bundle.classes.index(pred.predicted),
-                              key="cam_target", help="Default: the predicted class")
+        target = o2.selectbox("Target class", bundle.classes, key="cam_target", help="Default: the predicted class")
         try:
             with st.spinner("Computing the class-activation map…"):
                 ex = ui.explanation(model, bundle, img, image_key, method, target,

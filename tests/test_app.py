@@ -371,3 +371,31 @@ def test_a_sign_off_records_the_model_that_scored_the_batch_not_the_one_chosen_a
     assert signed["model"] == tiny.id and signed["model_sha256"] == tiny.card.weights_sha256
     assert signed["threshold"] == pytest.approx(tiny.threshold) and signed["threshold"] != pytest.approx(0.123)
     assert set(store.latest(batch_id)["model"]) == {tiny.id}
+
+
+def test_a_new_image_resets_method_target_and_tta_so_captions_match_the_verdict(app_env):
+    """Issue: after one image with EigenCAM, another target and TTA, the next image's map explained the old
+    target with the old method while the verdict was the new image's."""
+    from leukoview.images import load_image
+    from leukoview.predict import Predictor
+
+    second = png_bytes(kind=3, size=64)
+    at = run_page("pages/1_Single_Image.py")
+    at.file_uploader(key="single_upload").set_value(("a.png", png_bytes(kind=0, size=64), "image/png"))
+    at.run()
+    first = at.selectbox(key="cam_target").value
+    at.selectbox(key="cam_method").set_value("EigenCAM").run()
+    at.selectbox(key="cam_target").set_value(next(c for c in at.selectbox(key="cam_target").options
+                                                  if c != first)).run()
+    at.checkbox(key="tta").check().run()
+    assert any("views above threshold" in c.value for c in at.caption)  # the TTA read-out is shown
+    at.file_uploader(key="single_upload").set_value(("b.png", second, "image/png"))
+    at.run()
+    no_exceptions(at)
+    predicted = Predictor(app_env / "models" / "tiny").predict(load_image(second)).predicted
+    assert at.selectbox(key="cam_method").value == "Grad-CAM"
+    assert at.selectbox(key="cam_target").value == predicted  # the verdict's class, not the old choice
+    assert at.checkbox(key="tta").value is False
+    assert not any("views above threshold" in c.value for c in at.caption)  # no TTA chart without its box
+    faith = next(m.value for m in at.markdown if m.value.startswith("**Faithfulness:**"))
+    assert f"'{predicted}'" in faith or predicted in faith
