@@ -129,19 +129,14 @@ def _cam(sb: ScoredBatch, model, row: dict, img):
                           with_faithfulness=False)
 
 
-@st.fragment
-def review_panel(sb: ScoredBatch, queue: pd.DataFrame, store, reviewer: str) -> None:
-    """The opened cell and the review keys; only this part reruns on a key or a button, and the differential
-    below it is recounted from the store each time."""
-    rows = queue.to_dict("records")
+def _open(pos: int) -> None:
+    st.session_state["review_pos"] = pos
+    st.session_state.pop("review_msg", None)
+
+
+def _handle_keys(sb: ScoredBatch, rows: list[dict], store, reviewer: str, keyboard: bool) -> int:
+    """The key or button pressed since the last run, recorded and moved on; returns the open cell's position."""
     n = len(rows)
-    keyboard = st.toggle("Keyboard review", key=KEYS_ON,
-                         help="Keys act on the open cell: → / j next, ← / k previous, Enter / c confirm, 1-9 "
-                              "reclassify, u unidentified, s second review. The reviewer name is locked meanwhile.")
-    shown = st.session_state.get("_review_keys_shown")
-    st.session_state["_review_keys_shown"] = keyboard
-    if shown is not None and shown != keyboard:
-        st.rerun()  # the whole page, not only this fragment: the sidebar's name field locks (or unlocks) at once
     pressed = None
     if keyboard:
         from . import ui_keys  # keys typed into a text field are ignored there
@@ -151,18 +146,71 @@ def review_panel(sb: ScoredBatch, queue: pd.DataFrame, store, reviewer: str) -> 
         pressed = next((k.id for k in keys if ui_keys.pressed(k.id, key="review")), None)
     pressed = pressed or st.session_state.pop("review_click", None)
     pos = min(int(st.session_state.get("review_pos", 0)), max(n - 1, 0))
-    if n == 0:
-        st.info("No cells match the filter.")
-        return
-    if pressed:
+    if pressed and n:
         msg = record(sb, store, reviewer, pressed, rows[pos], st.session_state.get("review_comment", ""))
         if not msg.startswith("error:"):
             pos = gallery.step(pos, n, pressed)
             st.session_state.pop("review_comment", None)
         st.session_state["review_msg"] = msg
     st.session_state["review_pos"] = pos
-    row = rows[pos]
+    return pos
+
+
+@st.fragment
+def review_area(sb: ScoredBatch, queue: pd.DataFrame, ok: pd.DataFrame, store, reviewer: str) -> None:
+    """The gallery, the open cell with its keys, and the differential and sign-off below, as one fragment: a key
+    records the decision first, then the badges, the counts and the sign-off are drawn from the store, so each
+    decision shows everywhere at once without redrawing the rest of the page."""
+    rows = queue.to_dict("records")
+    keyboard = st.toggle("Keyboard review", key=KEYS_ON,
+                         help="Keys act on the open cell: → / j next, ← / k previous, Enter / c confirm, 1-9 "
+                              "reclassify, u unidentified, s second review. Keys typed into a text field are text; "
+                              "the reviewer name is locked meanwhile.")
+    shown = st.session_state.get("_review_keys_shown")
+    st.session_state["_review_keys_shown"] = keyboard
+    if shown is not None and shown != keyboard:
+        st.rerun()  # the whole page, not only this fragment: the sidebar's name field locks (or unlocks) at once
+    pos = _handle_keys(sb, rows, store, reviewer, keyboard)
     latest = store.latest(sb.batch) if store is not None else None  # after this run's decision
+    current = gallery.current_decisions(latest)
+    g_left, g_right = st.columns([3, 2], gap="medium")
+    with g_left:
+        _gallery_grid(sb, queue, current, pos)
+    with g_right:
+        _panel(sb, rows, pos, latest, current, keyboard, queue)
+    sign_off_section(sb, ok, store, reviewer, decisions=latest)
+
+
+def _gallery_grid(sb: ScoredBatch, queue: pd.DataFrame, current: dict, pos: int) -> None:
+    per_page = gallery.PER_PAGE
+    pages = gallery.page_count(len(queue), per_page)
+    p1, p2 = st.columns([1, 3])
+    page_no = p1.number_input("Gallery page", 1, pages, gallery.page_of(pos, per_page), key="gallery_page")
+    p2.caption(f"{len(queue)} cells in {pages} page(s) of {per_page}, grouped by predicted class (positive types "
+               "first, then the rest, unidentified last), most suspicious first. Press a cell's button to open it "
+               f"on the right. {gallery.SYMBOL_LEGEND}")
+    part = gallery.gallery_page(queue, page_no, per_page)
+    for group, cells in part.groupby("group", sort=False):
+        st.markdown(f"**{group}** ({int((queue['group'] == group).sum())})")
+        grid = st.columns(6)
+        for j, r in enumerate(cells.to_dict("records")):
+            with grid[j % 6]:
+                thumb = ui.thumbnail(str(sb.folder / r["file"]))
+                if thumb:
+                    st.image(thumb, width="stretch")
+                tags = gallery.badges(r, current.get(r["file"]))
+                st.button(f"{r['suspicion']:.0%} {gallery.symbols(tags)}".strip(), key=f"open::{r['pos']}",
+                          help=f"{r['file']} · {', '.join(tags) or 'new'}", width="stretch",
+                          type="primary" if r["pos"] == pos else "secondary", on_click=_open, args=(int(r["pos"]),))
+
+
+def _panel(sb: ScoredBatch, rows: list[dict], pos: int, latest, current: dict, keyboard: bool,
+           queue: pd.DataFrame) -> None:
+    n = len(rows)
+    if n == 0:
+        st.info("No cells match the filter.")
+        return
+    row = rows[pos]
     msg = st.session_state.get("review_msg", "")
     # always one message line, so that the elements below keep their places and the browser updates them in place
     if msg.startswith("error:"):
@@ -171,7 +219,7 @@ def review_panel(sb: ScoredBatch, queue: pd.DataFrame, store, reviewer: str) -> 
         st.success(msg)
     else:
         st.info("Keys and buttons act on this cell; each decision is saved at once.")
-    tags = gallery.badges(row, gallery.current_decisions(latest).get(row["file"]))
+    tags = gallery.badges(row, current.get(row["file"]))
     st.markdown(f"**Cell {pos + 1} of {n}** · `{row['file']}` · group **{row['group']}** · predicted "
                 f"**{row['predicted']}** {row['suspicion']:.1%}" + (f" · {' · '.join(tags)}" if tags else ""))
     b = st.columns(2)
@@ -226,38 +274,6 @@ def review_panel(sb: ScoredBatch, queue: pd.DataFrame, store, reviewer: str) -> 
             pass  # that cell shows its own message when it is opened
 
 
-def gallery_view(sb: ScoredBatch, queue: pd.DataFrame, decisions, store, reviewer: str) -> None:
-    current = gallery.current_decisions(decisions)
-    g_left, g_right = st.columns([3, 2], gap="medium")
-    with g_left:
-        per_page = gallery.PER_PAGE
-        pages = gallery.page_count(len(queue), per_page)
-        p1, p2 = st.columns([1, 3])
-        page_no = p1.number_input("Gallery page", 1, pages, gallery.page_of(st.session_state.get("review_pos", 0),
-                                                                            per_page), key="gallery_page")
-        p2.caption(f"{len(queue)} cells in {pages} page(s) of {per_page}, grouped by predicted class (positive "
-                   "types first, then the rest, unidentified last), most suspicious first. Press a cell's button "
-                   f"to open it on the right. {gallery.SYMBOL_LEGEND}")
-        part = gallery.gallery_page(queue, page_no, per_page)
-        for group, cells in part.groupby("group", sort=False):
-            st.markdown(f"**{group}** ({int((queue['group'] == group).sum())})")
-            grid = st.columns(6)
-            for j, r in enumerate(cells.to_dict("records")):
-                with grid[j % 6]:
-                    thumb = ui.thumbnail(str(sb.folder / r["file"]))
-                    if thumb:
-                        st.image(thumb, width="stretch")
-                    tags = gallery.badges(r, current.get(r["file"]))
-                    label = f"{r['suspicion']:.0%} {gallery.symbols(tags)}".strip()
-                    if st.button(label, key=f"open::{r['pos']}", help=f"{r['file']} · {', '.join(tags) or 'new'}",
-                                 width="stretch", type="primary" if r["pos"] == st.session_state.get("review_pos")
-                                 else "secondary"):
-                        st.session_state["review_pos"] = int(r["pos"])
-                        st.session_state.pop("review_msg", None)
-    with g_right:
-        review_panel(sb, queue, store, reviewer)
-
-
 def table_view(sb: ScoredBatch, view: pd.DataFrame, n_cells: int, decisions, store, reviewer: str) -> None:
     s1, _ = st.columns([1, 3])
     sort = s1.selectbox("Sort by", ["suspicion ↓", "suspicion ↑", "file", "ood_score ↓"], key="batch_sort")
@@ -308,10 +324,11 @@ def table_view(sb: ScoredBatch, view: pd.DataFrame, n_cells: int, decisions, sto
                 st.error(f"Not saved: {e}")
 
 
-def sign_off_section(sb: ScoredBatch, ok: pd.DataFrame, store, reviewer: str) -> None:
+def sign_off_section(sb: ScoredBatch, ok: pd.DataFrame, store, reviewer: str, *, decisions=None) -> None:
     """The differential as pre-classified and reviewed, the sign-off form and the downloads; the sign-off, report
-    and export record the batch's model."""
-    decisions = store.latest(sb.batch) if store is not None else None  # a key may have saved since the top
+    and export record the batch's model. ``decisions``: the store's current ones, when the caller just read them."""
+    if decisions is None and store is not None:
+        decisions = store.latest(sb.batch)
     full_queue = gallery.review_queue(ok, sb.classes, sb.positive)  # sign-off counts every cell, not a filter
     table, diff = gallery.review_differential(full_queue, decisions, sb.classes, sb.positive)
     st.subheader("Differential and sign-off")

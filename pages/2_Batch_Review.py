@@ -56,11 +56,10 @@ filtered = batch.filter_scores(ok, score_range=(lo, hi), classes=cls, flagged_on
 mode = st.radio("View", ["Cell gallery", "Table"], horizontal=True, key="batch_view",
                 help="Gallery: cells grouped by predicted class, most suspicious first, reviewed one by one. "
                      "Table: every score, sortable.")
-if mode == "Cell gallery":
-    view.gallery_view(sb, gallery.review_queue(filtered, sb.classes, sb.positive), decisions, store, reviewer)
+if mode == "Cell gallery":  # one fragment: a decision updates the badges, counts and sign-off at once
+    view.review_area(sb, gallery.review_queue(filtered, sb.classes, sb.positive), ok, store, reviewer)
 else:
     view.table_view(sb, filtered, len(ok), decisions, store, reviewer)
-
-view.sign_off_section(sb, ok, store, reviewer)
+    view.sign_off_section(sb, ok, store, reviewer)
 view.patients_section(sb, ok)
 view.adapt_section(sb, store)

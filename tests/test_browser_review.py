@@ -59,3 +59,35 @@ def test_keys_typed_into_a_text_field_record_nothing_and_the_name_locks(review_s
             assert len(latest) == 1 and latest["action"].iloc[0] == "confirm" and latest["reviewer"].iloc[0] == "Ann"
         finally:
             browser.close()
+
+
+def test_each_key_decision_shows_on_the_thumbnails_and_in_the_sign_off_counts(review_server):
+    """Issue: after keyboard decisions no thumbnail had its badge and the sign-off said 'reviewed 0'."""
+    from playwright.sync_api import sync_playwright
+
+    port, _, _ = review_server
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        page = browser.new_page(viewport={"width": 1400, "height": 1800})
+        try:
+            open_folder(page, port, "0:cells", "Ann")
+            page.get_by_text("Keyboard review").click()
+            idle(page)
+            wait_for_keys(page)
+            page.locator("h1").first.click()
+            for k in range(3):
+                page.keyboard.press("c")
+                page.wait_for_function("s => document.body.innerText.includes(s)", arg=f"reviewed {k + 1} of",
+                                       timeout=30_000)
+            idle(page, settle=800)
+            text = page.locator('[data-testid="stMain"]').inner_text()
+            assert "12 cells; reviewed 3," in text  # the sign-off section's count, below the gallery
+            assert "9 cell(s) not reviewed" in text
+            import re
+
+            thumbs = page.locator('button[data-testid^="stBaseButton"]').filter(has_text=re.compile(r"^\d+%"),
+                                                                             visible=True)
+            assert thumbs.count() == 12
+            assert thumbs.filter(has_text="✓").count() == 3  # one confirmed badge per decided thumbnail
+        finally:
+            browser.close()
