@@ -88,13 +88,18 @@ def render(*, folder: str, queue: pd.DataFrame, decisions: pd.DataFrame | None, 
     flagged = queue[queue["group"] == FLAGGED_UNIDENTIFIED]
     pre_pos = queue[queue["group"].isin(positive)]
     pct = summary["positive_percent_reviewed"]
-    line = (f"{positive_name} {pct:.1f}% of the reviewed classed cells "
-            f"({'at or above' if pct >= summary['reference_percent'] else 'below'} the "
-            f"{summary['reference_percent']:.0f}% line)" if not math.isnan(pct) else
+    base = summary["classed_reviewed"]
+    line = (f"{positive_name} {pct:.1f}% of {base} reviewed classed cell{'s' if base != 1 else ''} (of "
+            f"{summary['cells']} cells in the folder; {summary['cells'] - summary['reviewed']} not reviewed) — "
+            f"{'at or above' if pct >= summary['reference_percent'] else 'below'} the "
+            f"{summary['reference_percent']:.0f}% line" if not math.isnan(pct) else
             f"{positive_name}: no reviewed classed cells yet")
+    seen = int(queue["in_training"].isin(["train", "val"]).sum()) if "in_training" in queue else 0
     facts = [("folder", folder), ("cells", str(summary["cells"])),
              ("reviewed", f"{summary['reviewed']} of {summary['cells']}"),
              ("second review pending", str(summary["pending"])),
+             ("cells in the model's training data", f"{seen} of {summary['cells']} (the model's calls on them are not "
+                                                    "evidence of how it reads new cells)" if seen else "none found"),
              ("report written", datetime.now(UTC).isoformat(timespec="seconds"))]
     if sign_off and sign_off.get("comment"):
         facts.append(("sign-off comment", sign_off["comment"]))
@@ -115,6 +120,8 @@ def render(*, folder: str, queue: pd.DataFrame, decisions: pd.DataFrame | None, 
             f"{_cells(flagged, Path(folder), current, 'Flagged out of distribution (unidentified)')}"
             f"<h2>Model</h2><table>{model}</table><p>Decision support only: every cell needs a reviewer's "
             "confirmation; the model's figures come from its own test split and the external sets listed.</p>"
+            "<p><b>leukoview is a research and education tool, not a medical device.</b> It has not been clinically "
+            "validated and must not be used on its own for diagnosis or treatment decisions.</p>"
             "</body></html>")
 
 

@@ -12,8 +12,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from . import gallery, report, review
+from . import gallery, report, review, settings
 from .bundle import Bundle
+from .images import find_images
 
 
 @dataclass
@@ -84,3 +85,59 @@ class ScoredBatch:
     def export(self, decisions: pd.DataFrame) -> pd.DataFrame:
         return review.export_table(self.scores, decisions, model=self.model, threshold=self.threshold,
                                    folder=str(self.folder))
+
+
+def _fingerprint(folder: Path) -> str:
+    """What is in a folder now: every image's path, size and modification time (a changed folder is rescored)."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for p in find_images(folder):
+        st = p.stat()
+        h.update(f"{p.relative_to(folder).as_posix()}|{st.st_size}|{st.st_mtime_ns}\n".encode())
+    return h.hexdigest()
+
+
+def _cache_file(batch: str, b: Bundle) -> Path:
+    import hashlib
+
+    key = hashlib.sha256(f"{batch}|{b.id}|{b.card.weights_sha256}".encode()).hexdigest()[:24]
+    return settings.review_dir() / "scored" / f"{key}.csv"
+
+
+def save(sb: ScoredBatch) -> None:
+    """Keep a scored batch's scores beside the review store, so a reload (or another reviewer) finds them without
+    scoring again; the folder's fingerprint says whether they still describe it."""
+    import json
+
+    path = _cache_file(sb.batch, sb.bundle)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        sb.scores.to_csv(path.with_suffix(".tmp"), index=False)
+        path.with_suffix(".tmp").replace(path)
+        path.with_suffix(".json").write_text(json.dumps({"batch": sb.batch, "folder": str(sb.folder),
+                                                         "model": sb.model, "notes": sb.notes,
+                                                         "fingerprint": _fingerprint(sb.folder)}))
+    except OSError:
+        pass  # only a convenience: the batch can always be scored again
+
+
+def restore(batch: str, folder: Path, b: Bundle) -> ScoredBatch | None:
+    """The scores ``b`` gave this folder before, if the folder has not changed since; else None."""
+    import json
+
+    path = _cache_file(batch, b)
+    try:
+        meta = json.loads(path.with_suffix(".json").read_text())
+        if meta["batch"] != batch or meta["fingerprint"] != _fingerprint(Path(folder)):
+            return None
+        scores = pd.read_csv(path, keep_default_na=False)
+    except (OSError, ValueError, KeyError):
+        return None
+    for col in ("suspicion", "ood_score", *b.classes):  # numbers back as numbers ('' for unreadable files)
+        if col in scores:
+            scores[col] = pd.to_numeric(scores[col], errors="coerce")
+    for col in ("ood_flag", "cell_found"):
+        if col in scores:
+            scores[col] = scores[col].map({"True": True, "False": False}).where(scores[col] != "", "")
+    return ScoredBatch(batch=batch, folder=Path(folder), bundle=b, scores=scores, notes=list(meta.get("notes", [])))

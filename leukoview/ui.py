@@ -203,10 +203,14 @@ def models_that_fit(image, current: Bundle) -> list[Bundle]:
 def reviewer_name(*, locked: bool = False) -> str:
     """The sidebar's reviewer name; ``locked`` (keyboard review is on) shows it read-only, so typing cannot fire
     review keys."""
+    if REVIEWER_KEY not in st.session_state:  # a reload: the URL keeps the name (?reviewer=)
+        st.session_state[REVIEWER_KEY] = st.query_params.get("reviewer", "")[:200]
     name = st.sidebar.text_input("Reviewer name (recorded with decisions)",
                                  value=st.session_state.get(REVIEWER_KEY, ""), key="reviewer_input", disabled=locked,
                                  help="Locked while keyboard review is on" if locked else None)
     st.session_state[REVIEWER_KEY] = name
+    if name.strip() and st.query_params.get("reviewer") != name.strip():
+        st.query_params["reviewer"] = name.strip()
     return name.strip()
 
 

@@ -5,7 +5,7 @@ model even after the sidebar switches to another (leukoview.scored)."""
 
 import streamlit as st
 
-from leukoview import batch, gallery, settings, ui
+from leukoview import batch, gallery, scored, settings, ui
 from leukoview import ui_batch as view
 from leukoview.predict import find_images, score_files
 from leukoview.scored import ScoredBatch
@@ -17,6 +17,12 @@ reviewer = ui.reviewer_name(locked=bool(st.session_state.get(view.KEYS_ON)))
 job = view.choose_images(settings.data_roots())  # (batch id, folder, notes) or None
 
 sb: ScoredBatch | None = st.session_state.get("batch_result")
+if job is not None and (sb is None or sb.batch != job[0]):  # a reload or a return: the scores kept for it, if any
+    kept = scored.restore(job[0], job[1], bundle)
+    if kept is not None:
+        sb = st.session_state["batch_result"] = kept
+        st.caption(f"Scores restored from the last scoring of this folder with {bundle.id} (the folder has not "
+                   "changed since); press Score to score it again.")
 if job is not None and st.button(f"Score with {bundle.id}", type="primary", key="batch_score"):
     model = ui.predictor(bundle)
     if model is not None:
@@ -28,6 +34,7 @@ if job is not None and st.button(f"Score with {bundle.id}", type="primary", key=
         bar.empty()
         sb = ScoredBatch(batch=bid, folder=folder, bundle=bundle, scores=df, notes=notes)
         st.session_state["batch_result"] = sb
+        scored.save(sb)
         st.session_state["review_pos"] = 0
         ui.long_lived()
 

@@ -399,3 +399,18 @@ def test_a_new_image_resets_method_target_and_tta_so_captions_match_the_verdict(
     assert not any("views above threshold" in c.value for c in at.caption)  # no TTA chart without its box
     faith = next(m.value for m in at.markdown if m.value.startswith("**Faithfulness:**"))
     assert f"'{predicted}'" in faith or predicted in faith
+
+
+def test_a_reload_keeps_the_scored_batch_and_the_reviewer_name(app_env):
+    """Issue: a reload lost the scored batch (the reviewer scored again) and the reviewer's name."""
+    at = _gallery(app_env, reviewer="Dr R")
+    assert at.query_params["reviewer"] in ("Dr R", ["Dr R"])
+    params = {k: (v[0] if isinstance(v, list) else v) for k, v in at.query_params.items()}
+    again = AppTest.from_file(str(REPO / "pages" / "2_Batch_Review.py"), default_timeout=TIMEOUT)
+    for k, v in params.items():
+        again.query_params[k] = v
+    again.run()  # a new session: nothing in its state, only the URL
+    no_exceptions(again)
+    assert again.sidebar.text_input(key="reviewer_input").value == "Dr R"
+    assert _panel_line(again).startswith("**Cell 1 of 8**")  # the gallery, without pressing Score
+    assert any("Scores restored" in c.value for c in again.caption)

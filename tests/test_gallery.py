@@ -152,6 +152,15 @@ def test_report_is_a_draft_until_signed_and_escapes_names(tmp_path, queue):
     assert "DRAFT" in draft and "<script>.png" not in draft and "&lt;script&gt;.png" in draft
     assert "data:image/jpeg;base64," in draft  # c.png's thumbnail inline; the others are unreadable
     assert "0.900 [0.850-0.950]" in draft and "37.0% (130 of 351)" in draft and "f" * 64 in draft
+    assert "not a medical device" in draft
+    seen_q = q.assign(in_training=["train", "", "val", "", "", ""])
+    decisions = pd.DataFrame([{"id": 1, "file": "c.png", "action": "confirm", "label": "myeloblast", "comment": "",
+                               "reviewer": "R", "created_at": "t"}])
+    t2, s2 = gallery.review_differential(seen_q, decisions, CLASSES, POSITIVE)
+    partial = report.render(sign_off=None, **{**kw, "queue": seen_q, "table": t2, "summary": s2,
+                                              "decisions": decisions})
+    assert "2 of 6 (the model" in partial  # two cells were in its training data
+    assert "100.0% of 1 reviewed classed cell (of 6 cells in the folder; 5 not reviewed)" in partial
     signed = report.render(sign_off={"reviewer": "Dr <S>", "created_at": "2026-12-02T10:00:00+00:00",
                                      "comment": ""}, **kw)
     assert "DRAFT" not in signed and "Signed off by <b>Dr &lt;S&gt;</b>" in signed
