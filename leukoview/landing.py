@@ -60,6 +60,17 @@ def is_recommended(b: Bundle) -> bool:
     return b.id == ((TASKS[task].recommended if task in TASKS else "") or f"{task}-{RECOMMENDED_ARCH}")
 
 
+def worse_than_chance(b: Bundle) -> list[str]:
+    """The external sets on which a bundle ranks positive cells below normal ones (ROC-AUC interval below 0.5):
+    such a model is never suggested for another lab's image."""
+    out = []
+    for name, r in (audits.result(b, audits.EXTERNAL, {}) or {}).items():
+        auc = ((r.get("positive_vs_normal") or {}).get("roc_auc") or {})
+        if auc.get("ci95") and auc["ci95"][1] < 0.5:
+            out.append(name)
+    return out
+
+
 def picker_order(bundles: list[Bundle]) -> list[Bundle]:
     """Recommended models first (by task), then the rest by id."""
     return sorted(bundles, key=lambda b: (not is_recommended(b), b.id))

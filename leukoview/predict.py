@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -37,6 +37,14 @@ class Prediction:
     decision: bool  # suspicion >= the bundle's threshold
     ood_score: float
     ood_flag: bool
+    wrong_kind: str = ""  # why this model does not read this kind of image ('' when it does); ood_flag is then set
+
+
+# A field model (cell-level: it reads every cell of a smear field) gives no verdict on a single-cell crop. The rule:
+# the largest cell's inscribed radius over the image's shorter side. Measured with find_cells on 150 images each
+# (reports/probe-input-kind.md): all4 fields 0.057 median, 0.100 at the 99th percentile; single-cell crops above
+# it (wbc5 0.138 median, DeepAPL 0.164, BCCD 0.227 with 0.118 at the 1st percentile, C-NMC 0.196).
+FIELD_MAX_CELL = 0.115
 
 
 class Predictor:
@@ -112,15 +120,32 @@ class Predictor:
         _, found, out = self.predict_cells(image)
         return found, out
 
+    def wrong_kind(self, image, found: list[CellCrop]) -> str:
+        """Why a field model does not read ``image`` ('' when it does): a single-cell crop, whose largest cell is
+        larger than any cell of a smear field (:data:`FIELD_MAX_CELL`). Single-cell models: ''."""
+        if not self.cell_level or not found or not found[0].found:
+            return ""
+        radius = found[0].side / (2 * float(self.spec["locate"].get("scale", 1.8))) / min(image.size)
+        if radius <= FIELD_MAX_CELL:
+            return ""
+        return (f"a single-cell image (its cell spans {2 * radius:.0%} of the image's side): this model reads "
+                "smear fields with several cells, so it gives no verdict here")
+
     def predict_cells(self, image) -> tuple[Prediction, list[CellCrop], dict[str, np.ndarray]]:
         """A cell-level model's prediction for ``image`` (from the mean of its cells' logits and features), its
-        cells, and each cell's own outputs — from one forward pass, for a page that shows all three."""
+        cells, and each cell's own outputs — from one forward pass, for a page that shows all three. A single-cell
+        image is flagged (:meth:`wrong_kind`): no verdict."""
         found, arrays = cell_arrays(image, self.spec)
         logits, feats = self._run(list(arrays))
         colours = self.palette_distances([image])
         whole = self.outputs(logits.mean(0, keepdims=True), feats.mean(0, keepdims=True), palette=colours)
         per_cell = None if colours is None else np.repeat(colours, len(logits))  # the cells share their image's
-        return self._prediction(whole), found, self.outputs(logits, feats, palette=per_cell)
+        cells = self.outputs(logits, feats, palette=per_cell)
+        why = self.wrong_kind(image, found)
+        if why:
+            whole["ood_flag"][:] = True
+            cells["ood_flag"][:] = True
+        return replace(self._prediction(whole), wrong_kind=why), found, cells
 
     def prepare(self, image, *, located: bool = False):
         """The per-image part of preprocessing (the cell-locating step when the card has one, then resize to the
@@ -271,7 +296,7 @@ def score_files(paths: list[Path], predictor: Predictor, *, base: Path, batch_si
         colours = predictor.palette_distances([img])
         if predictor.cell_level:  # every cell; found: how many (0: none, the whole image was scored)
             found, arrays = cell_arrays(img, predictor.spec)
-            return arrays, "", sum(c.found for c in found), membership, "", colours
+            return arrays, "", sum(c.found for c in found), membership, predictor.wrong_kind(img, found), colours
         if not locating:
             return predictor.prepare(img), "", None, membership, "", colours
         crop = predictor.locate(img)  # once per image: the crop that is scored is the one reported
@@ -291,6 +316,7 @@ def score_files(paths: list[Path], predictor: Predictor, *, base: Path, batch_si
             k = 0
             for p, (item, err, found, membership, gate, _) in zip(chunk, loaded, strict=True):
                 row = {"file": p.relative_to(base).as_posix() if p.is_relative_to(base) else str(p)}
+                kind, gate = (gate, "") if item is not None else ("", gate)  # a scored item's slot: wrong kind
                 if item is None:  # unreadable (err), or refused by the input gate (gate: its reason)
                     row.update({c: np.nan for c in predictor.classes})
                     row.update(predicted="", suspicion=np.nan, decision="" if err else NOT_A_SMEAR, ood_score=np.nan,
@@ -298,12 +324,15 @@ def score_files(paths: list[Path], predictor: Predictor, *, base: Path, batch_si
                 else:
                     probs = out["probs"][k]
                     row.update(dict(zip(predictor.classes, probs.round(6), strict=False)))
+                    flagged = bool(out["ood_flag"][k]) or bool(kind)
                     row.update(predicted=predictor.classes[int(probs.argmax())],
                                suspicion=round(float(out["suspicion"][k]), 6),
-                               decision=CANNOT_ASSESS if out["ood_flag"][k] else
+                               decision=CANNOT_ASSESS if flagged else
                                "positive" if out["decision"][k] else "negative",
-                               ood_score=round(float(out["ood_score"][k]), 4), ood_flag=bool(out["ood_flag"][k]),
+                               ood_score=round(float(out["ood_score"][k]), 4), ood_flag=flagged,
                                in_training=membership, cell_found=found, gate="", error="")
+                    if predictor.cell_level:
+                        row["wrong_kind"] = kind
                     k += 1
                 rows.append(row)
             if progress:
@@ -311,9 +340,10 @@ def score_files(paths: list[Path], predictor: Predictor, *, base: Path, batch_si
     if predictor.cell_level:
         for row in rows:
             row["cells"] = row.pop("cell_found")
+            row.setdefault("wrong_kind", "")
     columns = ["file", *predictor.classes, "predicted", "suspicion", "decision", "ood_score", "ood_flag",
                "in_training", *((["cells"] if predictor.cell_level else ["cell_found"]) if locating else []),
-               "gate", "error"]
+               *(["wrong_kind"] if predictor.cell_level else []), "gate", "error"]
     return pd.DataFrame(rows, columns=columns)
 
 

@@ -186,13 +186,14 @@ def explanation(model, b: Bundle, image, image_key: str, method: str, target: st
 
 
 def models_that_fit(image, current: Bundle) -> list[Bundle]:
-    """Recommended models of other tasks that read ``image`` without an out-of-distribution flag (for a page
-    that has to tell the reviewer this model's task does not fit the image)."""
-    from .landing import is_recommended
+    """Recommended models of other tasks that read ``image`` without an out-of-distribution flag and whose input
+    kind fits it (a field model flags a single-cell image: :meth:`Predictor.wrong_kind`), never one whose external
+    results are worse than chance (for a page that has to tell the reviewer this model does not fit the image)."""
+    from .landing import is_recommended, worse_than_chance
 
     out = []
     for b in bundles():
-        if b.id == current.id or b.task == current.task or not is_recommended(b):
+        if b.id == current.id or b.task == current.task or not is_recommended(b) or worse_than_chance(b):
             continue
         p = predictor(b)
         if p is not None and not p.predict(image).ood_flag:

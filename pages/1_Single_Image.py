@@ -103,7 +103,9 @@ elif crop is not None:
 BOXES = {"low": st.success, "borderline": st.warning, "high": st.error, advice.CANNOT_ASSESS: st.warning}
 box = BOXES[reading.band]
 box(f"**{reading.band.upper()}** — {reading.headline}")
-if pred.ood_flag:
+if pred.wrong_kind:
+    st.caption(f"This is {pred.wrong_kind}.")
+elif pred.ood_flag:
     st.caption(f"Out-of-distribution score {pred.ood_score:.1f} > flag threshold {model.ood_threshold:.1f}.")
     fits = ui.models_that_fit(img, bundle)
     if fits:

@@ -296,3 +296,21 @@ def test_field_level_and_fine_tuning_refuse_what_does_not_fit(cells_bundle, tmp_
         fit(TrainConfig.from_file(None, **{**values, "arch": "cnn16", "out": str(tmp_path / "x")}), progress=False)
     with pytest.raises(ValueError, match="another folder"):
         fit(TrainConfig.from_file(None, **{**values, "out": str(folder)}), progress=False)
+
+
+def test_a_field_model_gives_no_verdict_on_a_single_cell_crop(cells_bundle, tmp_path):
+    """Issue: the ALL field model gave BCCD's single-cell crops a verdict 24% of the time."""
+    from leukoview.predict import Predictor, score_folder
+
+    folder, _ = cells_bundle
+    p = Predictor(folder)
+    field = disks([(20, 20), (70, 30), (50, 75)], 9)  # cells a tenth of the side across: a field
+    single = disks([(48, 48)], 30)  # one cell filling the crop
+    assert p.predict(field).wrong_kind == ""
+    pred = p.predict(single)
+    assert "single-cell image" in pred.wrong_kind and pred.ood_flag
+    field.save(tmp_path / "field.png")
+    single.save(tmp_path / "single.png")
+    df = score_folder(tmp_path, p).set_index("file")
+    assert df.at["single.png", "decision"] == "cannot assess" and "single-cell" in df.at["single.png", "wrong_kind"]
+    assert df.at["field.png", "wrong_kind"] == ""
