@@ -7,8 +7,11 @@ chosen = ui.page("leukoview", "🩸")
 st.markdown(landing.INTRO)
 st.warning(ui.DISCLAIMER)
 
-st.subheader("Shipped models")
 bundles = ui.bundles()
+if bundles:
+    st.info(landing.where_to_start(bundles))
+
+st.subheader("Shipped models")
 if bundles:
     recommended = [b for b in bundles if landing.is_recommended(b)] or bundles
     st.markdown(landing.models_markdown(recommended))

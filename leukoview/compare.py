@@ -7,6 +7,7 @@ import numpy as np
 import pandas as pd
 
 from . import audits, bundle, metrics
+from .landing import is_recommended
 from .latency import latency_of
 from .shift import SHIFTS
 
@@ -19,7 +20,8 @@ def comparison_table(bundles: list[bundle.Bundle]) -> pd.DataFrame:
         lat = latency_of(b)
         tr = c.training
         rows.append({
-            "model": b.id, "task": c.task, "architecture": c.architecture,
+            "model": b.id, "recommended": "★" if is_recommended(b) else "", "task": c.task,
+            "architecture": c.architecture,
             "kind": c.kind if c.is_network else f"classical on {c.input.get('features', '?')}",
             "ImageNet init": c.imagenet_initialised, "parameters": c.get("parameters"),
             "size (MB)": round(sum((b.path / f).stat().st_size for f in c.files
@@ -39,7 +41,8 @@ def comparison_table(bundles: list[bundle.Bundle]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-KEY_METRICS = ("model", "accuracy", "balanced accuracy", "ROC-AUC", "sensitivity", "specificity", "ECE")
+KEY_METRICS = ("model", "recommended", "accuracy", "balanced accuracy", "ROC-AUC", "sensitivity", "specificity",
+               "ECE")
 
 
 def key_metrics_first(df: pd.DataFrame) -> pd.DataFrame:
@@ -339,3 +342,23 @@ def adaptation_table(bundles: list[bundle.Bundle]) -> pd.DataFrame:
             row.update({f"{t} own type": v["own_type"] for t, v in e["own_type"].items()})
             rows.append(row)
     return pd.DataFrame(rows)
+
+
+def readable(df: pd.DataFrame) -> pd.DataFrame:
+    """A table for a page: missing values shown as an empty cell, never as 'None' or 'nan'."""
+    out = df.copy()
+    for col in out.columns:
+        if out[col].dtype == object:
+            out[col] = out[col].map(lambda v: "" if v is None or (isinstance(v, float) and np.isnan(v)) else v)
+    return out
+
+
+def recommended_line(task: str, bundles: list[bundle.Bundle]) -> str:
+    """The recommended model of a task and why it was chosen (empty when the task has none here)."""
+    from .tasks import TASKS
+
+    rec = next((b for b in bundles if is_recommended(b)), None)
+    if rec is None:
+        return ""
+    why = TASKS[task].recommended_why if task in TASKS else ""
+    return f"★ **Recommended for reviewers: {rec.id}**" + (f" — {why}." if why else ".")

@@ -44,8 +44,28 @@ PAGE_GUIDE = [
                          "paired McNemar test."),
 ]
 
-SAMPLE_NOTE = ("Sample images: run `python -m leukoview sample-data` to copy the images listed in "
-               "sample_data/manifest.csv from the data root (LEUKOVIEW_DATA_ROOT).")
+SAMPLE_NOTE = ("Sample images (Single image page, 'Sample image' tab) are copied from the data root by "
+               "`scripts/start.sh`; without it, `python -m leukoview sample-data` does the same.")
+
+
+def where_to_start(bundles: list[Bundle]) -> str:
+    """Which model to use for one's own slides and where to begin, from the recommended bundles found."""
+    rec = {b.task: b.id for b in bundles if is_recommended(b)}
+    cells = rec.get("diff3") or rec.get("wbc9")
+    fields = rec.get("all4")
+    lines = ["**Where to start with your own slides**"]
+    if cells:
+        lines.append(f"- **One white cell per image** (a CellaVision-style capture, 360 px or so): the leukocyte "
+                     f"differential **{cells}** — nine cell types, blast is the positive class.")
+    if fields:
+        lines.append(f"- **A smear field with several lymphoid cells** (the Taleqani ALL kind): **{fields}** — "
+                     "benign vs B-ALL subtypes; it gives no verdict on single-cell crops.")
+    lines.append("- Begin on **Batch review**: choose the folder of one slide (a folder per patient gives the "
+                 "per-patient blast %), score it, review the cells with the keys, sign off. On another laboratory's "
+                 "cells, read the external rows on Home and the Model comparison page first: a model may read your "
+                 "cells worse than its own test split says (**Adapt to this laboratory** on the batch page helps "
+                 "once you have confirmed cells).")
+    return "\n".join(lines)
 
 
 RECOMMENDED_ARCH = "efficientnet_lite0"

@@ -23,6 +23,7 @@ class Task:
     # something (C-NMC style file names carry the patient id)
     recommended: str = ""  # the bundle id reviewers get for this task ("": <task>-efficientnet_lite0)
     combines: tuple[str, ...] = ()  # registered datasets this one is made of (its images are all theirs)
+    recommended_why: str = ""  # one line: why the recommended bundle was chosen (pages show it beside the mark)
 
     def others(self) -> list[str]:
         """Registered tasks whose images this task's model never saw (the OOD evaluation's "other cells")."""
@@ -35,7 +36,10 @@ TASKS: dict[str, Task] = {t.name: t for t in (
          ("Benign", "Early Pre-B", "Pre-B", "Pro-B"), ("Early Pre-B", "Pre-B", "Pro-B"),
          "B-ALL vs benign and ALL subtype, peripheral-blood smear crops",
          "Taleqani Hospital ALL set (Aria et al. 2021; Ghaderzadeh et al. 2022); see Kaggle mehradaria/leukemia "
-         "for terms", recommended="all4-efficientnet_lite0-cells-fieldhead"),
+         "for terms", recommended="all4-efficientnet_lite0-cells-fieldhead",
+         recommended_why="it reads every lymphoid cell of a field (its Grad-CAM looks at cells, not background) and "
+                         "its refitted field head met the own-split targets; docs/results.md, 'The ALL model reads "
+                         "the cells'"),
     Task("wbc5", "Myeloblast among leukocytes (5 types, 2 scanners)", "myeloblast (AML blast)",
          ("basophil", "erythroblast", "monocyte", "myeloblast", "seg_neutrophil"), ("myeloblast",),
          "Five leukocyte types; myeloblast (AML blast) is positive",
@@ -47,7 +51,9 @@ TASKS: dict[str, Task] = {t.name: t for t in (
          "Nine peripheral-blood cell types from two scanners (wbc5 + pbc_extra; PBC and LMU neutrophils merged); "
          "myeloblast (AML blast) is positive",
          "PBC dataset (Acevedo et al. 2020, CC BY 4.0) and AML-Cytomorphology_LMU (Matek et al. 2019, CC BY 3.0)",
-         shares_images_with=("wbc5", "diff3"), recommended="wbc9-efficientnet_lite0-reinhard"),
+         shares_images_with=("wbc5", "diff3"), recommended="wbc9-efficientnet_lite0-reinhard",
+         recommended_why="Reinhard colour normalisation cut another lab's normal cells called myeloblast the most "
+                         "(reports/probe-wbc9-inputs.md) with the own-split targets met"),
     Task("deepapl", "DeepAPL: AML/APL signed cells (Johns Hopkins)", "blast (myeloid)",
          ("basophil", "blast", "eosinophil", "erythroblast", "lymphocyte", "monocyte", "neutrophil"), ("blast",),
          "Technologist-signed cells of 73 AML/APL patients (Johns Hopkins Hospital), a folder per patient; band and "

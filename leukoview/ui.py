@@ -113,7 +113,7 @@ def page(title: str, icon: str = "🔬") -> Bundle | None:
     """Page config, title and the sidebar (model picker, data roots, disclaimer). Returns the chosen bundle."""
     st.set_page_config(page_title=f"{title} · leukoview", page_icon=icon, layout="wide")
     st.title(title)
-    from .landing import picker_order
+    from .landing import is_recommended, picker_order
 
     found = picker_order(bundles())
     with st.sidebar:
@@ -126,15 +126,18 @@ def page(title: str, icon: str = "🔬") -> Bundle | None:
             # the URL keeps the choice across reloads and bookmarks (?model=<id>); the session across pages
             current = st.session_state.get(MODEL_KEY) or st.query_params.get("model")
             index = ids.index(current) if current in ids else 0
+            recommended = {b.id for b in found if is_recommended(b)}
             picked = st.selectbox("Model used on every page", ids, index=index, key="model_picker",
-                                  help="Recommended models first; the rest are the model zoo, classical baselines "
-                                       "and comparison runs (Model Comparison page)")
+                                  format_func=lambda i: f"★ {i}" if i in recommended else i,
+                                  help="★ the recommended model of each task first; the rest are the model zoo, "
+                                       "classical baselines and comparison runs (Model Comparison page)")
             st.session_state[MODEL_KEY] = picked
             if st.query_params.get("model") != picked:
                 st.query_params["model"] = picked
             chosen = found[ids.index(picked)]
             c = chosen.card
-            st.caption(f"**{tasks.task_title(c.task)}** · "
+            st.caption(f"`{picked}`" + (" — ★ recommended" if picked in recommended else "") + "  \n"
+                       f"**{tasks.task_title(c.task)}** · "
                        f"{c.architecture} · {len(c.classes)} classes · threshold {c.threshold:.3g} · "
                        f"{'ImageNet-initialised' if c.imagenet_initialised else 'trained from scratch'}")
             if c.adapted:

@@ -10,8 +10,10 @@ task = bundle.task
 same_task = [b for b in ui.bundles() if b.task == task]
 st.markdown(f"Task **{ui.task_title(bundle)}**: {len(same_task)} bundle(s). Figures come from each "
             "bundle's metrics.json and stored test predictions.")
+if line := compare.recommended_line(task, same_task):
+    st.success(line)
 table = compare.comparison_table(same_task)
-shown_table = compare.key_metrics_first(table.drop(columns=["task", "split"]))
+shown_table = compare.readable(compare.key_metrics_first(table.drop(columns=["task", "split"])))
 st.dataframe(shown_table, hide_index=True, width="stretch", height=ui.table_height(len(shown_table)),
              column_config=ui.comparison_columns())
 with st.expander("Audits run on these bundles"):
@@ -73,7 +75,7 @@ cells = compare.cells_table(same_task)
 cells = cells[cells.filter(like="bg → ").notna().any(axis=1)] if len(cells) else cells
 if len(cells):
     st.subheader("Cells or background? The evidence side by side")
-    st.dataframe(cells, hide_index=True, width="stretch",
+    st.dataframe(compare.readable(cells), hide_index=True, width="stretch",
                  column_config={k: st.column_config.NumberColumn(k, format="%.3f") for k in cells.columns
                                 if cells[k].dtype.kind == "f"})
     st.caption("Per model: the test split at the shipped threshold; with the background removed (to black, to "
@@ -111,7 +113,7 @@ if len(cmp_table):
 ext_table = compare.external_table(same_task)
 if len(ext_table):
     st.subheader("Another lab's images: external evaluation")
-    st.dataframe(ext_table, hide_index=True, width="stretch",
+    st.dataframe(compare.readable(ext_table), hide_index=True, width="stretch",
                  column_config={k: st.column_config.NumberColumn(k, format="%.3f") for k in ext_table.columns
                                 if k not in ("model", "external set", "images")})
     st.caption("Each bundle scored on a labelled folder from another source (never trained or tuned on). "

@@ -240,7 +240,8 @@ def test_model_choice_is_kept_in_the_url(app_env):
 def test_comparison_table_puts_key_metrics_first(app_env):
     at = run_page("pages/4_Model_Comparison.py")
     cols = list(at.dataframe[0].value.columns)
-    assert cols[:7] == ["model", "accuracy", "balanced accuracy", "ROC-AUC", "sensitivity", "specificity", "ECE"]
+    assert cols[:8] == ["model", "recommended", "accuracy", "balanced accuracy", "ROC-AUC", "sensitivity",
+                        "specificity", "ECE"]
 
 
 def test_opacity_moves_reuse_the_map_and_a_method_change_skips_the_network(app_env, monkeypatch):
