@@ -479,6 +479,48 @@ def _cmd_adapt(a) -> int:
     return 0
 
 
+def _cmd_users(a) -> int:
+    import getpass
+
+    from . import users
+
+    try:
+        if a.action == "add":
+            if a.password_stdin:
+                password = sys.stdin.readline().rstrip("\n")
+            else:
+                password = getpass.getpass(f"password for {a.name}: ")
+                if getpass.getpass("again: ") != password:
+                    print("error: the two passwords differ; nothing was written", file=sys.stderr)
+                    return 2
+            users.add(a.name, a.role, password)
+            print(f"{a.name} ({a.role}) added to {users.users_file()}; sign-in is now required in the app")
+        elif a.action == "remove":
+            print(f"{a.name}: {'removed' if users.remove(a.name) else 'no such user'}")
+        else:
+            for name, u in sorted(users.load().items()):
+                print(f"{name:<32} {u['role']:<10} since {u['created']}")
+    except users.UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def _cmd_audit_trail(a) -> int:
+    from .review import ReviewStore, ReviewStoreError
+
+    try:
+        r = ReviewStore(Path(a.store) if a.store else None).verify()
+    except ReviewStoreError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    if r["ok"]:
+        print(f"audit trail intact: {r['entries']} entries; head {r['head']}")
+        return 0
+    print(f"AUDIT TRAIL BROKEN: {r['problem']}", file=sys.stderr)
+    return 1
+
+
 def _cmd_serve(a) -> int:
     import os
 
@@ -706,6 +748,19 @@ def main(argv: list[str] | None = None) -> int:
     ad.add_argument("--no-track", dest="no_track", action="store_true")
     ad.add_argument("--quiet", action="store_true")
     ad.set_defaults(func=_cmd_adapt)
+    us = sub.add_parser("users", help="the local users file (sign-in): add NAME --role reviewer|supervisor, "
+                        "remove NAME, list")
+    us.add_argument("action", choices=["add", "remove", "list"])
+    us.add_argument("name", nargs="?", default="")
+    us.add_argument("--role", choices=["reviewer", "supervisor"], default="reviewer")
+    us.add_argument("--password-stdin", dest="password_stdin", action="store_true",
+                    help="read the password from the first line of standard input (scripts); default: ask")
+    us.set_defaults(func=_cmd_users)
+    at = sub.add_parser("audit-trail", help="verify the review store's tamper-evident trail: the first decision or "
+                        "sign-off altered, deleted or inserted behind the app's back")
+    at.add_argument("action", choices=["verify"])
+    at.add_argument("--store", help="default: LEUKOVIEW_REVIEW_DIR/decisions.sqlite")
+    at.set_defaults(func=_cmd_audit_trail)
     sv = sub.add_parser("serve", help="the scoring API (FastAPI on uvicorn): POST /v1/score, GET /v1/models, /docs")
     sv.add_argument("--host", default="127.0.0.1", help="default: loopback only")
     sv.add_argument("--port", type=int, default=8000)

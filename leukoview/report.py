@@ -78,7 +78,7 @@ def card_summary(card: Card, metrics: dict) -> list[tuple[str, str]]:
 
 def render(*, folder: str, queue: pd.DataFrame, decisions: pd.DataFrame | None, table: pd.DataFrame,
            summary: dict, card: Card, metrics: dict, sign_off: dict | None, positive: list[str],
-           positive_name: str) -> str:
+           positive_name: str, trail_head: str = "") -> str:
     """The report as an HTML string. ``queue``/``table``/``summary``: :func:`leukoview.gallery.review_queue` and
     :func:`leukoview.gallery.review_differential`; ``sign_off``: a row of :meth:`ReviewStore.sign_offs` or None."""
     current = current_decisions(decisions)
@@ -103,6 +103,11 @@ def render(*, folder: str, queue: pd.DataFrame, decisions: pd.DataFrame | None, 
              ("report written", datetime.now(UTC).isoformat(timespec="seconds"))]
     if sign_off and sign_off.get("comment"):
         facts.append(("sign-off comment", sign_off["comment"]))
+    if sign_off and sign_off.get("mode"):
+        facts.append(("signer identified", sign_off["mode"] + (" — no sign-in was configured: the name was typed, "
+                                                               "not verified" if sign_off["mode"] == "demo" else "")))
+    if trail_head:
+        facts.append(("audit trail head", f"{trail_head} (python -m leukoview audit-trail verify recomputes it)"))
     dl = "".join(f"<tr><th>{html.escape(k)}</th><td>{html.escape(v)}</td></tr>" for k, v in facts)
     model = "".join(f"<tr><th>{html.escape(k)}</th><td>{html.escape(v)}</td></tr>"
                     for k, v in card_summary(card, metrics))

@@ -2,10 +2,18 @@
 
 Every save is one committed transaction (WAL journal, full sync), so a killed server loses nothing already
 confirmed on screen. A decision records which earlier decision the reviewer saw; if someone else decided on the
-same file in the meantime, :class:`ConflictError` is raised instead of silently replacing their work.
+same file in the meantime, :class:`ConflictError` is raised instead of silently replacing their work. A decision
+made after a slide was signed off is an amendment: it points to that sign-off (``amends``), never edits it.
+
+Tamper-evident trail: every decision and sign-off row gets, in the same transaction, an entry in ``trail`` whose
+hash chains the row's content to the previous entry's hash. :meth:`ReviewStore.verify` recomputes the chain and
+names the first row that was altered, deleted or inserted behind the app's back; the sign-off report prints the
+chain head (:meth:`ReviewStore.head`), so a rewritten chain differs from every report printed before it.
 """
 from __future__ import annotations
 
+import hashlib
+import json
 import sqlite3
 from contextlib import closing
 from dataclasses import dataclass
@@ -50,7 +58,24 @@ CREATE TABLE IF NOT EXISTS signoffs (
     created_at TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS signoffs_batch ON signoffs (batch, id);
+CREATE TABLE IF NOT EXISTS trail (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    kind TEXT NOT NULL CHECK (kind IN ('decision', 'signoff')),
+    row_id INTEGER NOT NULL,
+    prev_hash TEXT NOT NULL,
+    row_hash TEXT NOT NULL
+);
 """
+ADDED_COLUMNS = {"decisions": {"amends": "INTEGER"}, "signoffs": {"mode": "TEXT NOT NULL DEFAULT ''"}}
+GENESIS = "0" * 64
+TABLE = {"decision": "decisions", "signoff": "signoffs"}
+
+
+def row_hash(prev_hash: str, kind: str, row: dict) -> str:
+    """The chain hash of one row: sha256 over the previous entry's hash, the row's kind and its content (every
+    column, canonical JSON)."""
+    body = json.dumps({k: row[k] for k in sorted(row)}, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(f"{prev_hash}|{kind}|{body}".encode()).hexdigest()
 
 
 class ReviewStoreError(RuntimeError):
@@ -87,6 +112,7 @@ class SignOff:
     folder: str = ""
     comment: str = ""
     last_decision: int | None = None
+    mode: str = ""  # how the signer was identified: "signed in (local users)", "signed in (OIDC)" or "demo"
 
 
 @dataclass(frozen=True)
@@ -110,6 +136,12 @@ class ReviewStore:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             with closing(self._connect()) as con, con:
                 con.executescript(SCHEMA)
+                for table, cols in ADDED_COLUMNS.items():  # stores written before these columns existed
+                    have = {r["name"] for r in con.execute(f"PRAGMA table_info({table})")}
+                    for name, decl in cols.items():
+                        if name not in have:
+                            con.execute(f"ALTER TABLE {table} ADD COLUMN {name} {decl}")
+            self._chain_existing()
         except (sqlite3.DatabaseError, OSError) as e:
             raise ReviewStoreError(f"the review store {self.path} cannot be opened ({e}); decisions cannot be "
                                    "saved until this is fixed (check the file and LEUKOVIEW_REVIEW_DIR)") from None
@@ -141,11 +173,14 @@ class ReviewStore:
             current = self._latest_row(con, d.batch, d.file)
             if (current["id"] if current else None) != shown:
                 raise ConflictError(current)
-            return con.execute(
+            signed = con.execute("SELECT MAX(id) FROM signoffs WHERE batch=?", (d.batch,)).fetchone()[0]
+            rowid = con.execute(
                 "INSERT INTO decisions (batch, file, action, label, comment, reviewer, model, suspicion, "
-                "created_at, supersedes) VALUES (?,?,?,?,?,?,?,?,?,?)",
+                "created_at, supersedes, amends) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
                 (d.batch, d.file, d.action, d.label, d.comment, d.reviewer.strip(), d.model, d.suspicion,
-                 datetime.now(UTC).isoformat(timespec="seconds"), shown)).lastrowid
+                 datetime.now(UTC).isoformat(timespec="seconds"), shown, signed)).lastrowid
+            self._chain(con, "decision", rowid)
+            return rowid
 
         return self._append("decision", append)
 
@@ -180,12 +215,14 @@ class ReviewStore:
             if newest != s.last_decision:
                 raise StaleSignOffError("a decision was recorded after this differential was read; reload and "
                                         "check the differential before signing off")
-            return con.execute(
+            rowid = con.execute(
                 "INSERT INTO signoffs (batch, folder, reviewer, model, model_sha256, threshold, cells, reviewed, "
-                "differential, comment, last_decision, created_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+                "differential, comment, last_decision, created_at, mode) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
                 (s.batch, s.folder, s.reviewer.strip(), s.model, s.model_sha256, s.threshold, s.cells, s.reviewed,
-                 s.differential, s.comment, s.last_decision, datetime.now(UTC).isoformat(timespec="seconds"))
-            ).lastrowid
+                 s.differential, s.comment, s.last_decision, datetime.now(UTC).isoformat(timespec="seconds"),
+                 s.mode)).lastrowid
+            self._chain(con, "signoff", rowid)
+            return rowid
 
         return self._append("sign-off", append)
 
@@ -193,7 +230,73 @@ class ReviewStore:
         """Every sign-off of a batch, oldest first."""
         return pd.DataFrame(self._rows("SELECT * FROM signoffs WHERE batch=? ORDER BY id", (batch,)),
                             columns=["id", "batch", "folder", "reviewer", "model", "model_sha256", "threshold",
-                                     "cells", "reviewed", "differential", "comment", "last_decision", "created_at"])
+                                     "cells", "reviewed", "differential", "comment", "last_decision", "created_at",
+                                     "mode"])
+
+    # ----------------------------------------------------------------------------------------- the trail
+
+    @staticmethod
+    def _chain(con, kind: str, rowid: int) -> str:
+        """Append the trail entry of a row just inserted (inside the caller's transaction)."""
+        last = con.execute("SELECT row_hash FROM trail ORDER BY seq DESC LIMIT 1").fetchone()
+        prev = last["row_hash"] if last else GENESIS
+        row = dict(con.execute(f"SELECT * FROM {TABLE[kind]} WHERE id=?", (rowid,)).fetchone())
+        digest = row_hash(prev, kind, row)
+        con.execute("INSERT INTO trail (kind, row_id, prev_hash, row_hash) VALUES (?,?,?,?)",
+                    (kind, rowid, prev, digest))
+        return digest
+
+    def _chain_existing(self) -> None:
+        """A store written before the trail existed: chain its rows once, in the order they were saved."""
+        with closing(self._connect()) as con:
+            con.execute("BEGIN IMMEDIATE")
+            try:
+                if con.execute("SELECT COUNT(*) FROM trail").fetchone()[0] == 0:
+                    rows = [("decision", r["id"], r["created_at"]) for r in con.execute(
+                        "SELECT id, created_at FROM decisions")]
+                    rows += [("signoff", r["id"], r["created_at"]) for r in con.execute(
+                        "SELECT id, created_at FROM signoffs")]
+                    for kind, rowid, _ in sorted(rows, key=lambda r: (r[2], r[0] == "signoff", r[1])):
+                        self._chain(con, kind, rowid)
+                con.execute("COMMIT")
+            except BaseException:
+                con.execute("ROLLBACK")
+                raise
+
+    def head(self) -> str:
+        """The hash of the newest trail entry (the chain head); the genesis value for an empty store."""
+        rows = self._rows("SELECT row_hash FROM trail ORDER BY seq DESC LIMIT 1", ())
+        return rows[0]["row_hash"] if rows else GENESIS
+
+    def verify(self) -> dict:
+        """Recompute the trail. Returns ``ok``, ``entries``, ``head`` and ``problem``: the first row (in the order
+        saved) that was altered, deleted or inserted out of order, or a row that has no trail entry (inserted
+        behind the app's back)."""
+        with closing(self._connect()) as con:
+            trail = [dict(r) for r in con.execute("SELECT * FROM trail ORDER BY seq")]
+            rows = {kind: {r["id"]: dict(r) for r in con.execute(f"SELECT * FROM {table}")}
+                    for kind, table in TABLE.items()}
+        prev, problem = GENESIS, ""
+        for t in trail:
+            where = f"trail entry {t['seq']} ({t['kind']} id {t['row_id']})"
+            if t["prev_hash"] != prev:
+                problem = f"{where}: out of order — it does not follow the entry before it (inserted or removed)"
+                break
+            row = rows[t["kind"]].get(t["row_id"])
+            if row is None:
+                problem = f"{where}: the {t['kind']} row was deleted"
+                break
+            if row_hash(prev, t["kind"], row) != t["row_hash"]:
+                problem = f"{where}: the {t['kind']} row was altered after it was saved"
+                break
+            prev = t["row_hash"]
+        if not problem:
+            chained = {(t["kind"], t["row_id"]) for t in trail}
+            extra = sorted((k, i) for k, table in rows.items() for i in table if (k, i) not in chained)
+            if extra:
+                problem = (f"{extra[0][0]} id {extra[0][1]}: a row with no trail entry (inserted behind the app's "
+                           f"back){f'; {len(extra) - 1} more' if len(extra) > 1 else ''}")
+        return {"ok": not problem, "entries": len(trail), "head": prev if not problem else "", "problem": problem}
 
     def signed_batches(self) -> list[tuple[str, str]]:
         """(batch, folder) of every batch with at least one sign-off (the folder of its latest sign-off)."""
@@ -221,7 +324,7 @@ class ReviewStore:
 
     def _read(self, query: str, params: tuple) -> pd.DataFrame:
         columns = ["id", "batch", "file", "action", "label", "comment", "reviewer", "model", "suspicion",
-                   "created_at", "supersedes"]
+                   "created_at", "supersedes", "amends"]
         return pd.DataFrame(self._rows(query, params), columns=columns)
 
 

@@ -68,19 +68,19 @@ class ScoredBatch:
                                reviewer=reviewer, model=self.model, suspicion=float(row["suspicion"]))
 
     def sign_off(self, *, reviewer: str, table: pd.DataFrame, summary: dict, decisions: pd.DataFrame | None,
-                 comment: str = "") -> review.SignOff:
+                 comment: str = "", mode: str = "") -> review.SignOff:
         """The sign-off of this batch's differential, recording the model that scored it."""
         return review.SignOff(
             batch=self.batch, folder=str(self.folder), reviewer=reviewer, model=self.model,
             model_sha256=self.bundle.card.weights_sha256, threshold=float(self.threshold), cells=summary["cells"],
             reviewed=summary["reviewed"], differential=gallery.differential_json(table), comment=comment,
-            last_decision=int(decisions["id"].max()) if decisions is not None and len(decisions) else None)
+            last_decision=int(decisions["id"].max()) if decisions is not None and len(decisions) else None, mode=mode)
 
     def report(self, *, queue: pd.DataFrame, decisions: pd.DataFrame | None, table: pd.DataFrame, summary: dict,
-               sign_off: dict | None, positive_name: str) -> str:
+               sign_off: dict | None, positive_name: str, trail_head: str = "") -> str:
         return report.render(folder=str(self.folder), queue=queue, decisions=decisions, table=table,
                              summary=summary, card=self.bundle.card, metrics=self.bundle.metrics, sign_off=sign_off,
-                             positive=self.positive, positive_name=positive_name)
+                             positive=self.positive, positive_name=positive_name, trail_head=trail_head)
 
     def export(self, decisions: pd.DataFrame) -> pd.DataFrame:
         return review.export_table(self.scores, decisions, model=self.model, threshold=self.threshold,

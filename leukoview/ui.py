@@ -113,6 +113,7 @@ def page(title: str, icon: str = "🔬") -> Bundle | None:
     """Page config, title and the sidebar (model picker, data roots, disclaimer). Returns the chosen bundle."""
     st.set_page_config(page_title=f"{title} · leukoview", page_icon=icon, layout="wide")
     st.title(title)
+    require_sign_in()  # with users configured, a signed-out user sees nothing else
     from .landing import is_recommended, picker_order
 
     found = picker_order(bundles())
@@ -204,9 +205,79 @@ def models_that_fit(image, current: Bundle) -> list[Bundle]:
     return out
 
 
+IDENTITY_KEY = "leukoview_identity"
+
+
+def _oidc_configured() -> bool:
+    try:
+        return "auth" in st.secrets
+    except Exception:  # no secrets file: Streamlit raises its own error type
+        return False
+
+
+def require_sign_in():
+    """When sign-in is configured (OpenID Connect in .streamlit/secrets.toml, or a local users file), a signed-out
+    user sees only the sign-in (the page stops); a signed-in one is shown in the sidebar with a sign-out button.
+    Returns the :class:`~leukoview.users.Identity`, or None in demo mode (no users configured)."""
+    from . import users
+
+    if _oidc_configured():
+        if not st.user.is_logged_in:
+            st.info("Sign in with your laboratory account to use leukoview.")
+            st.button("Sign in", on_click=st.login, type="primary", key="oidc_login")
+            st.stop()
+        try:
+            ident = users.oidc_identity(st.user.to_dict())
+        except users.UserError as e:
+            st.error(str(e))
+            st.stop()
+    elif users.configured():
+        ident = st.session_state.get(IDENTITY_KEY)
+        if ident is None or ident.mode != users.LOCAL:
+            with st.form("sign_in"):
+                st.markdown("**Sign in** — reviewers and supervisors of this laboratory (`python -m leukoview users "
+                            "add NAME --role reviewer|supervisor` creates an account).")
+                name = st.text_input("User name", key="sign_in_name")
+                password = st.text_input("Password", type="password", key="sign_in_password")
+                if st.form_submit_button("Sign in", type="primary"):
+                    try:
+                        st.session_state[IDENTITY_KEY] = users.sign_in(name, password)
+                        st.rerun()
+                    except users.UserError as e:
+                        st.error(str(e))
+            st.stop()
+    else:
+        return None
+    st.session_state[IDENTITY_KEY] = ident
+    with st.sidebar:
+        st.markdown(f"Signed in as **{ident.name}** ({ident.role})")
+        if st.button("Sign out", key="sign_out"):
+            st.session_state.pop(IDENTITY_KEY, None)
+            if ident.mode == users.OIDC:
+                st.logout()
+            st.rerun()
+    return ident
+
+
+def current_identity():
+    """Who is working now: the signed-in user, or in demo mode the typed name (as supervisor: one person does
+    everything, and every sign-off says it was made in demo mode)."""
+    from . import users
+
+    ident = st.session_state.get(IDENTITY_KEY)
+    if ident is not None and ident.mode != users.DEMO:
+        return ident
+    return users.Identity(st.session_state.get(REVIEWER_KEY, "").strip(), "supervisor", users.DEMO)
+
+
 def reviewer_name(*, locked: bool = False) -> str:
-    """The sidebar's reviewer name; ``locked`` (keyboard review is on) shows it read-only, so typing cannot fire
-    review keys."""
+    """The reviewer's name: the signed-in user's, or in demo mode the sidebar's typed name; ``locked`` (keyboard
+    review is on) shows it read-only, so typing cannot fire review keys."""
+    ident = st.session_state.get(IDENTITY_KEY)
+    if ident is not None and ident.mode != "demo":
+        return ident.name
+    st.sidebar.warning("**Demo mode**: no sign-in is configured, so the name below is typed, not verified, and "
+                       "sign-offs are marked as made in demo mode. `python -m leukoview users add` turns sign-in on.")
     if REVIEWER_KEY not in st.session_state:  # a reload: the URL keeps the name (?reviewer=)
         st.session_state[REVIEWER_KEY] = st.query_params.get("reviewer", "")[:200]
     name = st.sidebar.text_input("Reviewer name (recorded with decisions)",

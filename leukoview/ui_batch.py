@@ -357,22 +357,28 @@ def sign_off_section(sb: ScoredBatch, ok: pd.DataFrame, store, reviewer: str, *,
                                 "I have reviewed every cell of this folder", key="signoff_agree")
             st.caption(f"The sign-off records the model that scored this folder: {sb.model} (threshold "
                        f"{sb.threshold:.4g}, weights sha256 {sb.bundle.card.weights_sha256[:12]}…).")
+            ident = ui.current_identity()
+            if not ident.may_sign_off:
+                st.caption(f"Only a supervisor signs off a slide; {ident.name} is signed in as a {ident.role}.")
             if st.form_submit_button("Sign off this folder", type="primary"):
                 if not reviewer:
                     st.error("Enter your name in the sidebar first: a sign-off is recorded with the reviewer's name.")
+                elif not ident.may_sign_off:
+                    st.error("Not signed off: only a supervisor signs off a slide.")
                 elif not agree:
                     st.error("Tick the box to confirm what you are signing off.")
                 else:
                     try:
                         store.sign_off(sb.sign_off(reviewer=reviewer, table=table, summary=diff,
-                                                   decisions=decisions, comment=note))
+                                                   decisions=decisions, comment=note, mode=ident.mode))
                         st.rerun()
                     except (ValueError, review.ReviewStoreError) as e:
                         st.error(f"Not signed off: {e}")
     d1, d2 = st.columns(2)
     latest_sign = signed.iloc[-1].to_dict() if signed is not None and len(signed) else None
     html_report = sb.report(queue=full_queue, decisions=decisions, table=table, summary=diff, sign_off=latest_sign,
-                            positive_name=ui.positive_name(sb.bundle))
+                            positive_name=ui.positive_name(sb.bundle),
+                            trail_head=store.head() if store is not None else "")
     d1.download_button("Download the report (HTML)" + ("" if latest_sign else ", draft: not signed off"),
                        html_report.encode(), file_name=sb_report_name(sb), mime="text/html", key="batch_report")
     if decisions is not None:

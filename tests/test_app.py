@@ -415,3 +415,46 @@ def test_a_reload_keeps_the_scored_batch_and_the_reviewer_name(app_env):
     assert again.sidebar.text_input(key="reviewer_input").value == "Dr R"
     assert _panel_line(again).startswith("**Cell 1 of 8**")  # the gallery, without pressing Score
     assert any("Scores restored" in c.value for c in again.caption)
+
+
+def test_with_users_configured_nothing_shows_before_sign_in_and_only_a_supervisor_signs_off(app_env):
+    from leukoview import users
+    from leukoview.review import ReviewStore
+
+    users.add("Ann", "reviewer", "reviewer password", path=app_env / "reviews" / "users.json")
+    users.add("Sue", "supervisor", "supervisor password", path=app_env / "reviews" / "users.json")
+    for page in ("Home.py", "pages/1_Single_Image.py", "pages/2_Batch_Review.py", "pages/3_Threshold_Explorer.py",
+                 "pages/4_Model_Comparison.py"):
+        at = AppTest.from_file(str(REPO / page), default_timeout=TIMEOUT).run()
+        no_exceptions(at)
+        assert at.text_input(key="sign_in_password") is not None
+        assert not at.dataframe and not at.sidebar.selectbox  # no model list, no table, no data
+        assert not any("| model |" in m.value for m in at.markdown)
+
+    def signed_in(name, password):
+        at = AppTest.from_file(str(REPO / "pages" / "2_Batch_Review.py"), default_timeout=TIMEOUT).run()
+        at.text_input(key="sign_in_name").input(name)
+        at.text_input(key="sign_in_password").input(password)
+        at.button(key="FormSubmitter:sign_in-Sign in").click().run()
+        no_exceptions(at)
+        if not at.error:
+            at.button(key="batch_score").click().run()
+        return at
+
+    at = signed_in("Ann", "wrong password!")
+    assert any("unknown user or wrong password" in e.value for e in at.error) and not at.dataframe
+    at = signed_in("Ann", "reviewer password")
+    assert any("Signed in as **Ann** (reviewer)" in m.value for m in at.sidebar.markdown)
+    at.button(key="rv_confirm").click().run()
+    at.checkbox(key="signoff_agree").check()
+    at.button(key="FormSubmitter:signoff-Sign off this folder").click().run()
+    assert any("only a supervisor signs off" in e.value for e in at.error)
+    batch = f"{(app_env / 'data').resolve()}::."
+    store = ReviewStore(app_env / "reviews" / "decisions.sqlite")
+    assert set(store.latest(batch)["reviewer"]) == {"Ann"} and store.sign_offs(batch).empty
+    at = signed_in("Sue", "supervisor password")
+    at.checkbox(key="signoff_agree").check()
+    at.button(key="FormSubmitter:signoff-Sign off this folder").click().run()
+    signed = store.sign_offs(batch)
+    assert signed["reviewer"].tolist() == ["Sue"] and signed["mode"].tolist() == [users.LOCAL]
+    assert store.verify()["ok"]

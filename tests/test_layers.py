@@ -12,7 +12,8 @@ LIB = REPO / "leukoview"
 # floor -> modules; docs/architecture.md draws the same floors
 FLOORS = {
     0: {"__init__", "settings", "images", "metrics", "calibration", "ood", "segment", "augment", "tasks", "vocab"},
-    1: {"datasets", "archs", "card", "bundle", "transforms", "classical", "onnx_backend", "seen", "differential"},
+    1: {"datasets", "archs", "card", "bundle", "transforms", "classical", "onnx_backend", "seen", "differential",
+        "users"},
     2: {"adapt", "audits", "trainconfig", "rundata", "adversary", "fieldhead", "bundle_writer", "train",
         "classical_train", "predict", "explain", "evaluate"},
     3: {"shift", "oodeval", "camstats", "shortcuts", "latency", "external", "oodscores", "wrongtask", "tracking",
