@@ -117,17 +117,40 @@ def _cmd_score(a) -> int:
         print(f"error: {folder} is not a folder", file=sys.stderr)
         return 2
     predictor = Predictor(a.bundle)
-    bar = tqdm(total=0, unit="img", desc="scoring")
-
-    def progress(done, total):
-        bar.total = total
-        bar.update(done - bar.n)
-
-    df = score_folder(folder, predictor, batch_size=a.batch_size or SCORE_CHUNK, progress=progress)
-    bar.close()
     out = Path(a.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    df.to_csv(out, index=False)
+    if a.engine == "ray":
+        try:
+            from .scale import score_ray
+        except ImportError as e:
+            print(f"error: --engine ray needs the scale-out extra ({e.name}): pip install -r requirements-scale.txt",
+                  file=sys.stderr)
+            return 2
+        bar = tqdm(total=0, unit="img", desc="scoring (ray)")
+
+        def ray_progress(st):
+            bar.total = st["total"]
+            bar.update(st["done_before"] + st["done"] - bar.n)
+            bar.set_postfix(rate=f"{st['rate_per_s']:.1f}/s", eta=f"{st['eta_s'] or 0:.0f}s")
+
+        try:
+            df = score_ray(folder, predictor.bundle.path, out, actors=a.actors, progress=ray_progress)
+        except KeyboardInterrupt:
+            bar.close()
+            print(f"interrupted: the finished images are kept in {out.with_suffix('.parts')}; run the same command "
+                  "again to go on", file=sys.stderr)
+            return 130
+        bar.close()
+    else:
+        bar = tqdm(total=0, unit="img", desc="scoring")
+
+        def progress(done, total):
+            bar.total = total
+            bar.update(done - bar.n)
+
+        df = score_folder(folder, predictor, batch_size=a.batch_size or SCORE_CHUNK, progress=progress)
+        bar.close()
+        df.to_csv(out, index=False)
     bad = int((df["error"] != "").sum())
     counts = df["decision"].value_counts()
     n_in_training = int(df["in_training"].isin(["train", "val"]).sum())
@@ -634,6 +657,9 @@ def main(argv: list[str] | None = None) -> int:
     s.add_argument("--out", required=True, help="CSV file to write")
     s.add_argument("--batch-size", dest="batch_size", type=int,
                    help="images decoded per step (default: predict.SCORE_CHUNK, 64)")
+    s.add_argument("--engine", choices=["local", "ray"], default="local",
+                   help="local (this process) or ray (Ray Data actors; resumable; RAY_ADDRESS joins a cluster)")
+    s.add_argument("--actors", type=int, default=2, help="--engine ray: scoring actors (one CPU each)")
     s.set_defaults(func=_cmd_score)
 
     sub.add_parser("models", help="list and verify the bundles in the models folder").set_defaults(func=_cmd_models)

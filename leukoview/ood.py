@@ -28,10 +28,12 @@ def fit_ood(train_features: np.ndarray, train_labels: np.ndarray, val_features: 
 
 
 def ood_scores(state: dict, features: np.ndarray) -> np.ndarray:
-    """Distance to the nearest class centre (square root of the Mahalanobis form); larger = more unusual."""
-    z = (np.asarray(features, np.float32) - state["mean"]) @ state["components"].T
-    diffs = z[:, None, :] - state["class_means"][None, :, :]
-    d2 = np.einsum("nck,kl,ncl->nc", diffs, state["precision"], diffs)
+    """Distance to the nearest class centre (square root of the Mahalanobis form); larger = more unusual. In float64:
+    an image's score then does not depend (to the stored 4 decimals) on which other images share its batch."""
+    z = (np.asarray(features, np.float64) - state["mean"].astype(np.float64)) @ state["components"].T.astype(
+        np.float64)
+    diffs = z[:, None, :] - state["class_means"][None, :, :].astype(np.float64)
+    d2 = np.einsum("nck,kl,ncl->nc", diffs, state["precision"].astype(np.float64), diffs)
     return np.sqrt(np.maximum(d2.min(1), 0))
 
 

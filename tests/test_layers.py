@@ -103,6 +103,8 @@ def test_streamlit_only_in_the_ui_modules_and_no_browser_or_server_in_the_librar
             assert "streamlit" not in external, path.name
         if path.stem != "api":  # the scoring API is the one web front-end besides the pages
             assert not external & {"fastapi", "uvicorn", "starlette"}, path.name
+        if path.stem != "scale":  # Ray: the scale-out engine's alone
+            assert "ray" not in external, path.name
         assert not external & {"playwright", "subprocess", "socket", "urllib"}, path.name
 
 
