@@ -19,7 +19,7 @@ FLOORS = {
     3: {"shift", "oodeval", "camstats", "shortcuts", "latency", "external", "oodscores", "wrongtask", "tracking",
         "palette"},
     4: {"ui", "ui_batch", "ui_keys", "api", "landing", "compare", "batch", "review", "gallery", "report", "charts",
-        "advice", "threshold", "samples", "scored"},
+        "advice", "threshold", "samples", "scored", "scale"},
     5: {"__main__"},
 }
 FLOOR_OF = {m: f for f, mods in FLOORS.items() for m in mods}
