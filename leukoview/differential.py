@@ -104,10 +104,10 @@ def bundle_agreement(b, *, source: str = "", n_boot: int = 1000) -> dict | None:
     """Agreement of a bundle's test split with the signed labels, per patient (only rows with a patient id;
     ``source`` restricts to one acquisition source). None when the test split has no patients."""
     pred = b.predictions()
-    if "patient" not in pred or not (pred["patient"].astype(str) != "").any():
-        return None
     if source and "source" in pred:
         pred = pred[pred["source"] == source]
+    if "patient" not in pred or not (pred["patient"].astype(str) != "").any():
+        return None
     pats = pred["patient"].astype(str)
     flagged = pred["ood_score"] > b.card.ood_threshold if "ood_score" in pred else False
     predicted = per_patient(pred.assign(ood_flag=flagged), b.positive, patients=pats)

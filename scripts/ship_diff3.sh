@@ -9,7 +9,7 @@ PY="$VENV/bin/python"
 B="${B:-models/diff3-efficientnet_lite0-balanced}"
 ROOT="${LEUKOVIEW_DATA_ROOT:-$(cd ../shared/data && pwd)}"
 export LEUKOVIEW_DATA_ROOT="$ROOT"
-"$PY" -m leukoview measure "$B"
+[ "${SKIP_MEASURE:-0}" = 1 ] || "$PY" -m leukoview measure "$B"
 "$PY" -m leukoview patients "$B"
 "$PY" -m leukoview wrongtask "$B" --isolated-renders 500 --generated 400 --quiet  # before external: its flags count
 "$PY" -m leukoview external "$ROOT/bccd_wbc" --bundle "$B" --quiet

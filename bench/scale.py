@@ -1,0 +1,78 @@
+"""The Ray engine against the local engine on this machine, and what N nodes would give.
+
+    LEUKOVIEW_DATA_ROOT=../shared/data python -m bench.scale [--n 5000] [--actors 2] [--memory-n 50000]
+        [--out bench/last_run_scale.md]
+
+Rows: images/s of ``score`` with the local engine and with the Ray engine (a local Ray, ``--actors`` actors), on the
+same ``--n`` real images (wbc9 + DeepAPL cells, in the local engine's order); the driver's peak resident memory while
+the Ray engine takes ``--memory-n`` paths (the list repeated; only paths travel, and the run stops after its first
+batches: the list and the dataset plan are what a long run adds to the driver); and a paper model of N nodes from
+the measured per-image cost.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import resource
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def main() -> None:
+    import ray
+
+    from leukoview import scale, settings
+    from leukoview.images import find_images
+    from leukoview.predict import Predictor, score_files
+    from leukoview.tasks import TASKS
+
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--bundle", default=str(REPO / "models" / (TASKS["diff3"].recommended or
+                                                                   TASKS["wbc9"].recommended)))
+    ap.add_argument("--n", type=int, default=5000)
+    ap.add_argument("--actors", type=int, default=2)
+    ap.add_argument("--memory-n", dest="memory_n", type=int, default=50000)
+    ap.add_argument("--out", default="")
+    a = ap.parse_args()
+    root = settings.data_root()
+    paths = (find_images(root / "wbc5") + find_images(root / "pbc_extra") + find_images(root / "deepapl"))[: a.n]
+    t0 = time.perf_counter()
+    score_files(paths, Predictor(a.bundle), base=root)
+    local = len(paths) / (time.perf_counter() - t0)
+    with tempfile.TemporaryDirectory() as tmp:
+        ray.init(num_cpus=a.actors, include_dashboard=False, log_to_driver=False)
+        t0 = time.perf_counter()
+        scale.score_ray(root, a.bundle, Path(tmp) / "ray.csv", actors=a.actors, paths=paths)
+        ray_rate = len(paths) / (time.perf_counter() - t0)
+        many = (paths * (a.memory_n // max(len(paths), 1) + 1))[: a.memory_n]
+        before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        try:
+            scale.score_ray(root, a.bundle, Path(tmp) / "many.csv", actors=a.actors, paths=many, stop_after=2)
+        except KeyboardInterrupt:
+            pass
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        ray.shutdown()
+    per_actor = ray_rate / a.actors
+    lines = [f"# Ray engine vs local engine ({time.strftime('%Y-%m-%d')}, {os.cpu_count()} CPUs, "
+             f"{Path(a.bundle).name})", "", "`python -m bench.scale`", "", "| row | figure | target |", "|---|---|---|",
+             f"| local engine, {len(paths)} images | {local:.1f} images/s | |",
+             f"| Ray engine, {a.actors} actors, same images | {ray_rate:.1f} images/s ({ray_rate / local:.2f}x local) | "
+             ">= 0.9x local |",
+             f"| driver peak memory, {a.memory_n} paths | {peak:.0f} MB (before the {a.memory_n}-path run: "
+             f"{before:.0f} MB) | <= 1024 MB |", "",
+             f"Paper model: {per_actor:.1f} images/s per actor (one CPU each, this run's cost including Ray's). A "
+             "cluster of N nodes with c cores each runs about N x c actors: "
+             + ", ".join(f"{n} x 16 cores ≈ {n * 16 * per_actor:,.0f} images/s ({n * 16 * per_actor * 3600:,.0f} "
+                         "an hour)" for n in (1, 4, 16))
+             + "; the driver writes one part per batch of 64, so it is not the limit below ~10,000 images/s.", ""]
+    text = "\n".join(lines)
+    print(text)
+    if a.out:
+        Path(a.out).write_text(text)
+
+
+if __name__ == "__main__":
+    main()
