@@ -97,13 +97,21 @@ def extract_zip(data: bytes, dest: Path, *, max_files: int = MAX_ZIP_FILES, max_
             if total > max_bytes:
                 raise BoundaryError(f"the zip expands beyond {max_bytes / 2**30:.1f} GB; extraction stopped")
             target.parent.mkdir(parents=True, exist_ok=True)
-            with zf.open(m) as src, open(target, "wb") as out:
-                written = 0
-                while chunk := src.read(1 << 20):
-                    written += len(chunk)
-                    if written > m.file_size + 1024:  # the header lied about the size
-                        raise BoundaryError(f"{name}: expands beyond its declared size; extraction stopped")
-                    out.write(chunk)
+            try:
+                with zf.open(m) as src, open(target, "wb") as out:
+                    written = 0
+                    while chunk := src.read(1 << 20):
+                        written += len(chunk)
+                        if written > m.file_size + 1024:  # the header lied about the size
+                            raise BoundaryError(f"{name}: expands beyond its declared size; extraction stopped")
+                        out.write(chunk)
+            except BoundaryError:
+                raise
+            except (zipfile.BadZipFile, zipfile.LargeZipFile, NotImplementedError, RuntimeError, ValueError,
+                    EOFError, OSError) as e:  # a damaged, encrypted or foreign member
+                target.unlink(missing_ok=True)
+                refused.append(f"{name}: cannot be extracted ({type(e).__name__}: {e})")
+                continue
             extracted.append(target)
     return extracted, refused
 

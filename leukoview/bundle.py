@@ -184,13 +184,19 @@ class Bundle:
         from .archs import get_arch
 
         model, _ = get_arch(self.card.architecture).build(len(self.classes), pretrained=False)
-        state = load_file(str(self.path / WEIGHTS))
+        try:
+            state = load_file(str(self.path / WEIGHTS))
+        except Exception as e:  # safetensors' own error types: a damaged or foreign file
+            raise BundleError(f"{self.path}: {WEIGHTS} is not a readable safetensors file ({e})") from None
         reference = model.state_dict()
         missing = sorted(set(reference) - set(state))
         unexpected = sorted(set(state) - set(reference))
         if missing or unexpected:
             raise BundleError(f"{self.path}: weights do not fit {self.card.architecture} "
                               f"(missing {missing[:3]}, unexpected {unexpected[:3]})")
+        wrong = [k for k, v in state.items() if v.shape != reference[k].shape]
+        if wrong:
+            raise BundleError(f"{self.path}: weights do not fit {self.card.architecture} (shape of {wrong[:3]})")
         state = {k: v.to(reference[k].dtype) for k, v in state.items()}
         model.load_state_dict(state, strict=True)
         return model.eval()
