@@ -28,7 +28,8 @@ def peak_mb(pid: int) -> float:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--n", type=int, default=5000)
-    ap.add_argument("--bundle", default=str(REPO / "models" / TASKS["wbc9"].recommended))
+    ap.add_argument("--bundle", default=str(REPO / "models" / (TASKS["diff3"].recommended
+                                                                   or TASKS["wbc9"].recommended)))
     ap.add_argument("--keys", type=int, default=10)
     a = ap.parse_args(argv)
     with tempfile.TemporaryDirectory() as tmp:

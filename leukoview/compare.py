@@ -300,7 +300,7 @@ def readme_summary(bundles: list[bundle.Bundle]) -> str:
     for t in TASKS.values():
         ids = {t.recommended or f"{t.name}-efficientnet_lite0"}
         ids |= {TASKS[o].recommended for o in TASKS if TASKS[o].superseded_by == t.name and TASKS[o].recommended}
-        keep += [b for b in bundles if b.id in ids]
+        keep += [b for b in bundles if b.id in ids and b not in keep]
     own = ["| model | task | test images | accuracy | balanced accuracy | sensitivity at threshold | "
            "specificity at threshold | ECE |", "|---|---|---|---|---|---|---|---|"]
     ext = ["| model | external set | images | normal cells called positive | positive, not flagged | "

@@ -52,6 +52,7 @@ TASKS: dict[str, Task] = {t.name: t for t in (
          "myeloblast (AML blast) is positive",
          "PBC dataset (Acevedo et al. 2020, CC BY 4.0) and AML-Cytomorphology_LMU (Matek et al. 2019, CC BY 3.0)",
          shares_images_with=("wbc5", "diff3"), recommended="wbc9-efficientnet_lite0-reinhard",
+         superseded_by="diff3",
          recommended_why="Reinhard colour normalisation cut another lab's normal cells called myeloblast the most "
                          "(reports/probe-wbc9-inputs.md) with the own-split targets met"),
     Task("deepapl", "DeepAPL: AML/APL signed cells (Johns Hopkins)", "blast (myeloid)",
@@ -68,7 +69,11 @@ TASKS: dict[str, Task] = {t.name: t for t in (
          "APL); JHH band and segmented neutrophils -> neutrophil",
          "PBC dataset (Acevedo et al. 2020, CC BY 4.0), AML-Cytomorphology_LMU (Matek et al. 2019, CC BY 3.0) and "
          "DeepAPL (Sidhom et al. 2021; (c) Johns Hopkins University, research and education use, cite the paper)",
-         shares_images_with=("wbc5", "wbc9", "deepapl"), per_patient=True, combines=("wbc9", "deepapl")),
+         shares_images_with=("wbc5", "wbc9", "deepapl"), per_patient=True, combines=("wbc9", "deepapl"),
+         recommended="diff3-efficientnet_lite0-balanced",
+         recommended_why="trained on blasts of two laboratories (LMU, JHH) with source-balanced sampling, it finds "
+                         "another laboratory's blasts that the wbc9 model, which learned the one scanner that imaged "
+                         "every blast, missed, and raises fewer unflagged alarms on BCCD (reports/ablation-diff3.md)"),
     Task("cnmc", "C-NMC single-cell ALL vs HEM", "ALL blast", ("hem", "all"), ("all",),
          "Single segmented cells: ALL blast vs normal B-lymphoid (hem), with patient ids",
          "C-NMC 2019 (SBI Lab IIIT Delhi / AIIMS; TCIA, CC BY 3.0; Gupta A., Gupta R. et al.)", per_patient=True),

@@ -84,16 +84,17 @@ def test_recommended_models_come_first_in_the_picker():
                                     positive=("a",), input={"size": 8}, threshold=0.5, files={}, dataset={}))
 
     items = [b("all4-cnn16", "all4"), b("wbc9-efficientnet_lite0-reinhard", "wbc9"),
+             b("diff3-efficientnet_lite0-balanced", "diff3"),
              b("all4-efficientnet_lite0-noaug", "all4"), b("all4-efficientnet_lite0", "all4"),
              b("wbc5-efficientnet_lite0", "wbc5"), b("all4-efficientnet_lite0-cells-fieldhead", "all4"),
              b("wbc9-efficientnet_lite0", "wbc9"), b("all4-efficientnet_lite0-cells", "all4")]
     assert [x.id for x in picker_order(items)] == [
-        "all4-efficientnet_lite0-cells-fieldhead", "wbc9-efficientnet_lite0-reinhard", "all4-cnn16",
+        "all4-efficientnet_lite0-cells-fieldhead", "diff3-efficientnet_lite0-balanced", "all4-cnn16",
         "all4-efficientnet_lite0", "all4-efficientnet_lite0-cells", "all4-efficientnet_lite0-noaug",
-        "wbc5-efficientnet_lite0", "wbc9-efficientnet_lite0"]
-    assert not is_recommended(items[6])  # the first wbc9 model: the colour-normalised one replaced it
-    assert not is_recommended(items[2])
-    assert not is_recommended(items[3])  # the all4 field model: the cell-level model is the task's recommended one
-    assert not is_recommended(items[7])  # mean of cell logits: the refitted field head replaced it
-    assert not is_recommended(items[4])  # wbc5 is superseded by the multi-source differential: comparison only
+        "wbc5-efficientnet_lite0", "wbc9-efficientnet_lite0", "wbc9-efficientnet_lite0-reinhard"]
+    assert not is_recommended(items[1])  # the two-laboratory wbc9 model: the three-laboratory one replaced it
+    assert not is_recommended(items[3])
+    assert not is_recommended(items[4])  # the all4 field model: the cell-level model is the task's recommended one
+    assert not is_recommended(items[8])  # mean of cell logits: the refitted field head replaced it
+    assert not is_recommended(items[5])  # wbc5 is superseded by the multi-source differential: comparison only
     assert is_recommended(b("cnmc-efficientnet_lite0", "cnmc"))  # no registry choice: <task>-efficientnet_lite0
