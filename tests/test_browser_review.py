@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 import shutil
+from contextlib import contextmanager
 
 import pytest
 
@@ -29,12 +30,11 @@ def review_server(tmp_path, tiny_bundle):
     stop_server(proc)
 
 
-def test_keys_typed_into_a_text_field_record_nothing_and_the_name_locks(review_server):
+@contextmanager
+def keyboard_review(port: int):
+    """A Chromium page on the scored folder with keyboard review on, as reviewer Ann."""
     from playwright.sync_api import sync_playwright
 
-    from leukoview.review import ReviewStore
-
-    port, store_path, batch = review_server
     with sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=CHROMIUM, args=ARGS)
         page = browser.new_page(viewport={"width": 1400, "height": 1800})
@@ -43,51 +43,48 @@ def test_keys_typed_into_a_text_field_record_nothing_and_the_name_locks(review_s
             page.get_by_text("Keyboard review").click()
             idle(page)
             wait_for_keys(page)
-            name = page.locator('input[aria-label="Reviewer name (recorded with decisions)"]')
-            assert name.is_disabled()  # locked at once, though the toggle lives in a fragment
-            comment = page.locator('input[aria-label="Sign-off comment (optional)"]')
-            comment.click()
-            page.keyboard.type("ie c 1 u s")  # review keys, typed as text
-            page.keyboard.press("Enter")
-            idle(page, settle=1500)
-            assert len(ReviewStore(store_path).latest(batch)) == 0
-            assert page.locator("text=/Cell 1 of/").count() >= 1  # the panel did not move on
-            page.locator("h1").first.click()  # focus off the field: now a key is a decision
-            page.keyboard.press("c")
-            page.wait_for_function("s => document.body.innerText.includes(s)", arg="reviewed 1 of", timeout=30_000)
-            latest = ReviewStore(store_path).latest(batch)
-            assert len(latest) == 1 and latest["action"].iloc[0] == "confirm" and latest["reviewer"].iloc[0] == "Ann"
+            yield page
         finally:
             browser.close()
+
+
+def test_keys_typed_into_a_text_field_record_nothing_and_the_name_locks(review_server):
+    from leukoview.review import ReviewStore
+
+    port, store_path, batch = review_server
+    with keyboard_review(port) as page:
+        name = page.locator('input[aria-label="Reviewer name (recorded with decisions)"]')
+        assert name.is_disabled()  # locked at once, though the toggle lives in a fragment
+        comment = page.locator('input[aria-label="Sign-off comment (optional)"]')
+        comment.click()
+        page.keyboard.type("ie c 1 u s")  # review keys, typed as text
+        page.keyboard.press("Enter")
+        idle(page, settle=1500)
+        assert len(ReviewStore(store_path).latest(batch)) == 0
+        assert page.locator("text=/Cell 1 of/").count() >= 1  # the panel did not move on
+        page.locator("h1").first.click()  # focus off the field: now a key is a decision
+        page.keyboard.press("c")
+        page.wait_for_function("s => document.body.innerText.includes(s)", arg="reviewed 1 of", timeout=30_000)
+        latest = ReviewStore(store_path).latest(batch)
+        assert len(latest) == 1 and latest["action"].iloc[0] == "confirm" and latest["reviewer"].iloc[0] == "Ann"
 
 
 def test_each_key_decision_shows_on_the_thumbnails_and_in_the_sign_off_counts(review_server):
     """Issue: after keyboard decisions no thumbnail had its badge and the sign-off said 'reviewed 0'."""
-    from playwright.sync_api import sync_playwright
-
     port, _, _ = review_server
-    with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=CHROMIUM, args=ARGS)
-        page = browser.new_page(viewport={"width": 1400, "height": 1800})
-        try:
-            open_folder(page, port, "0:cells", "Ann")
-            page.get_by_text("Keyboard review").click()
-            idle(page)
-            wait_for_keys(page)
-            page.locator("h1").first.click()
-            for k in range(3):
-                page.keyboard.press("c")
-                page.wait_for_function("s => document.body.innerText.includes(s)", arg=f"reviewed {k + 1} of",
-                                       timeout=30_000)
-            idle(page, settle=800)
-            text = page.locator('[data-testid="stMain"]').inner_text()
-            assert "12 cells; reviewed 3," in text  # the sign-off section's count, below the gallery
-            assert "9 cell(s) not reviewed" in text
-            import re
+    with keyboard_review(port) as page:
+        page.locator("h1").first.click()
+        for k in range(3):
+            page.keyboard.press("c")
+            page.wait_for_function("s => document.body.innerText.includes(s)", arg=f"reviewed {k + 1} of",
+                                   timeout=30_000)
+        idle(page, settle=800)
+        text = page.locator('[data-testid="stMain"]').inner_text()
+        assert "12 cells; reviewed 3," in text  # the sign-off section's count, below the gallery
+        assert "9 cell(s) not reviewed" in text
+        import re
 
-            thumbs = page.locator('button[data-testid^="stBaseButton"]').filter(has_text=re.compile(r"^\d+%"),
-                                                                             visible=True)
-            assert thumbs.count() == 12
-            assert thumbs.filter(has_text="✓").count() == 3  # one confirmed badge per decided thumbnail
-        finally:
-            browser.close()
+        thumbs = page.locator('button[data-testid^="stBaseButton"]').filter(has_text=re.compile(r"^\d+%"),
+                                                                         visible=True)
+        assert thumbs.count() == 12
+        assert thumbs.filter(has_text="✓").count() == 3  # one confirmed badge per decided thumbnail
