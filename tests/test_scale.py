@@ -70,3 +70,33 @@ def test_a_worker_that_dies_mid_run_is_retried_and_the_result_is_complete(folder
         assert len(df) == 81 and df["file"].is_unique
     finally:
         ray.shutdown()
+
+
+def test_on_1000_real_images_the_ray_csv_equals_the_local_csv(tmp_path):
+    from tests.conftest import needs_real_data, real_data_root
+
+    if real_data_root() is None:
+        pytest.skip(needs_real_data.kwargs["reason"])
+    from leukoview.images import find_images
+    from leukoview.tasks import TASKS
+    from tests.conftest import REPO
+
+    root = real_data_root()
+    bundle = REPO / "models" / TASKS["diff3"].recommended
+    paths = (find_images(root / "bccd_wbc") + find_images(root / "deepapl"))[:1000]
+    from leukoview.predict import score_files
+
+    local = score_files(paths, Predictor(bundle), base=root)
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, ignore_reinit_error=True)
+    try:
+        got = scale.score_ray(root, bundle, tmp_path / "ray.csv", actors=2, paths=paths)
+    finally:
+        ray.shutdown()
+    local.to_csv(tmp_path / "local.csv", index=False)
+    a, b = _csv(tmp_path / "local.csv"), _csv(tmp_path / "ray.csv")
+    assert len(got) == 1000 and list(a.columns) == list(b.columns) and a["file"].tolist() == b["file"].tolist()
+    numeric = [c for c in a.columns if c in (*Predictor(bundle).classes, "suspicion", "ood_score")]
+    assert (a.drop(columns=numeric) == b.drop(columns=numeric)).all().all()
+    for col in numeric:
+        x, y = pd.to_numeric(a[col], errors="coerce"), pd.to_numeric(b[col], errors="coerce")
+        assert ((x - y).abs().fillna(0) <= 1e-6).all(), col
