@@ -5,7 +5,7 @@ model even after the sidebar switches to another (leukoview.scored)."""
 
 import streamlit as st
 
-from leukoview import batch, gallery, scored, settings, ui
+from leukoview import batch, gallery, scored, settings, ui, ui_adapt
 from leukoview import ui_batch as view
 from leukoview.predict import find_images, score_files
 from leukoview.scored import ScoredBatch
@@ -69,4 +69,4 @@ else:
     view.table_view(sb, filtered, len(ok), decisions, store, reviewer)
     view.sign_off_section(sb, ok, store, reviewer)
 view.patients_section(sb, ok)
-view.adapt_section(sb, store)
+ui_adapt.adapt_section(sb, store)
