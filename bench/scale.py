@@ -4,16 +4,15 @@
         [--out bench/last_run_scale.md]
 
 Rows: images/s of ``score`` with the local engine and with the Ray engine (a local Ray, ``--actors`` actors), on the
-same ``--n`` real images (wbc9 + DeepAPL cells, in the local engine's order); the driver's peak resident memory while
-the Ray engine takes ``--memory-n`` paths (the list repeated; only paths travel, and the run stops after its first
-batches: the list and the dataset plan are what a long run adds to the driver); and a paper model of N nodes from
-the measured per-image cost.
+same ``--n`` real images (wbc9 + DeepAPL cells, in the local engine's order); the driver's peak resident memory
+(VmHWM of a fresh process: peak RSS is inherited across exec) while the Ray engine takes ``--memory-n`` paths (the
+list repeated; only paths travel, and the run stops after its first batches: the list and the dataset plan are what
+a long run adds to the driver); and a paper model of N nodes from the measured per-image cost.
 """
 from __future__ import annotations
 
 import argparse
 import os
-import resource
 import tempfile
 import time
 from pathlib import Path
@@ -47,14 +46,27 @@ def main() -> None:
         t0 = time.perf_counter()
         scale.score_ray(root, a.bundle, Path(tmp) / "ray.csv", actors=a.actors, paths=paths)
         ray_rate = len(paths) / (time.perf_counter() - t0)
-        many = (paths * (a.memory_n // max(len(paths), 1) + 1))[: a.memory_n]
-        before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-        try:
-            scale.score_ray(root, a.bundle, Path(tmp) / "many.csv", actors=a.actors, paths=many, stop_after=2)
-        except KeyboardInterrupt:
-            pass
-        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         ray.shutdown()
+        # the driver alone (a fresh process: this one holds the local engine's model), on memory_n paths
+        import subprocess
+        import sys
+
+        hwm = "[int(x.split()[1]) / 1024 for x in open('/proc/self/status') if x.startswith('VmHWM')][0]"
+        code = ("import sys; from pathlib import Path; from leukoview import scale, settings; "
+                "from leukoview.images import find_images; root = settings.data_root(); "
+                "p = find_images(root / 'wbc5') + find_images(root / 'pbc_extra') + find_images(root / 'deepapl'); "
+                f"many = (p * ({a.memory_n} // len(p) + 1))[:{a.memory_n}]; "
+                f"before = {hwm}\n"
+                "try:\n"
+                f"    scale.score_ray(root, {a.bundle!r}, Path({tmp!r}) / 'many.csv', actors={a.actors}, paths=many, "
+                "stop_after=2)\n"
+                "except KeyboardInterrupt:\n    pass\n"
+                f"print('MEM', before, {hwm})")
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, check=True)
+        mem = next((ln for ln in out.stdout.splitlines() if ln.startswith("MEM ")), "")
+        if not mem:
+            raise RuntimeError(f"the memory run printed no figure: {out.stdout[-500:]} {out.stderr[-1500:]}")
+        before, peak = map(float, mem.split()[1:3])
     per_actor = ray_rate / a.actors
     lines = [f"# Ray engine vs local engine ({time.strftime('%Y-%m-%d')}, {os.cpu_count()} CPUs, "
              f"{Path(a.bundle).name})", "", "`python -m bench.scale`", "", "| row | figure | target |", "|---|---|---|",
