@@ -79,7 +79,7 @@ def finish_bundle(run: Run, out: dict[str, tuple[np.ndarray, np.ndarray]], *, lo
     """From logits and penultimate features of every split: calibrate, choose the threshold and fit the OOD
     detector on validation, evaluate once on test, and write the bundle folder (networks and classical models
     alike)."""
-    cfg, device, split, ds = run.cfg, run.device, run.split, run.ds
+    cfg, split, ds = run.cfg, run.split, run.ds
     classes, positive = run.classes, run.positive
     best_epoch = selected_epoch(log)
     val_targets = run.targets("val")
@@ -98,17 +98,7 @@ def finish_bundle(run: Run, out: dict[str, tuple[np.ndarray, np.ndarray]], *, lo
     val_pred = frames["val"]
     chosen = metrics.choose_threshold(val_pred["positive"].to_numpy(), val_pred["suspicion"].to_numpy(),
                                 min_specificity=cfg.min_specificity)
-    test_metrics = evaluate(frames["test"], classes, positive, chosen["threshold"], n_boot=cfg.n_boot,
-                            seed=cfg.seed)
-    test_metrics["validation"] = {k: v for k, v in evaluate(val_pred, classes, positive, chosen["threshold"], n_boot=0
-                                                       ).items() if not k.endswith("ci95") and k != "bootstrap"}
-    test_metrics["uncalibrated_test_ece"] = metrics.top_label_ece(run.targets("test"), softmax(out["test"][0]))
-    test_metrics["ood_flag_rate_test"] = float(np.mean(frames["test"]["ood_score"] > ood_threshold))
-    if ds.has_sources:  # the same test split, per acquisition source (scanner)
-        test_metrics["per_source"] = {
-            src: {k: v for k, v in evaluate(g, classes, positive, chosen["threshold"], n_boot=cfg.n_boot,
-                                            seed=cfg.seed).items() if k != "bootstrap"}
-            for src, g in frames["test"].groupby("source")}
+    test_metrics = _test_metrics(run, frames, out, chosen["threshold"], ood_threshold)
 
     bundle_id = (f"{cfg.dataset.replace('folder:', '').replace('/', '_')}-{cfg.arch}{bundle_suffix}"
                  + (f"-{cfg.variant}" if cfg.variant else ""))
@@ -128,7 +118,39 @@ def finish_bundle(run: Run, out: dict[str, tuple[np.ndarray, np.ndarray]], *, lo
     pd.DataFrame(log).to_csv(folder / bundle.LOG, index=False)
     bundle.write_json(folder / SEEN, seen_for(ds, split))
     bundle.write_json(folder / bundle.METRICS, test_metrics)
-    card = {
+    card = _card(run, bundle_id, chosen=chosen, temperature=temperature, ood=(ood_state, ood_threshold),
+                 card_extra=card_extra, log=log, best_epoch=best_epoch, train_seconds=train_seconds)
+    bundle.finalize(folder, card)
+    if progress:
+        tqdm.write(f"bundle written to {folder}")
+    return folder
+
+
+def _test_metrics(run: Run, frames: dict, out: dict, threshold: float, ood_threshold: float) -> dict:
+    """Every test metric with intervals, the validation figures beside them, and the test split per source."""
+    cfg, classes, positive = run.cfg, run.classes, run.positive
+    test_metrics = evaluate(frames["test"], classes, positive, threshold, n_boot=cfg.n_boot,
+                            seed=cfg.seed)
+    test_metrics["validation"] = {k: v for k, v in evaluate(frames["val"], classes, positive, threshold, n_boot=0
+                                                       ).items() if not k.endswith("ci95") and k != "bootstrap"}
+    test_metrics["uncalibrated_test_ece"] = metrics.top_label_ece(run.targets("test"), softmax(out["test"][0]))
+    test_metrics["ood_flag_rate_test"] = float(np.mean(frames["test"]["ood_score"] > ood_threshold))
+    if run.ds.has_sources:  # the same test split, per acquisition source (scanner)
+        test_metrics["per_source"] = {
+            src: {k: v for k, v in evaluate(g, classes, positive, threshold, n_boot=cfg.n_boot,
+                                            seed=cfg.seed).items() if k != "bootstrap"}
+            for src, g in frames["test"].groupby("source")}
+
+    return test_metrics
+
+
+def _card(run: Run, bundle_id: str, *, chosen: dict, temperature: float, ood: tuple, card_extra: dict,
+          log: list[dict], best_epoch: int, train_seconds: float) -> dict:
+    """The card's JSON for a newly written bundle (the one place a card is made; :mod:`leukoview.card` reads it)."""
+    cfg, device, split, ds = run.cfg, run.device, run.split, run.ds
+    ood_state, ood_threshold = ood
+    classes, positive = run.classes, run.positive
+    return {
         "version": CARD_VERSION,
         "id": bundle_id,
         "task": cfg.dataset,
@@ -168,7 +190,3 @@ def finish_bundle(run: Run, out: dict[str, tuple[np.ndarray, np.ndarray]], *, lo
         "versions": versions(),
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
     }
-    bundle.finalize(folder, card)
-    if progress:
-        tqdm.write(f"bundle written to {folder}")
-    return folder
