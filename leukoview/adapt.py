@@ -319,58 +319,22 @@ def adapt(bundle_path: Path | str, cells: pd.DataFrame, *, site: str, out: Path 
                                        components=int(base.card.config.get("ood_components", 64)))
     say(1.0, "evaluating")
 
-    def flags(f: np.ndarray, state, thr, wrong) -> np.ndarray:
-        flag = ood_scores(state, f) > thr
-        if wrong is not None:
-            from .ood import linear_scores
-
-            flag |= linear_scores(wrong[0], f) > wrong[1]
-        return flag
-
     wrong = base.wrong_task()
-    new_wrong = None
-    if wrong is not None:
-        from .ood import linear_scores
-
-        site_scores = linear_scores(wrong[0], site_a.feats)
-        new_wrong = (wrong[0], float(max(wrong[1], np.quantile(site_scores, 0.99) if len(site_scores) else wrong[1])))
+    new_wrong = _raised_wrong_task(wrong, site_a.feats)
     base_eval = site_result(softmax(site_e.logits, base.card.temperature),
-                            flags(site_e.feats, predictor.ood, base.card.ood_threshold, wrong), ye, base.classes,
+                            _flags(site_e.feats, predictor.ood, base.card.ood_threshold, wrong), ye, base.classes,
                             positive, base.threshold, n_boot=n_boot, seed=seed)
     new_eval = site_result(softmax(logits(site_e.feats), temperature),
-                           flags(site_e.feats, ood_state, ood_threshold, new_wrong), ye, base.classes, positive,
+                           _flags(site_e.feats, ood_state, ood_threshold, new_wrong), ye, base.classes, positive,
                            chosen["threshold"], n_boot=n_boot, seed=seed)
     recommended, why = better(base_eval, new_eval)
 
-    # the base model's own test split, read by the adapted head (must stay within its intervals)
-    test_rows = split[split["split"] == "test"]
-    test_probs = softmax(logits(feats["test"].feats), temperature)
-    test_frame = predictions_frame(test_rows["file"], test_rows["label"], test_probs, base.classes, positive,
-                                   patients=test_rows["patient"].astype(str) if (test_rows["patient"] != "").any()
-                                   else None, groups=test_rows["group"],
-                                   ood=ood_scores(ood_state, feats["test"].feats),
-                                   sources=test_rows["source"] if "source" in test_rows else None)
-    val_rows = split[split["split"] == "val"]
-    val_frame = predictions_frame(val_rows["file"], val_rows["label"], val_probs, base.classes, positive,
-                                  groups=val_rows["group"], ood=ood_scores(ood_state, feats["val"].feats),
-                                  sources=val_rows["source"] if "source" in val_rows else None)
+    test_frame, val_frame = _own_split_frames(split, base, feats, logits, temperature, val_probs, ood_state)
     test_metrics = evaluate(test_frame, base.classes, positive, chosen["threshold"], n_boot=n_boot, seed=seed)
     test_metrics["ood_flag_rate_test"] = float(np.mean(test_frame["ood_score"] > ood_threshold))
 
-    record = {
-        "site": site, "source": source, "method": "classifier head refitted (logistic regression on the frozen "
-        "network's penultimate features: the base training split, at most "
-        f"{BASE_PER_CLASS} a class, and the site's adapt cells, each site type weighted as a base type); "
-        "temperature and threshold on base validation; OOD detector on base train + site adapt cells",
-        "base": {"id": base.id, "weights_sha256": base.card.weights_sha256, "card_sha256": base.card.raw.get(
-            "card_sha256", "")},
-        "cells_used": counts_per_type(adapt_part, base.classes), "cells_evaluated": counts_per_type(
-            eval_part, base.classes),
-        "split": "by slide or patient" if (cells["group"].astype(str) != "").any() else "stratified by type",
-        "seed": seed, "evaluation": {"base": base_eval, "adapted": new_eval}, "recommended": recommended,
-        "verdict": ("better than the base model on the site's held-out cells: " if recommended else
-                    "NOT better than the base model on the site's held-out cells (not recommended): ") + why,
-        "created": datetime.now(UTC).isoformat(timespec="seconds")}
+    record = _record(base, site=site, source=source, adapt_part=adapt_part, eval_part=eval_part, cells=cells,
+                     seed=seed, evaluation={"base": base_eval, "adapted": new_eval}, recommended=recommended, why=why)
     return _write(base, out, weight=weight, bias=bias, temperature=temperature, chosen=chosen, ood=(ood_state,
                   ood_threshold), wrong=new_wrong, test_frame=test_frame, val_frame=val_frame,
                   test_metrics=test_metrics, record=record, site_cells=cells, torch=torch)
@@ -424,3 +388,60 @@ def _write(base, out: Path, *, weight, bias, temperature, chosen, ood, wrong, te
     raw["threshold_validation"] = {k: chosen[k] for k in ("val_sensitivity", "val_specificity") if k in chosen}
     bundle.finalize(out, raw)
     return out
+
+
+def _flags(f: np.ndarray, state, threshold: float, wrong) -> np.ndarray:
+    """The OOD flag of features: the Mahalanobis detector, and the wrong-task detector when there is one."""
+    flag = ood_scores(state, f) > threshold
+    if wrong is not None:
+        from .ood import linear_scores
+
+        flag |= linear_scores(wrong[0], f) > wrong[1]
+    return flag
+
+
+def _raised_wrong_task(wrong, site_feats: np.ndarray):
+    """A wrong-task detector with its threshold raised so that 99% of the site's adapt cells pass it."""
+    if wrong is None:
+        return None
+    from .ood import linear_scores
+
+    scores = linear_scores(wrong[0], site_feats)
+    return wrong[0], float(max(wrong[1], np.quantile(scores, 0.99) if len(scores) else wrong[1]))
+
+
+def _own_split_frames(split, base, feats: dict, logits, temperature: float, val_probs, ood_state):
+    """The base model's own test and validation predictions, read by the adapted head (the test split must stay
+    within its intervals)."""
+    test_rows = split[split["split"] == "test"]
+    test_probs = softmax(logits(feats["test"].feats), temperature)
+    test_frame = predictions_frame(test_rows["file"], test_rows["label"], test_probs, base.classes, base.positive,
+                                   patients=test_rows["patient"].astype(str) if (test_rows["patient"] != "").any()
+                                   else None, groups=test_rows["group"],
+                                   ood=ood_scores(ood_state, feats["test"].feats),
+                                   sources=test_rows["source"] if "source" in test_rows else None)
+    val_rows = split[split["split"] == "val"]
+    val_frame = predictions_frame(val_rows["file"], val_rows["label"], val_probs, base.classes, base.positive,
+                                  groups=val_rows["group"], ood=ood_scores(ood_state, feats["val"].feats),
+                                  sources=val_rows["source"] if "source" in val_rows else None)
+    return test_frame, val_frame
+
+
+def _record(base, *, site: str, source: str, adapt_part, eval_part, cells, seed: int, evaluation: dict,
+            recommended: bool, why: str) -> dict:
+    """The adapted card's ``adapted`` entry: the base and its sha256, the site, the cells used and checked, the
+    results on the held-out part, and the verdict."""
+    return {
+        "site": site, "source": source, "method": "classifier head refitted (logistic regression on the frozen "
+        "network's penultimate features: the base training split, at most "
+        f"{BASE_PER_CLASS} a class, and the site's adapt cells, each site type weighted as a base type); "
+        "temperature and threshold on base validation; OOD detector on base train + site adapt cells",
+        "base": {"id": base.id, "weights_sha256": base.card.weights_sha256, "card_sha256": base.card.raw.get(
+            "card_sha256", "")},
+        "cells_used": counts_per_type(adapt_part, base.classes), "cells_evaluated": counts_per_type(
+            eval_part, base.classes),
+        "split": "by slide or patient" if (cells["group"].astype(str) != "").any() else "stratified by type",
+        "seed": seed, "evaluation": evaluation, "recommended": recommended,
+        "verdict": ("better than the base model on the site's held-out cells: " if recommended else
+                    "NOT better than the base model on the site's held-out cells (not recommended): ") + why,
+        "created": datetime.now(UTC).isoformat(timespec="seconds")}
