@@ -1,7 +1,7 @@
 """Model comparison: every bundle of the selected task, from bundle files only."""
 import streamlit as st
 
-from leukoview import audits, charts, compare, ui
+from leukoview import audits, charts, compare, ui, ui_compare
 
 bundle = ui.page("Model comparison", "⚖️")
 if bundle is None:
@@ -122,21 +122,7 @@ if len(ext_table):
                "their own type (empty: a type the model was not trained on). `python -m leukoview external FOLDER "
                "--bundle B` computes it; intervals per class are in each bundle's metrics.json.")
 
-agreeing = [(b, r) for b in same_task if (r := audits.result(b, audits.PATIENTS))]
-if agreeing:
-    st.subheader("Per-patient blast % against the signed count (test patients)")
-    for b, r in agreeing:
-        st.markdown(compare.patients_line(b, r))
-        st.plotly_chart(charts.bland_altman_figure(r, f"{b.id}: model − signed, per patient"), width="stretch")
-    st.caption("As a laboratory validates a cell counter: per test patient, the model's % of classed cells called "
-               "blast against the % the technologists signed. `python -m leukoview patients BUNDLE` computes it.")
-
-adapted = compare.adaptation_table(same_task)
-if len(adapted):
-    st.subheader("Adapted to a laboratory: base vs adapted on the site's held-out cells")
-    st.dataframe(adapted, hide_index=True, width="stretch")
-    st.caption("Each adapted bundle was fitted on half of the site's confirmed cells and read on the other half "
-               "(never fitted on); intervals per type are in its card. `python -m leukoview adapt` makes one.")
+ui_compare.patients_and_adaptation(same_task)
 
 st.subheader("Paired test on the same test images (McNemar)")
 ids = [b.id for b in same_task]

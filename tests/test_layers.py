@@ -18,8 +18,8 @@ FLOORS = {
         "classical_train", "predict", "explain", "evaluate"},
     3: {"shift", "oodeval", "camstats", "shortcuts", "latency", "external", "oodscores", "wrongtask", "tracking",
         "palette"},
-    4: {"ui", "ui_batch", "ui_keys", "ui_adapt", "api", "landing", "compare", "batch", "review", "gallery", "report",
-        "charts", "advice", "threshold", "samples", "scored", "scale"},
+    4: {"ui", "ui_batch", "ui_keys", "ui_adapt", "ui_single", "ui_compare", "api", "landing", "compare", "batch",
+        "review", "gallery", "report", "charts", "advice", "threshold", "samples", "scored", "scale"},
     5: {"__main__", "cli_models", "cli_audits", "cli_lab"},
 }
 FLOOR_OF = {m: f for f, mods in FLOORS.items() for m in mods}
