@@ -88,3 +88,24 @@ def test_each_key_decision_shows_on_the_thumbnails_and_in_the_sign_off_counts(re
                                                                          visible=True)
         assert thumbs.count() == 12
         assert thumbs.filter(has_text="✓").count() == 3  # one confirmed badge per decided thumbnail
+
+
+def test_a_reload_keeps_the_scored_batch_and_the_reviewer_name_in_the_browser(review_server):
+    """Issue: a reload lost the scored batch (the reviewer had to score again) and the reviewer name."""
+    from playwright.sync_api import sync_playwright
+
+    port, _, _ = review_server
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        page = browser.new_page(viewport={"width": 1400, "height": 1800})
+        try:
+            open_folder(page, port, "0:cells", "Ann")
+            assert "reviewer=Ann" in page.url
+            page.reload()  # a new Streamlit session: only the URL and the store remain
+            page.wait_for_selector("text=/Cell 1 of 12/", timeout=60_000)  # the gallery, without pressing Score
+            idle(page)
+            assert page.locator("text=Scores restored").count() >= 1
+            name = page.locator('input[aria-label="Reviewer name (recorded with decisions)"]')
+            assert name.input_value() == "Ann"
+        finally:
+            browser.close()
