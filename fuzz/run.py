@@ -19,7 +19,12 @@ def main() -> None:
     ap.add_argument("target", choices=["image", "zip", "card", "weights"])
     ap.add_argument("--seconds", type=int, default=600)
     a = ap.parse_args()
-    with atheris.instrument_imports(include=["leukoview"]):
+    with atheris.instrument_imports(include=["leukoview", "PIL", "zipfile", "json", "safetensors"]):
+        import leukoview.batch
+        import leukoview.bundle
+        import leukoview.card
+        import leukoview.images
+        import leukoview.segment  # noqa: F401 (imported here so that their code is instrumented for coverage)
         from fuzz import targets
     crashes = Path(__file__).resolve().parent / "crashes" / a.target
     crashes.mkdir(parents=True, exist_ok=True)
