@@ -184,6 +184,10 @@ def test_review_flow_keyboard_sign_off_export_and_kill_9(tmp_path, tiny_bundle):
             WEIGHTS]
         report = Path(t["report"]).read_text()
         assert "Signed off by <b>Dr Keys</b>" in report and "DRAFT" not in report
+        # the review issue's report lines, in the file the browser downloaded
+        assert "not a medical device" in report and "cells in the model&#x27;s training data" in report
+        assert "reviewed classed cells (of 110 cells in the folder; 10 not reviewed)" in report
+        assert "audit trail head" in report and "signer identified" in report
         csv = pd.read_csv(t["csv"], keep_default_na=False)
         assert len(csv) == 110 and (csv["review_action"] != "").sum() == 100
         card = json.loads((models / "tiny" / "card.json").read_text())

@@ -109,3 +109,39 @@ def test_a_reload_keeps_the_scored_batch_and_the_reviewer_name_in_the_browser(re
             assert name.input_value() == "Ann"
         finally:
             browser.close()
+
+
+def test_a_field_model_gives_no_verdict_on_a_single_cell_crop_in_the_browser(tmp_path, tiny_bundle):
+    """Issue: a single white cell under the ALL field model got 'LOW - Routine review'."""
+    reason = _skip_reason()
+    if reason:
+        pytest.skip(reason)
+    from playwright.sync_api import sync_playwright
+
+    from tests.conftest import REPO
+    from tests.test_cells import disks
+
+    field_model = REPO / "models" / "all4-efficientnet_lite0-cells-fieldhead"
+    if not (field_model / "model.safetensors").is_file():
+        pytest.skip("the shipped ALL field model is not in models/")
+    models = tmp_path / "models"
+    shutil.copytree(field_model, models / field_model.name)
+    disks([(48, 48)], 36, size=120).save(tmp_path / "one_cell.png")  # one violet cell filling the crop
+    env = {**os.environ, "LEUKOVIEW_MODELS_DIR": str(models), "LEUKOVIEW_REVIEW_DIR": str(tmp_path / "rev")}
+    proc, port = start_server(env, tmp_path / "streamlit.log")
+    try:
+        with sync_playwright() as pw:
+            browser = pw.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+            page = browser.new_page(viewport={"width": 1400, "height": 1800})
+            page.goto(f"http://127.0.0.1:{port}/Single_Image")
+            page.wait_for_selector('[data-testid="stAppViewContainer"] h1', timeout=90_000)
+            idle(page)
+            page.locator('[data-testid="stFileUploaderDropzoneInput"]').first.set_input_files(
+                str(tmp_path / "one_cell.png"))
+            page.wait_for_selector("text=/single-cell image/", timeout=90_000)
+            idle(page)
+            text = page.locator('[data-testid="stMain"]').inner_text()
+            assert "CANNOT ASSESS" in text.upper() and "LOW —" not in text and "HIGH —" not in text
+            browser.close()
+    finally:
+        stop_server(proc)
