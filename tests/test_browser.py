@@ -82,6 +82,10 @@ def test_every_page_renders_without_exception(server, tmp_path):
             page.screenshot(path=str(shots / f"{route or 'Home'}.png"), full_page=True)
             errors = page.locator('[data-testid="stException"]')
             assert errors.count() == 0, f"{route or 'Home'}: {errors.first.inner_text()[:300]}"
+            body = page.locator('[data-testid="stApp"]').inner_text()
+            assert "None" not in body.split(), f"{route or 'Home'}: a raw None is shown"
+            if not route:  # Home says where to start; the picker marks the recommended model
+                assert "Where to start with your own slides" in body and "★" in body
         browser.close()
 
 

@@ -5,6 +5,7 @@ import os
 import shutil
 from contextlib import contextmanager
 
+import numpy as np
 import pytest
 
 from bench.review_flow import ARGS, CHROMIUM, idle, open_folder, wait_for_keys
@@ -145,3 +146,41 @@ def test_a_field_model_gives_no_verdict_on_a_single_cell_crop_in_the_browser(tmp
             browser.close()
     finally:
         stop_server(proc)
+
+
+def test_a_new_image_resets_the_map_controls_in_the_browser(review_server, tmp_path):
+    """Issue: after EigenCAM and another target on one image, the next image's map and captions kept them."""
+    from playwright.sync_api import sync_playwright
+
+    from tests.conftest import cell_image
+
+    rng = np.random.default_rng(0)
+    cell_image(0, rng, size=64).save(tmp_path / "a.png")
+    cell_image(3, rng, size=64).save(tmp_path / "b.png")
+    port, _, _ = review_server
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        page = browser.new_page(viewport={"width": 1400, "height": 2200})
+        try:
+            page.goto(f"http://127.0.0.1:{port}/Single_Image")
+            page.wait_for_selector('[data-testid="stAppViewContainer"] h1', timeout=90_000)
+            idle(page)
+            upload = page.locator('[data-testid="stFileUploaderDropzoneInput"]').first
+            upload.set_input_files(str(tmp_path / "a.png"))
+            page.wait_for_selector("text=/Faithfulness/", timeout=90_000)
+            idle(page)
+            page.locator('[data-testid="stSelectbox"]').filter(has_text="Method").click()
+            option = page.get_by_role("option", name="EigenCAM", exact=True)
+            option.wait_for()
+            option.click()
+            page.wait_for_selector("text=/EigenCAM for class/", timeout=60_000)
+            idle(page)
+            page.get_by_text("Test-time augmentation (8 flips and rotations)").click()
+            page.wait_for_selector("text=/views above threshold/", timeout=60_000)
+            upload.set_input_files(str(tmp_path / "b.png"))
+            page.wait_for_selector("text=/Grad-CAM for class/", timeout=90_000)
+            idle(page, settle=1000)
+            text = page.locator('[data-testid="stMain"]').inner_text()
+            assert "EigenCAM for class" not in text and "views above threshold" not in text
+        finally:
+            browser.close()
