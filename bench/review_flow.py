@@ -102,13 +102,15 @@ def drive(page, port: int, *, folder_id: str, reviewer: str, keys: int, shots: P
     n = int(page.locator("text=/Cell 1 of \\d+/").first.inner_text().split(" of ")[1].split()[0])
     page.screenshot(path=str(shots / "1_gallery.png"), full_page=True)
     # a gallery page painted again on its own (the second page when there is one, else the first)
-    if n > 100:  # the second page of thumbnails, drawn in place of the first: until its images are all there
+    from leukoview.gallery import PER_PAGE
+
+    if n > PER_PAGE:  # the second page of thumbnails, drawn in place of the first: until its images are all there
         before = page.evaluate(IMAGES_JS)
         t0 = time.perf_counter()
         page.locator('[data-testid="stNumberInput"] input').first.fill("2")
         page.keyboard.press("Enter")
         page.wait_for_function(f"(old) => ({IMAGES_JS})() !== old && ({IMAGES_JS})().split('|').length >= "
-                               f"{min(100, n - 100)} && ({LOADED_JS})()", arg=before, timeout=60_000)
+                               f"{min(PER_PAGE, n - PER_PAGE)} && ({LOADED_JS})()", arg=before, timeout=60_000)
         out["gallery_page_s"] = time.perf_counter() - t0
         idle(page)
     for attempt in range(3):  # a click that lands while the page is still drawing can be lost: check, retry
@@ -206,10 +208,12 @@ def cam_controls(page, port: int, image: Path, *, moves: int = 8) -> dict:
 def summary(t: dict) -> str:
     import numpy as np
 
+    from leukoview.gallery import PER_PAGE
+
     lat = np.asarray(t["key_latency_s"]) * 1000
     return "\n".join([
         f"score + first gallery page: {t['score_and_gallery_s']:.2f} s",
-        *([f"second gallery page (100 thumbnails) drawn and loaded: {t['gallery_page_s']:.2f} s"]
+        *([f"second gallery page (up to {PER_PAGE} thumbnails) drawn and loaded: {t['gallery_page_s']:.2f} s"]
           if "gallery_page_s" in t else []),
         f"{t['keys']} review keys ({t['decisions']} cells decided, the rest moves): latency median "
         f"{np.median(lat):.0f} ms, p95 {np.quantile(lat, 0.95):.0f} ms, "

@@ -70,11 +70,13 @@ def extract_zip(data: bytes, dest: Path, *, max_files: int = MAX_ZIP_FILES, max_
     dest.mkdir(parents=True, exist_ok=True)
     try:
         zf = zipfile.ZipFile(io.BytesIO(data))
-    except zipfile.BadZipFile:
+    except (zipfile.BadZipFile, ValueError, EOFError, NotImplementedError, OverflowError, OSError):
         raise BoundaryError("the upload is not a valid zip archive") from None
     extracted, refused, total = [], [], 0
     with zf:
-        members = [m for m in zf.infolist() if not m.is_dir()]
+        unnamed = [m for m in zf.infolist() if not m.filename]  # a damaged entry (fuzzing found one)
+        refused += [f"member {i + 1}: has no name; not extracted" for i, _ in enumerate(unnamed)]
+        members = [m for m in zf.infolist() if m.filename and not m.filename.endswith("/")]
         if len(members) > max_files:
             raise BoundaryError(f"the zip holds {len(members)} files; the limit is {max_files}")
         for m in members:

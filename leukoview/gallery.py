@@ -15,7 +15,7 @@ import pandas as pd
 from .batch import BLAST_REFERENCE
 from .vocab import CANNOT_ASSESS, FLAGGED_UNIDENTIFIED, REVIEWED_UNIDENTIFIED
 
-PER_PAGE = 100
+PER_PAGE = 48
 PENDING = "second review pending"
 NOT_REVIEWED = "not yet reviewed"
 
