@@ -88,7 +88,7 @@ def test_held_out_classes_are_left_out_of_training_and_scored_as_ood_set(synthet
 
 
 def test_compare_sections_print_the_pages_tables(tiny_bundle, tmp_path):
-    from leukoview.__main__ import _section_table
+    from leukoview.cli_models import _section_table
     from leukoview.bundle import load_bundle
 
     folder = tmp_path / "b"
