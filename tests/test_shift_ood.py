@@ -88,8 +88,8 @@ def test_held_out_classes_are_left_out_of_training_and_scored_as_ood_set(synthet
 
 
 def test_compare_sections_print_the_pages_tables(tiny_bundle, tmp_path):
-    from leukoview.cli_models import _section_table
     from leukoview.bundle import load_bundle
+    from leukoview.cli_models import _section_table
 
     folder = tmp_path / "b"
     shutil.copytree(tiny_bundle, folder)
