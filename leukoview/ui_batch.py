@@ -15,6 +15,7 @@ from .images import UPLOAD_TYPES, ImageError, load_image
 from .scored import ScoredBatch
 
 KEYS_ON = "review_keys"
+SHOWN_KEY = "review_shown"  # the open cell and the id of the decision the panel showed for it
 
 
 def choose_images(roots: list[Path]) -> tuple[str, Path, list[str]] | None:
@@ -108,11 +109,16 @@ def record(sb: ScoredBatch, store: review.ReviewStore | None, reviewer: str, key
         return ""
     if not reviewer:
         return "error:Enter your name in the sidebar first: decisions are recorded with the reviewer's name."
-    latest = store.latest(sb.batch)
-    mine = latest[latest["file"] == row["file"]]
+    opened = st.session_state.get(SHOWN_KEY)  # (file, decision id) the panel showed for the open cell
+    if opened is not None and opened[0] == row["file"]:
+        shown = opened[1]
+    else:  # not drawn by the panel yet (a first key): what the store holds now
+        latest = store.latest(sb.batch)
+        mine = latest[latest["file"] == row["file"]]
+        shown = int(mine["id"].iloc[0]) if len(mine) else None
     try:
         d = sb.decision(key_id, row, reviewer=reviewer, comment=comment)
-        store.record(d, shown=int(mine["id"].iloc[0]) if len(mine) else None)
+        store.record(d, shown=shown)  # another reviewer's decision since the panel was drawn: a ConflictError
     except (ValueError, review.ReviewStoreError) as e:  # includes ConflictError
         return f"error:Not saved: {e}"
     shown = d.label if d.action != "second_review" else "second review"
@@ -218,7 +224,9 @@ def _panel(sb: ScoredBatch, rows: list[dict], pos: int, latest, current: dict, k
         st.success(msg)
     else:
         st.info("Keys and buttons act on this cell; each decision is saved at once.")
-    tags = gallery.badges(row, current.get(row["file"]))
+    decided = current.get(row["file"])
+    st.session_state[SHOWN_KEY] = (row["file"], int(decided["id"]) if decided else None)
+    tags = gallery.badges(row, decided)
     st.markdown(f"**Cell {pos + 1} of {n}** · `{row['file']}` · group **{row['group']}** · predicted "
                 f"**{row['predicted']}** {row['suspicion']:.1%}" + (f" · {' · '.join(tags)}" if tags else ""))
     b = st.columns(2)

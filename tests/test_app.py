@@ -458,3 +458,20 @@ def test_with_users_configured_nothing_shows_before_sign_in_and_only_a_superviso
     signed = store.sign_offs(batch)
     assert signed["reviewer"].tolist() == ["Sue"] and signed["mode"].tolist() == [users.LOCAL]
     assert store.verify()["ok"]
+
+
+def test_a_key_on_a_cell_another_reviewer_decided_since_it_was_shown_is_a_conflict(app_env):
+    """Two reviewers on one slide: B decides the cell A has open; A's key must not silently supersede B's
+    decision (it is refused as a conflict, and A's panel then shows B's decision)."""
+    a = _gallery(app_env, reviewer="Dr A")
+    b = _gallery(app_env, reviewer="Dr B")
+    assert _panel_line(a).startswith("**Cell 1 of 8**") and _panel_line(b).startswith("**Cell 1 of 8**")
+    b.button(key="rv_confirm").click().run()
+    a.button(key="rv_unid").click().run()
+    assert any("Not saved" in e.value and "Dr B" in e.value for e in a.error)
+    from leukoview.review import ReviewStore
+
+    latest = ReviewStore(app_env / "reviews" / "decisions.sqlite").latest(f"{(app_env / 'data').resolve()}::.")
+    assert latest["reviewer"].tolist() == ["Dr B"]  # A's key did not replace B's decision
+    a.button(key="rv_unid").click().run()  # now A has seen it: a deliberate second opinion is recorded
+    assert any(s.value.startswith("Saved:") for s in a.success)
