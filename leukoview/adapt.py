@@ -20,7 +20,6 @@ the site's cells.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
 from collections.abc import Callable
@@ -34,7 +33,7 @@ import pandas as pd
 from . import audits, bundle, metrics, settings
 from .calibration import fit_temperature, softmax
 from .evaluate import evaluate, predictions_frame
-from .images import find_images, load_image
+from .images import find_images
 from .ood import fit_ood, ood_scores
 
 MIN_PER_TYPE = 5  # adapt cells a type needs (and as many again to evaluate it); fewer: refused, with the count
@@ -133,17 +132,8 @@ def split_site(cells: pd.DataFrame, *, seed: int = 0, eval_fraction: float = EVA
 
 def image_features(predictor, files: list, *, progress: ProgressFn | None = None, what: str = "") -> Features:
     """Logits and penultimate features of image files through the predictor's own preprocessing."""
-    logits, feats = [], []
-    for i in range(0, len(files), 32):
-        imgs = [load_image(f) for f in files[i:i + 32]]
-        lo, fe = predictor.raw_outputs([predictor.prepare(m) for m in imgs])
-        logits.append(lo)
-        feats.append(fe)
-        if progress:
-            progress(min(1.0, (i + 32) / max(len(files), 1)), what)
-    if not logits:
-        return Features(np.zeros((0, 0), np.float32), np.zeros((0, 0), np.float32))
-    return Features(np.concatenate(logits), np.concatenate(feats))
+    return Features(*predictor.raw_outputs_of(
+        files, on_batch=(lambda done, total: progress(done / max(total, 1), what)) if progress else None))
 
 
 def base_features(b, predictor, root: Path, *, progress: ProgressFn | None = None) -> dict[str, Features]:
@@ -346,7 +336,8 @@ def _write(base, out: Path, *, weight, bias, temperature, chosen, ood, wrong, te
     predictions and metrics; stale audit results dropped; the site's adapt cells added to training membership."""
     from safetensors.numpy import save_file
 
-    from .datasets import perceptual_hash
+    from .datasets import file_hashes
+    from .seen import seen_table
 
     if out.exists():
         shutil.rmtree(out)
@@ -370,11 +361,11 @@ def _write(base, out: Path, *, weight, bias, temperature, chosen, ood, wrong, te
     seen_path = out / bundle.SEEN
     if seen_path.is_file():
         seen = json.loads(seen_path.read_text())
-        for f in site_cells.loc[site_cells["part"] == "adapt", "file"]:
-            data = Path(f).read_bytes()
-            seen["split"].append("train")
-            seen["sha256"].append(hashlib.sha256(data).hexdigest()[:16])
-            seen["phash"].append(f"{perceptual_hash(load_image(data)):016x}")
+        files = site_cells.loc[site_cells["part"] == "adapt", "file"].tolist()
+        hashes = pd.DataFrame([(f, *file_hashes(Path(f))) for f in files], columns=["file", "sha256", "phash"])
+        added = seen_table(pd.DataFrame({"file": files, "split": "train"}), hashes, seen["near_bits"])
+        for key in ("split", "sha256", "phash"):  # the same entries training writes for its own images
+            seen[key] += added[key]
         bundle.write_json(seen_path, seen)
     bundle.write_json(out / bundle.METRICS, test_metrics)
     bundle.write_json(out / "site_cells.json", {"cells": site_cells.assign(file=[Path(f).name for f in

@@ -246,7 +246,7 @@ def perceptual_hash(image) -> int:
     return int(sum(1 << i for i, b in enumerate(bits) if b))
 
 
-def _file_hashes(path: Path) -> tuple[str, int]:
+def file_hashes(path: Path) -> tuple[str, int]:
     from PIL import Image
 
     data = path.read_bytes()
@@ -268,7 +268,7 @@ def image_hashes(ds: Dataset, *, progress: bool = True) -> pd.DataFrame:
         st = (ds.root / file).stat()
         key = f"{file}|{st.st_size}|{st.st_mtime_ns}"
         if key not in cache:
-            sha, ph = _file_hashes(ds.root / file)
+            sha, ph = file_hashes(ds.root / file)
             cache[key] = [sha, str(ph)]
             changed = True
         sha, ph = cache[key]

@@ -233,6 +233,25 @@ class Predictor:
         return (np.add.reduceat(logits, starts, axis=0) / counts[:, None],
                 np.add.reduceat(feats, starts, axis=0) / counts[:, None])
 
+    def raw_outputs_of(self, items: list, *, render=None, on_batch=None, batch: int = 32
+                       ) -> tuple[np.ndarray, np.ndarray]:
+        """Logits and penultimate features of image files (or already decoded PIL images) through this model's own
+        preprocessing, ``batch`` at a time; ``render``: a change made to each image first; ``on_batch(done,
+        total)`` after each batch."""
+        from PIL import Image
+
+        logits, feats = [], []
+        for i in range(0, len(items), batch):
+            imgs = [x if isinstance(x, Image.Image) else load_image(x) for x in items[i:i + batch]]
+            lo, fe = self.raw_outputs([self.prepare(render(m) if render else m) for m in imgs])
+            logits.append(lo)
+            feats.append(fe)
+            if on_batch:
+                on_batch(min(i + batch, len(items)), len(items))
+        if not logits:
+            return np.zeros((0, 0), np.float32), np.zeros((0, 0), np.float32)
+        return np.concatenate(logits), np.concatenate(feats)
+
     def _run(self, arrays: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
         parts = [self.forward(normalise_batch(arrays[i:i + self.micro_batch], self.spec))
                  for i in range(0, len(arrays), self.micro_batch)]

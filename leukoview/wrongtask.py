@@ -17,13 +17,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
 from . import audits
 from .bundle import WRONG_TASK as FILE
 from .bundle import WRONG_TASK_INFO as INFO
 from .datasets import DatasetError, load_dataset
-from .images import load_image
 from .ood import linear_scores as scores
 from .ood import ood_scores
 from .tasks import TASKS
@@ -37,11 +35,8 @@ def features(p, paths: list, *, progress: str = "", render=None) -> np.ndarray:
     change made to each image first."""
     from tqdm import tqdm
 
-    out = []
-    for i in tqdm(range(0, len(paths), 32), desc=progress, unit="batch", disable=not progress):
-        imgs = [x if isinstance(x, Image.Image) else load_image(x) for x in paths[i:i + 32]]
-        out.append(p.raw_outputs([p.prepare(render(m) if render else m) for m in imgs])[1])
-    return np.concatenate(out) if out else np.zeros((0, 0), np.float32)
+    with tqdm(total=len(paths), desc=progress, unit="img", disable=not progress) as bar:
+        return p.raw_outputs_of(paths, render=render, on_batch=lambda done, _: bar.update(done - bar.n))[1]
 
 
 def isolated(img):
