@@ -9,8 +9,8 @@ from pathlib import Path, PurePosixPath
 
 import pandas as pd
 
+from .differential import cells, flagged
 from .images import IMAGE_SUFFIXES, ImageError, find_images, has_image_suffix, load_image
-from .segment import NOT_A_SMEAR
 from .vocab import FLAGGED_UNIDENTIFIED
 
 MAX_ZIP_FILES = 20_000
@@ -145,20 +145,20 @@ def differential(df: pd.DataFrame, classes: list[str], positive: list[str]) -> t
     cell-review software, left out of the percentages; unreadable files are not cells. Returns the table (one row
     per type, then the unidentified row) and a summary: classed cells, blast (positive-type) count and %, and
     whether it reaches :data:`BLAST_REFERENCE`."""
-    readable = df[df["error"] == ""]
-    ok = readable[readable["decision"] != NOT_A_SMEAR]  # gated images are not cells
-    flagged = (ok["ood_flag"] == True).to_numpy()  # noqa: E712 (object column)
-    classed = ok[~flagged]
+    ok = df[cells(df)]  # unreadable files and images the input gate refused are not cells
+    unplaced = flagged(ok).to_numpy()
+    classed = ok[~unplaced]
     counts = classed["predicted"].value_counts()
     n = int(len(classed))
     rows = [{"type": c, "count": int(counts.get(c, 0)),
              "percent": 100 * counts.get(c, 0) / n if n else float("nan"), "positive": c in positive}
             for c in classes]
-    rows.append({"type": FLAGGED_UNIDENTIFIED, "count": int(flagged.sum()), "percent": float("nan"), "positive": False})
+    rows.append({"type": FLAGGED_UNIDENTIFIED, "count": int(unplaced.sum()), "percent": float("nan"),
+                 "positive": False})
     blasts = int(sum(counts.get(c, 0) for c in positive))
     share = blasts / n if n else float("nan")
-    summary = {"cells": int(len(ok)), "classed": n, "unidentified": int(flagged.sum()),
-               "not_a_smear": int(len(readable) - len(ok)),
+    summary = {"cells": int(len(ok)), "classed": n, "unidentified": int(unplaced.sum()),
+               "not_a_smear": int((df["error"] == "").sum() - len(ok)),
                "unreadable": int((df["error"] != "").sum()), "positive_types": list(positive),
                "positive_count": blasts, "positive_percent": 100 * share if n else float("nan"),
                "reference_percent": 100 * BLAST_REFERENCE,

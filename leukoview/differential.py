@@ -35,17 +35,30 @@ def patient_of(file: str) -> str:
     return ""
 
 
-def _classed(df: pd.DataFrame) -> np.ndarray:
-    """Cells that count in a differential: readable, not refused by the input gate, not flagged out of
-    distribution ('cannot assess')."""
+def cells(df: pd.DataFrame) -> pd.Series:
+    """Rows of a scored table that are cells: readable and not refused by the input gate."""
     ok = pd.Series(True, index=df.index)
     if "error" in df:
         ok &= df["error"].astype(str).eq("")
     if "decision" in df:
-        ok &= ~df["decision"].isin([CANNOT_ASSESS, NOT_A_SMEAR])
+        ok &= df["decision"] != NOT_A_SMEAR
+    return ok
+
+
+def flagged(df: pd.DataFrame) -> pd.Series:
+    """Rows the model gives no verdict: out of distribution (or the wrong kind of image), 'cannot assess'. Such a
+    cell is *unidentified* in a differential and left out of its percentages."""
+    out = pd.Series(False, index=df.index)
     if "ood_flag" in df:
-        ok &= ~df["ood_flag"].astype(str).eq("True")
-    return ok.to_numpy()
+        out |= df["ood_flag"].astype(str).eq("True")
+    if "decision" in df:
+        out |= df["decision"] == CANNOT_ASSESS
+    return out
+
+
+def _classed(df: pd.DataFrame) -> np.ndarray:
+    """Cells that count in a differential's percentages."""
+    return (cells(df) & ~flagged(df)).to_numpy()
 
 
 def per_patient(scores: pd.DataFrame, positive: list[str], *, reference: float = REFERENCE,

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import pandas as pd
 
 from .batch import BLAST_REFERENCE
+from .differential import flagged
 from .vocab import CANNOT_ASSESS, FLAGGED_UNIDENTIFIED, REVIEWED_UNIDENTIFIED
 
 PER_PAGE = 48
@@ -25,8 +26,8 @@ def review_queue(scores: pd.DataFrame, classes: list[str], positive: list[str]) 
     positive classes first, then the other classes in the model's order, then the unidentified (OOD-flagged)
     cells; within a group the most suspicious first."""
     ok = scores[(scores["error"] == "") & scores["suspicion"].notna()].copy()
-    flagged = (ok["ood_flag"] == True) | (ok["decision"] == CANNOT_ASSESS)  # noqa: E712 (object column)
-    ok["group"] = ok["predicted"].where(~flagged, FLAGGED_UNIDENTIFIED)
+    unplaced = flagged(ok)
+    ok["group"] = ok["predicted"].where(~unplaced, FLAGGED_UNIDENTIFIED)
     order = [*positive, *(c for c in classes if c not in positive), FLAGGED_UNIDENTIFIED]
     ok["_g"] = ok["group"].map({g: i for i, g in enumerate(order)})
     ok = ok.sort_values(["_g", "suspicion", "file"], ascending=[True, False, True], kind="stable")
