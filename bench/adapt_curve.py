@@ -50,10 +50,10 @@ def take(cells: pd.DataFrame, k: int, seed: int = 0) -> pd.DataFrame:
 def main() -> None:
     from leukoview import adapt, settings
     from leukoview.bundle import load_bundle
-    from leukoview.tasks import TASKS
+    from leukoview.tasks import recommended_for
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    default = TASKS["diff3"].recommended or TASKS["wbc9"].recommended
+    default = recommended_for("wbc9")
     ap.add_argument("--bundle", default=str(REPO / "models" / default))
     ap.add_argument("--out", default="")
     a = ap.parse_args()

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from bench.load_5000 import make_images
 from bench.review_flow import IMAGES_JS, LOADED_JS, REPO, idle, open_folder, served, wait_for_keys
-from leukoview.tasks import TASKS
+from leukoview.tasks import recommended_for
 
 
 def peak_mb(pid: int) -> float:
@@ -28,8 +28,7 @@ def peak_mb(pid: int) -> float:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--n", type=int, default=5000)
-    ap.add_argument("--bundle", default=str(REPO / "models" / (TASKS["diff3"].recommended
-                                                                   or TASKS["wbc9"].recommended)))
+    ap.add_argument("--bundle", default=str(REPO / "models" / recommended_for("wbc9")))
     ap.add_argument("--keys", type=int, default=10)
     a = ap.parse_args(argv)
     with tempfile.TemporaryDirectory() as tmp:

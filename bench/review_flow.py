@@ -24,7 +24,7 @@ import urllib.request
 from contextlib import contextmanager
 from pathlib import Path
 
-from leukoview.tasks import TASKS
+from leukoview.tasks import recommended_for
 
 REPO = Path(__file__).resolve().parents[1]
 CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
@@ -247,8 +247,7 @@ def served(bundle: Path, root: Path, tmp: Path):
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--bundle", default=str(REPO / "models" / (TASKS["diff3"].recommended
-                                                                   or TASKS["wbc9"].recommended)))
+    ap.add_argument("--bundle", default=str(REPO / "models" / recommended_for("wbc9")))
     ap.add_argument("--folder", default="wbc5/test/myeloblast", help="folder under the data root")
     ap.add_argument("--keys", type=int, default=100)
     ap.add_argument("--shots", default=str(REPO / "bench" / "review_shots"))

@@ -85,12 +85,12 @@ def main() -> None:
     ap.add_argument("--out", default="")
     a = ap.parse_args()
     from leukoview.review import ReviewStore
-    from leukoview.tasks import TASKS
+    from leukoview.tasks import recommended_for
 
     root = Path(os.environ.get("LEUKOVIEW_DATA_ROOT", REPO.parent / "shared" / "data")).resolve()
     with tempfile.TemporaryDirectory() as tmp:
         models = Path(tmp) / "models"
-        rec = TASKS["diff3"].recommended or TASKS["wbc9"].recommended
+        rec = recommended_for("wbc9")
         shutil.copytree(REPO / "models" / rec, models / rec)
         env = {**os.environ, "LEUKOVIEW_MODELS_DIR": str(models), "LEUKOVIEW_REVIEW_DIR": str(Path(tmp) / "rev"),
                "LEUKOVIEW_DATA_ROOT": str(root), "LEUKOVIEW_MLFLOW": "0"}

@@ -26,11 +26,10 @@ def main() -> None:
     from leukoview import scale, settings
     from leukoview.images import find_images
     from leukoview.predict import Predictor, score_files
-    from leukoview.tasks import TASKS
+    from leukoview.tasks import recommended_for
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--bundle", default=str(REPO / "models" / (TASKS["diff3"].recommended or
-                                                                   TASKS["wbc9"].recommended)))
+    ap.add_argument("--bundle", default=str(REPO / "models" / recommended_for("wbc9")))
     ap.add_argument("--n", type=int, default=5000)
     ap.add_argument("--actors", type=int, default=2)
     ap.add_argument("--memory-n", dest="memory_n", type=int, default=50000)

@@ -49,8 +49,7 @@ class _Models:
 
     def _recommended_default(self) -> str:
         found = {b.id for b in list_bundles(self.models_dir)}
-        for name in ("diff3", "wbc9", "all4"):
-            rec = tasks.TASKS[name].recommended if name in tasks.TASKS else ""
+        for rec in (tasks.recommended_for("wbc9"), tasks.recommended_for("all4")):  # the leukocyte model first
             if rec in found:
                 return rec
         return sorted(found)[0] if found else ""

@@ -50,9 +50,10 @@ SAMPLE_NOTE = ("Sample images (Single image page, 'Sample image' tab) are copied
 
 def where_to_start(bundles: list[Bundle]) -> str:
     """Which model to use for one's own slides and where to begin, from the recommended bundles found."""
-    rec = {b.task: b.id for b in bundles if is_recommended(b)}
-    cells = rec.get("diff3") or rec.get("wbc9")
-    fields = rec.get("all4")
+    from .tasks import recommended_for
+
+    found = {b.id for b in bundles}
+    cells, fields = (rid if (rid := recommended_for(t)) in found else "" for t in ("wbc9", "all4"))
     lines = ["**Where to start with your own slides**"]
     if cells:
         lines.append(f"- **One white cell per image** (a CellaVision-style capture, 360 px or so): the leukocyte "

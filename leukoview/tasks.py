@@ -85,6 +85,16 @@ def task_title(name: str) -> str:
     return TASKS[name].title if name in TASKS else name
 
 
+def recommended_for(name: str) -> str:
+    """The bundle id reviewers get for a task, following its supersession (wbc5 -> wbc9 -> diff3): the
+    leukocyte model is ``recommended_for("wbc9")`` whichever task ships it now; '' when none is registered."""
+    seen = set()
+    while name in TASKS and TASKS[name].superseded_by and name not in seen:
+        seen.add(name)
+        name = TASKS[name].superseded_by
+    return TASKS[name].recommended if name in TASKS else ""
+
+
 def per_patient(name: str) -> bool:
     """Whether a per-patient share of positive cells fits this task's models."""
     return name in TASKS and TASKS[name].per_patient

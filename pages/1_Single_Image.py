@@ -75,7 +75,8 @@ if seen in ("train", "val"):
     st.warning(f"**Seen in training** ({seen} split of {bundle.id}, this file or a near copy): this score is not "
                "evidence of performance.")
 # a new image (or model) starts from the defaults: the map explains the predicted class by Grad-CAM, no TTA
-ui.reset_on_new("single_image", (bundle.id, images.digest(source)),
+image_key = images.digest(source)  # the image's identity: the controls' reset and the maps' cache key
+ui.reset_on_new("single_image", (bundle.id, image_key),
                 {"cam_method": explain.METHODS[0], "cam_target": pred.predicted, "tta": False})
 reading = advice.read_prediction(pred.suspicion, model.threshold, pred.predicted, bundle.positive,
                                  ood=pred.ood_flag, task_positive_name=ui.positive_name(bundle))
@@ -130,7 +131,6 @@ if not model.explainable:
             f"({bundle.card.input.get('feature_description', '')}): it has no class-activation map. "
             "Pick a network in the sidebar to see where a model looks.")
 else:
-    image_key = images.digest(source)
 
     ui_single.cam_section(bundle, model, img, image_key, pred, cells, per_cell)
 

@@ -28,3 +28,9 @@ def test_titles_fall_back_for_folder_datasets():
     assert tasks.task_title("wbc5") == "Myeloblast among leukocytes (5 types, 2 scanners)"
     assert tasks.task_title("folder:my_cells") == "folder:my_cells"
     assert tasks.positive_name("folder:my_cells", ["blast", "pro"]) == "blast / pro"
+
+
+def test_recommended_for_follows_the_supersession_chain():
+    assert tasks.recommended_for("wbc5") == tasks.recommended_for("wbc9") == tasks.TASKS["diff3"].recommended
+    assert tasks.recommended_for("all4") == tasks.TASKS["all4"].recommended
+    assert tasks.recommended_for("folder:x") == ""
