@@ -1,7 +1,7 @@
 """leukoview home: what it is, the shipped models (from their cards), and a guide to the pages."""
 import streamlit as st
 
-from leukoview import landing, ui
+from leukoview.app import landing, ui
 
 chosen = ui.page("leukoview", "🩸")
 st.markdown(landing.INTRO)

@@ -11,8 +11,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from bench import benchmark
-from leukoview import settings
-from leukoview.images import find_images
+from leukoview.primitives import settings
+from leukoview.primitives.images import find_images
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -27,7 +27,7 @@ KS = (5, 10, 20, 50)
 
 
 def bccd_halves(root: Path, classes: list[str], seed: int = 20261207) -> pd.DataFrame:
-    from leukoview.adapt import site_from_folder
+    from leukoview.jobs.site_cells import site_from_folder
 
     cells = site_from_folder(root / "bccd_wbc", classes, mapping=BCCD_MAP)
     rng = np.random.default_rng(seed)
@@ -48,9 +48,10 @@ def take(cells: pd.DataFrame, k: int, seed: int = 0) -> pd.DataFrame:
 
 
 def main() -> None:
-    from leukoview import adapt, settings
-    from leukoview.bundle import load_bundle
-    from leukoview.tasks import recommended_for
+    from leukoview.jobs import adapt
+    from leukoview.models.bundle import load_bundle
+    from leukoview.primitives import settings
+    from leukoview.primitives.tasks import recommended_for
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     default = recommended_for("wbc9")

@@ -26,7 +26,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def _images(root: Path, bundle_id: str, n: int) -> list[tuple[str, bytes]]:
-    from leukoview.bundle import load_bundle
+    from leukoview.models.bundle import load_bundle
 
     b = load_bundle(REPO / "models" / bundle_id)
     files = sorted((root / "bccd_wbc").rglob("*.jpg"))[: n // 2] + [root / f for f in b.predictions()["file"][: n // 2]]
@@ -89,7 +89,7 @@ def run(bundle: str, *, single: int, batches: int, concurrency: int) -> dict:
 
 
 def main() -> None:
-    from leukoview.api import create_app  # noqa: F401 (fails early when the serving extra is missing)
+    from leukoview.app.api import create_app  # noqa: F401 (fails early when the serving extra is missing)
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--bundle", default="")
@@ -98,8 +98,8 @@ def main() -> None:
     ap.add_argument("--concurrency", type=int, default=4)
     ap.add_argument("--out", default="")
     a = ap.parse_args()
-    from leukoview.api import _Models
-    from leukoview.settings import models_dir
+    from leukoview.app.api import _Models
+    from leukoview.primitives.settings import models_dir
 
     bundle = a.bundle or _Models(models_dir(), None).default
     r = run(bundle, single=a.single, batches=a.batches, concurrency=a.concurrency)

@@ -2,7 +2,7 @@
 
 ``python -m bench`` prints one table:
 
-- batch scoring throughput on real images: the library's path (:func:`~leukoview.predict.score_files`: ONNX
+- batch scoring throughput on real images: the library's path (:func:`~leukoview.jobs.predict.score_files`: ONNX
   Runtime when installed, decoding in threads, micro-batches) against the naive loop (open one file, transform,
   forward one image through the eager network, repeat), with the largest score difference between the two;
 - single image, prediction + Grad-CAM, median of 30: the library's path (ONNX prediction, CAM differentiating
@@ -80,10 +80,10 @@ def naive_scorer(bundle_path: Path) -> Callable[[list[Path]], np.ndarray]:
     """The naive loop, model loaded: for each file, open, transform, forward batch 1 through the eager network."""
     import torch
 
-    from leukoview.bundle import load_bundle
-    from leukoview.images import load_image
-    from leukoview.predict import softmax
-    from leukoview.transforms import eval_transform
+    from leukoview.jobs.predict import softmax
+    from leukoview.models.bundle import load_bundle
+    from leukoview.models.transforms import eval_transform
+    from leukoview.primitives.images import load_image
 
     b = load_bundle(bundle_path)
     model = b.build_model()
@@ -106,7 +106,7 @@ def naive_scorer(bundle_path: Path) -> Callable[[list[Path]], np.ndarray]:
 def bench_scoring(bundle_path: Path, paths: list[Path], *, backend: str = "auto", rounds: int = 3) -> tuple[Row, dict]:
     """Both ways with their model already loaded and warmed up on 8 images; ``rounds`` alternating runs of each
     over the same images, median throughput of each (a burst of background load then hits both alike)."""
-    from leukoview.predict import SCORE_CHUNK, Predictor, score_files
+    from leukoview.jobs.predict import SCORE_CHUNK, Predictor, score_files
 
     naive = naive_scorer(bundle_path)
     predictor = Predictor(bundle_path, backend=backend)
@@ -131,8 +131,8 @@ def bench_network_only(bundle_path: Path, images: list, *, rounds: int = 3) -> R
     the library's micro-batches against eager batch 1. No decoding, no file access, no OOD or table work."""
     import torch
 
-    from leukoview.predict import Predictor
-    from leukoview.transforms import normalise_batch
+    from leukoview.jobs.predict import Predictor
+    from leukoview.models.transforms import normalise_batch
 
     fast = Predictor(bundle_path, backend="auto")
     eager = fast.bundle.build_model()  # a plain copy of the network: no feature hook, no second verification
@@ -164,9 +164,9 @@ def bench_network_only(bundle_path: Path, images: list, *, rounds: int = 3) -> R
 
 
 def bench_single_image(bundle_path: Path, image, *, runs: int = 30) -> list[Row]:
-    from leukoview import explain
-    from leukoview.predict import Predictor
-    from leukoview.segment import crop_cell
+    from leukoview.jobs import explain
+    from leukoview.jobs.predict import Predictor
+    from leukoview.primitives.segment import crop_cell
 
     fast = Predictor(bundle_path)
     eager = Predictor(bundle_path, backend="torch")
@@ -202,7 +202,7 @@ def bench_single_image(bundle_path: Path, image, *, runs: int = 30) -> list[Row]
 def bench_threshold(n: int = 100_000, *, moves: int = 200, seed: int = 0) -> list[Row]:
     from sklearn.metrics import confusion_matrix, precision_recall_curve, roc_auc_score, roc_curve
 
-    from leukoview.threshold import GRID_STEP, ThresholdAnalysis
+    from leukoview.app.threshold import GRID_STEP, ThresholdAnalysis
 
     rng = np.random.default_rng(seed)
     y = rng.integers(0, 2, n)
@@ -279,7 +279,7 @@ def cold_start(*, chromium: str = "/usr/bin/chromium", timeout: float = 60.0, en
 
 def naive_start_overhead(bundle_path: Path) -> float:
     """Seconds a Home page that imported torch and loaded the model at start-up would add (fresh process)."""
-    code = ("import time; t=time.perf_counter(); from leukoview.predict import Predictor; "
+    code = ("import time; t=time.perf_counter(); from leukoview.jobs.predict import Predictor; "
             f"Predictor({str(bundle_path)!r}); print(time.perf_counter()-t)")
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)
     return float(out.stdout.strip().splitlines()[-1])
@@ -324,7 +324,7 @@ def run(bundle_path: Path, image_paths: list[Path], *, runs: int = 30, threshold
     """Every measurement, in order; ``progress`` is told what runs next."""
     import torch
 
-    from leukoview.images import load_image
+    from leukoview.primitives.images import load_image
 
     torch.set_num_threads(2)
     rows = []

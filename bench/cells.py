@@ -1,5 +1,5 @@
-"""How long `leukoview.segment.find_cells` takes per all4 field, and how many cells it finds, at thumbnail sides
-224 (shipped), 160 and 128.
+"""How long `leukoview.primitives.segment.find_cells` takes per all4 field, and how many cells it finds, at thumbnail
+sides 224 (shipped), 160 and 128.
 
     python -m bench.cells [--n 80]
 """
@@ -13,8 +13,8 @@ import numpy as np
 
 
 def main(argv: list[str] | None = None) -> int:
-    from leukoview import segment, settings
-    from leukoview.images import find_images, load_image
+    from leukoview.primitives import segment, settings
+    from leukoview.primitives.images import find_images, load_image
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--n", type=int, default=80, help="fields, evenly spaced over the all4 folder")

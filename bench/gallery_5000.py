@@ -14,7 +14,7 @@ from pathlib import Path
 
 from bench.load_5000 import make_images
 from bench.review_flow import IMAGES_JS, LOADED_JS, REPO, idle, open_folder, served, wait_for_keys
-from leukoview.tasks import recommended_for
+from leukoview.primitives.tasks import recommended_for
 
 
 def peak_mb(pid: int) -> float:

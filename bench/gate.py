@@ -5,10 +5,10 @@ many non-smear images it refuses before any model sees them.
 """
 import argparse
 
-from leukoview import settings
-from leukoview.images import find_images, load_image
-from leukoview.oodeval import held_out_non_cells, not_cells
-from leukoview.segment import smear_gate
+from leukoview.primitives import settings
+from leukoview.primitives.images import find_images, load_image
+from leukoview.primitives.pictures import held_out_non_cells, not_cells
+from leukoview.primitives.segment import smear_gate
 
 SETS = ("all4", "wbc5", "pbc_extra", "bccd_wbc", "cnmc_sample")
 

@@ -14,8 +14,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from leukoview import settings
-from leukoview.predict import Predictor, score_folder
+from leukoview.jobs.predict import Predictor, score_folder
+from leukoview.primitives import settings
 
 
 def make_images(folder: Path, n: int, size: int) -> None:

@@ -12,9 +12,9 @@ import time
 
 import numpy as np
 
-from leukoview import settings
-from leukoview.images import find_images, load_image
-from leukoview.segment import locate_cell
+from leukoview.primitives import settings
+from leukoview.primitives.images import find_images, load_image
+from leukoview.primitives.segment import locate_cell
 
 SETS = ("all4", "wbc5", "pbc_extra", "bccd_wbc", "cnmc_sample")
 

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import torch
 
-from leukoview import settings
-from leukoview.predict import Predictor, find_images, score_files
+from leukoview.jobs.predict import Predictor, find_images, score_files
+from leukoview.primitives import settings
 
 
 def main() -> None:

@@ -24,7 +24,7 @@ import urllib.request
 from contextlib import contextmanager
 from pathlib import Path
 
-from leukoview.tasks import recommended_for
+from leukoview.primitives.tasks import recommended_for
 
 REPO = Path(__file__).resolve().parents[1]
 CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
@@ -102,7 +102,7 @@ def drive(page, port: int, *, folder_id: str, reviewer: str, keys: int, shots: P
     n = int(page.locator("text=/Cell 1 of \\d+/").first.inner_text().split(" of ")[1].split()[0])
     page.screenshot(path=str(shots / "1_gallery.png"), full_page=True)
     # a gallery page painted again on its own (the second page when there is one, else the first)
-    from leukoview.gallery import PER_PAGE
+    from leukoview.app.gallery import PER_PAGE
 
     if n > PER_PAGE:  # the second page of thumbnails, drawn in place of the first: until its images are all there
         before = page.evaluate(IMAGES_JS)
@@ -208,7 +208,7 @@ def cam_controls(page, port: int, image: Path, *, moves: int = 8) -> dict:
 def summary(t: dict) -> str:
     import numpy as np
 
-    from leukoview.gallery import PER_PAGE
+    from leukoview.app.gallery import PER_PAGE
 
     lat = np.asarray(t["key_latency_s"]) * 1000
     return "\n".join([
@@ -252,7 +252,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--keys", type=int, default=100)
     ap.add_argument("--shots", default=str(REPO / "bench" / "review_shots"))
     args = ap.parse_args(argv)
-    from leukoview import settings
+    from leukoview.primitives import settings
 
     root = settings.data_roots()[0]
     with tempfile.TemporaryDirectory() as tmp, served(Path(args.bundle), root, Path(tmp)) as (_, port, page):

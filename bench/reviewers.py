@@ -84,8 +84,8 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=300)
     ap.add_argument("--out", default="")
     a = ap.parse_args()
-    from leukoview.review import ReviewStore
-    from leukoview.tasks import recommended_for
+    from leukoview.app.review import ReviewStore
+    from leukoview.primitives.tasks import recommended_for
 
     root = Path(os.environ.get("LEUKOVIEW_DATA_ROOT", REPO.parent / "shared" / "data")).resolve()
     with tempfile.TemporaryDirectory() as tmp:

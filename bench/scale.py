@@ -23,10 +23,11 @@ REPO = Path(__file__).resolve().parents[1]
 def main() -> None:
     import ray
 
-    from leukoview import scale, settings
-    from leukoview.images import find_images
-    from leukoview.predict import Predictor, score_files
-    from leukoview.tasks import recommended_for
+    from leukoview.app import scale
+    from leukoview.jobs.predict import Predictor, score_files
+    from leukoview.primitives import settings
+    from leukoview.primitives.images import find_images
+    from leukoview.primitives.tasks import recommended_for
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--bundle", default=str(REPO / "models" / recommended_for("wbc9")))
@@ -52,7 +53,7 @@ def main() -> None:
 
         hwm = "[int(x.split()[1]) / 1024 for x in open('/proc/self/status') if x.startswith('VmHWM')][0]"
         code = ("import sys; from pathlib import Path; from leukoview import scale, settings; "
-                "from leukoview.images import find_images; root = settings.data_root(); "
+                "from leukoview.primitives.images import find_images; root = settings.data_root(); "
                 "p = find_images(root / 'wbc5') + find_images(root / 'pbc_extra') + find_images(root / 'deepapl'); "
                 f"many = (p * ({a.memory_n} // len(p) + 1))[:{a.memory_n}]; "
                 f"before = {hwm}\n"

@@ -42,7 +42,7 @@ def main() -> None:
         z.writestr("../escape.png", _img("PNG"))
         z.writestr("notes.txt", "text")
     (HERE / "zip" / "seed.zip").write_bytes(buf.getvalue())
-    from leukoview.train import TrainConfig, fit
+    from leukoview.jobs.train import TrainConfig, fit
     from tests.conftest import make_class_folders
 
     tmp = HERE.parent / ".seed-tmp"

@@ -20,11 +20,11 @@ def main() -> None:
     ap.add_argument("--seconds", type=int, default=600)
     a = ap.parse_args()
     with atheris.instrument_imports(include=["leukoview", "PIL", "zipfile", "json", "safetensors"]):
-        import leukoview.batch
-        import leukoview.bundle
-        import leukoview.card
-        import leukoview.images
-        import leukoview.segment  # noqa: F401 (imported here so that their code is instrumented for coverage)
+        import leukoview.app.batch
+        import leukoview.models.bundle
+        import leukoview.models.card
+        import leukoview.primitives.images
+        import leukoview.primitives.segment  # noqa: F401 (imported here so that their code is instrumented for coverage)
         from fuzz import targets
     crashes = Path(__file__).resolve().parent / "crashes" / a.target
     crashes.mkdir(parents=True, exist_ok=True)

@@ -1,10 +1,11 @@
 """Fuzz targets: every entry point that takes a user's bytes. Each ``target(data)`` may refuse the bytes only with
 the project's clean refusals (a clear message); anything else is a crash.
 
-- ``image``: image decoding (leukoview.images.load_image) and the input gate (leukoview.segment.smear_gate)
-- ``zip``: a zip upload (leukoview.batch.extract_zip)
-- ``card``: a bundle's card.json (leukoview.bundle.load_bundle)
-- ``weights``: a bundle's model.safetensors (leukoview.bundle.Bundle.build_model)
+- ``image``: image decoding (leukoview.primitives.images.load_image) and the input gate
+(leukoview.primitives.segment.smear_gate)
+- ``zip``: a zip upload (leukoview.app.batch.extract_zip)
+- ``card``: a bundle's card.json (leukoview.models.bundle.load_bundle)
+- ``weights``: a bundle's model.safetensors (leukoview.models.bundle.Bundle.build_model)
 
 The CSV the batch page exports is read by no code, so there is no CSV import to fuzz.
 """
@@ -19,16 +20,16 @@ SEEDS = Path(__file__).resolve().parent / "corpus"
 
 
 def _clean():
-    from leukoview.batch import BoundaryError
-    from leukoview.bundle import BundleError
-    from leukoview.images import ImageError
+    from leukoview.app.batch import BoundaryError
+    from leukoview.models.bundle import BundleError
+    from leukoview.primitives.images import ImageError
 
     return (ImageError, BoundaryError, BundleError)
 
 
 def image(data: bytes) -> None:
-    from leukoview.images import load_image
-    from leukoview.segment import smear_gate
+    from leukoview.primitives.images import load_image
+    from leukoview.primitives.segment import smear_gate
 
     try:
         img = load_image(data, name="fuzz")
@@ -38,7 +39,7 @@ def image(data: bytes) -> None:
 
 
 def zip_upload(data: bytes) -> None:
-    from leukoview.batch import extract_zip
+    from leukoview.app.batch import extract_zip
 
     with tempfile.TemporaryDirectory() as tmp:
         try:
@@ -60,7 +61,7 @@ def _tiny_bundle() -> Path:
 
 
 def card(data: bytes) -> None:
-    from leukoview.bundle import CARD, load_bundle
+    from leukoview.models.bundle import CARD, load_bundle
 
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp) / "b"
@@ -73,7 +74,7 @@ def card(data: bytes) -> None:
 
 
 def weights(data: bytes) -> None:
-    from leukoview.bundle import WEIGHTS, load_bundle
+    from leukoview.models.bundle import WEIGHTS, load_bundle
 
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp) / "b"

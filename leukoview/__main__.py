@@ -16,7 +16,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from .cli_audits import (
+from leukoview.cli.audits import (
     _cmd_audit,
     _cmd_camstats,
     _cmd_external,
@@ -30,8 +30,8 @@ from .cli_audits import (
     _cmd_shortcuts,
     _cmd_wrongtask,
 )
-from .cli_lab import _cmd_audit_trail, _cmd_sample_data, _cmd_score, _cmd_serve, _cmd_users
-from .cli_models import (
+from leukoview.cli.lab import _cmd_audit_trail, _cmd_sample_data, _cmd_score, _cmd_serve, _cmd_users
+from leukoview.cli.models import (
     _cmd_adapt,
     _cmd_card_migrate,
     _cmd_compare,
@@ -44,7 +44,7 @@ from .cli_models import (
 
 def _audit_parser(sub, name: str):
     """An audit's sub-command, its help from the audit registry (what it measures, where the result is stored)."""
-    from .audits import REGISTRY
+    from leukoview.audits import REGISTRY
 
     a = REGISTRY[name]
     return sub.add_parser(name, help=f"audit: {a.what} (stored in the bundle: {a.where})")

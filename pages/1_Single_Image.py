@@ -2,7 +2,9 @@
 import numpy as np
 import streamlit as st
 
-from leukoview import advice, charts, explain, images, samples, segment, ui, ui_single
+from leukoview.app import advice, charts, samples, ui, ui_single
+from leukoview.jobs import explain
+from leukoview.primitives import images, segment
 
 bundle = ui.page("Single image", "🔍")
 if bundle is None:

@@ -1,14 +1,15 @@
 """Batch review: score a folder, upload or zip; review its cells in a gallery grouped by class (keyboard or
 buttons), with the differential as pre-classified and as reviewed; sign off and download the report; or work in
 the table. The scored batch keeps the model that scored it: decisions, sign-off, report and export use that
-model even after the sidebar switches to another (leukoview.scored)."""
+model even after the sidebar switches to another (leukoview.app.scored)."""
 
 import streamlit as st
 
-from leukoview import batch, gallery, scored, settings, ui, ui_adapt
-from leukoview import ui_batch as view
-from leukoview.predict import find_images, score_files
-from leukoview.scored import ScoredBatch
+from leukoview.app import batch, gallery, scored, ui, ui_adapt
+from leukoview.app import ui_batch as view
+from leukoview.app.scored import ScoredBatch
+from leukoview.jobs.predict import find_images, score_files
+from leukoview.primitives import settings
 
 bundle = ui.page("Batch review", "🗂️")
 if bundle is None:

@@ -1,7 +1,8 @@
 """Threshold explorer: the stored test predictions of a bundle under a movable threshold (no inference)."""
 import streamlit as st
 
-from leukoview import charts, metrics, threshold, ui
+from leukoview.app import charts, threshold, ui
+from leukoview.primitives import metrics
 
 bundle = ui.page("Threshold explorer", "🎚️")
 if bundle is None:

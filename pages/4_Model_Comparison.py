@@ -1,7 +1,8 @@
 """Model comparison: every bundle of the selected task, from bundle files only."""
 import streamlit as st
 
-from leukoview import audits, charts, compare, ui, ui_compare
+from leukoview import audits
+from leukoview.app import charts, compare, ui, ui_compare
 
 bundle = ui.page("Model comparison", "⚖️")
 if bundle is None:

@@ -18,9 +18,11 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from leukoview import audits, differential, metrics, settings  # noqa: E402
-from leukoview.bundle import load_bundle  # noqa: E402
-from leukoview.predict import Predictor, score_files  # noqa: E402
+from leukoview import audits
+from leukoview.jobs.predict import Predictor, score_files  # noqa: E402
+from leukoview.models import differential
+from leukoview.models.bundle import load_bundle  # noqa: E402
+from leukoview.primitives import metrics, settings  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT = ["models/wbc9-efficientnet_lite0-reinhard", "models/diff3-efficientnet_lite0-balanced",

@@ -76,7 +76,7 @@ def synthetic_root(tmp_path) -> Path:
 @pytest.fixture(scope="session")
 def tiny_bundle(tmp_path_factory) -> Path:
     """A cnn32 bundle trained for one epoch on a small synthetic two-class folder dataset."""
-    from leukoview.train import TrainConfig, fit
+    from leukoview.jobs.train import TrainConfig, fit
 
     root = tmp_path_factory.mktemp("tinydata")
     make_class_folders(root / "cells", {"normal": 0, "blast": 3}, 24, seed=7)

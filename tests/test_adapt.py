@@ -9,8 +9,8 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from leukoview import adapt
-from leukoview.bundle import load_bundle, sha256_file
+from leukoview.jobs import adapt, site_cells
+from leukoview.models.bundle import load_bundle, sha256_file
 from tests.conftest import cell_image
 
 
@@ -51,8 +51,8 @@ def test_adapt_writes_a_new_verified_bundle_and_leaves_the_base_alone(tiny_bundl
     cells = pd.DataFrame(json.loads((b.path / "site_cells.json").read_text())["cells"])
     assert not set(cells.loc[cells["part"] == "adapt", "file"]) & set(cells.loc[cells["part"] == "evaluate", "file"])
     # the stored test predictions are what the adapted bundle predicts (the fp16 head that ships)
-    from leukoview.images import load_image
-    from leukoview.predict import Predictor
+    from leukoview.jobs.predict import Predictor
+    from leukoview.primitives.images import load_image
 
     pred = b.predictions().head(6)
     out = Predictor(b).predict_batch([load_image(f"{root}/{f}") for f in pred["file"]])
@@ -67,20 +67,20 @@ def test_adapt_writes_a_new_verified_bundle_and_leaves_the_base_alone(tiny_bundl
 
 def test_adapt_refuses_too_few_cells_and_says_how_many(tiny_bundle, tmp_path):
     site = _site(tmp_path / "site", 6)
-    cells = adapt.site_from_folder(site, ["blast", "normal"])
-    with pytest.raises(adapt.AdaptError, match="at least 10 .*5 to adapt on, 5 to check on.*blast 6"):
+    cells = site_cells.site_from_folder(site, ["blast", "normal"])
+    with pytest.raises(site_cells.AdaptError, match="at least 10 .*5 to adapt on, 5 to check on.*blast 6"):
         adapt.adapt(tiny_bundle, cells, site="labB", out=tmp_path / "x")
-    with pytest.raises(adapt.AdaptError, match="another folder"):
-        adapt.adapt(tiny_bundle, adapt.site_from_folder(_site(tmp_path / "s2", 12), ["blast", "normal"]),
+    with pytest.raises(site_cells.AdaptError, match="another folder"):
+        adapt.adapt(tiny_bundle, site_cells.site_from_folder(_site(tmp_path / "s2", 12), ["blast", "normal"]),
                     site="labB", out=tiny_bundle)
 
 
 def test_site_split_keeps_a_slide_on_one_side_and_the_verdict_rule():
     cells = pd.DataFrame({"file": [f"f{i}" for i in range(40)], "label": ["a", "b"] * 20,
                           "group": [f"slide{i % 8}" for i in range(40)]})
-    s = adapt.split_site(cells, seed=1)
+    s = site_cells.split_site(cells, seed=1)
     assert (s.groupby("group")["part"].nunique() == 1).all() and set(s["part"]) == {"adapt", "evaluate"}
-    plain = adapt.split_site(cells.assign(group=""), seed=1)
+    plain = site_cells.split_site(cells.assign(group=""), seed=1)
     assert plain.groupby("label")["part"].value_counts().unstack().to_numpy().tolist() == [[10, 10], [10, 10]]
     base = {"balanced_own_type": 0.5, "positive_among_normal": {"rate": 0.10}}
     assert adapt.better(base, {"balanced_own_type": 0.8, "positive_among_normal": {"rate": 0.05}})[0]

@@ -12,9 +12,9 @@ from PIL import Image
 pytest.importorskip("fastapi")
 from fastapi.testclient import TestClient  # noqa: E402
 
-from leukoview import api  # noqa: E402
-from leukoview.bundle import load_bundle  # noqa: E402
-from leukoview.predict import Predictor, score_folder  # noqa: E402
+from leukoview.app import api  # noqa: E402
+from leukoview.jobs.predict import Predictor, score_folder  # noqa: E402
+from leukoview.models.bundle import load_bundle  # noqa: E402
 from tests.conftest import REPO, cell_image, needs_real_data, real_data_root  # noqa: E402
 
 
@@ -118,7 +118,7 @@ def test_the_api_answers_200_real_images_as_the_score_command_does(tmp_path):
     b = load_bundle(REPO / "models" / bid)
     files = sorted((root / "bccd_wbc").rglob("*.jpg"))[:100] + [root / f for f in b.predictions()["file"][:100]]
     assert len(files) == 200
-    from leukoview.predict import score_files
+    from leukoview.jobs.predict import score_files
 
     expected = score_files(files, Predictor(b), base=root).set_index("file")
     results = []

@@ -25,7 +25,7 @@ def app_env(tmp_path, monkeypatch, tiny_bundle):
 
     card = json.loads((models / "tiny2" / "card.json").read_text())
     card["id"] = "tiny2"  # same split: a valid paired comparison
-    from leukoview.bundle import finalize
+    from leukoview.models.bundle import finalize
 
     finalize(models / "tiny2", {k: v for k, v in card.items() if k not in ("files", "format")})
     data = tmp_path / "data"
@@ -78,7 +78,7 @@ def test_single_image_upload_shows_decision_and_gradcam(app_env):
 
 
 def test_a_flagged_image_gets_no_reassuring_verdict(app_env):
-    from leukoview.oodeval import not_cells
+    from leukoview.primitives.pictures import not_cells
 
     buf = io.BytesIO()
     not_cells(4, seed=3)["photographs (crops)"][0].save(buf, format="PNG")
@@ -196,7 +196,7 @@ def test_pages_only_compose_widgets():
 def test_shortcut_audit_is_shown_on_home_and_comparison(app_env):
     import json
 
-    from leukoview import shortcuts
+    from leukoview.audits import shortcuts
 
     models = app_env / "models"
     task = json.loads((models / "tiny" / "card.json").read_text())["task"]
@@ -245,7 +245,7 @@ def test_comparison_table_puts_key_metrics_first(app_env):
 
 
 def test_opacity_moves_reuse_the_map_and_a_method_change_skips_the_network(app_env, monkeypatch):
-    from leukoview import explain
+    from leukoview.jobs import explain
 
     passes, maps = [], []
     real_prepare, real_from = explain.prepare, explain.cam_from
@@ -280,7 +280,7 @@ def _panel_line(at) -> str:
 
 
 def test_gallery_opens_a_cell_and_the_review_buttons_save_and_move(app_env):
-    from leukoview.review import ReviewStore
+    from leukoview.app.review import ReviewStore
 
     at = _gallery(app_env)
     assert _panel_line(at).startswith("**Cell 1 of 8**")
@@ -325,7 +325,7 @@ def test_sign_off_needs_the_box_ticked_then_is_shown_and_in_the_report(app_env):
     at.button(key="FormSubmitter:signoff-Sign off this folder").click().run()
     no_exceptions(at)
     assert any("Signed off by **Dr G**" in s.value and "1 of 8 cells reviewed" in s.value for s in at.success)
-    from leukoview.review import ReviewStore
+    from leukoview.app.review import ReviewStore
 
     signed = ReviewStore(app_env / "reviews" / "decisions.sqlite").sign_offs(f"{(app_env / 'data').resolve()}::.")
     diff = {r["type"]: r for r in json.loads(signed["differential"].iloc[0])}
@@ -346,8 +346,8 @@ def test_batch_folder_is_kept_in_the_url(app_env):
 def test_a_sign_off_records_the_model_that_scored_the_batch_not_the_one_chosen_after(app_env):
     """Score with one model, switch the sidebar to another (another threshold and id), then decide and sign off:
     the decision, the sign-off and the export name the model that scored the batch."""
-    from leukoview.bundle import finalize, load_bundle
-    from leukoview.review import ReviewStore
+    from leukoview.app.review import ReviewStore
+    from leukoview.models.bundle import finalize, load_bundle
 
     models = app_env / "models"
     raw = load_bundle(models / "tiny2").card.raw
@@ -377,8 +377,8 @@ def test_a_sign_off_records_the_model_that_scored_the_batch_not_the_one_chosen_a
 def test_a_new_image_resets_method_target_and_tta_so_captions_match_the_verdict(app_env):
     """Issue: after one image with EigenCAM, another target and TTA, the next image's map explained the old
     target with the old method while the verdict was the new image's."""
-    from leukoview.images import load_image
-    from leukoview.predict import Predictor
+    from leukoview.jobs.predict import Predictor
+    from leukoview.primitives.images import load_image
 
     second = png_bytes(kind=3, size=64)
     at = run_page("pages/1_Single_Image.py")
@@ -418,8 +418,8 @@ def test_a_reload_keeps_the_scored_batch_and_the_reviewer_name(app_env):
 
 
 def test_with_users_configured_nothing_shows_before_sign_in_and_only_a_supervisor_signs_off(app_env):
-    from leukoview import users
-    from leukoview.review import ReviewStore
+    from leukoview.app import users
+    from leukoview.app.review import ReviewStore
 
     users.add("Ann", "reviewer", "reviewer password", path=app_env / "reviews" / "users.json")
     users.add("Sue", "supervisor", "supervisor password", path=app_env / "reviews" / "users.json")
@@ -469,7 +469,7 @@ def test_a_key_on_a_cell_another_reviewer_decided_since_it_was_shown_is_a_confli
     b.button(key="rv_confirm").click().run()
     a.button(key="rv_unid").click().run()
     assert any("Not saved" in e.value and "Dr B" in e.value for e in a.error)
-    from leukoview.review import ReviewStore
+    from leukoview.app.review import ReviewStore
 
     latest = ReviewStore(app_env / "reviews" / "decisions.sqlite").latest(f"{(app_env / 'data').resolve()}::.")
     assert latest["reviewer"].tolist() == ["Dr B"]  # A's key did not replace B's decision

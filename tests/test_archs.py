@@ -2,8 +2,8 @@ import numpy as np
 import pytest
 import torch
 
-from leukoview import archs
-from leukoview.transforms import eval_transform, train_transform
+from leukoview.models import archs
+from leukoview.models.transforms import eval_transform, train_transform
 from tests.conftest import cell_image
 
 
@@ -63,7 +63,7 @@ def test_transforms_follow_the_input_spec():
 def test_located_eval_transform_equals_the_predictor_path():
     from PIL import Image
 
-    from leukoview.transforms import eval_transform, normalise_batch, resize_array
+    from leukoview.models.transforms import eval_transform, normalise_batch, resize_array
 
     spec = {"size": 48, "mean": [0.5] * 3, "std": [0.5] * 3, "locate": {"method": "nucleus", "scale": 1.6}}
     yy, xx = np.mgrid[:120, :120]

@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from leukoview import augment
-from leukoview.segment import background_mask
+from leukoview.primitives import augment
+from leukoview.primitives.segment import background_mask
 from tests.conftest import cell_image
 
 
@@ -39,7 +39,7 @@ def test_rescale_keeps_size(smear):
 
 
 def test_acquisition_jitter_runs_in_the_training_transform(smear):
-    from leukoview.transforms import train_transform
+    from leukoview.models.transforms import train_transform
 
     tf = train_transform({"size": 48, "mean": [0.5] * 3, "std": [0.5] * 3}, acquisition=True)
     x = tf(smear)
@@ -50,7 +50,7 @@ def test_acquisition_jitter_runs_in_the_training_transform(smear):
 
 
 def test_background_swap_keeps_the_cells_and_changes_the_rest(smear):
-    from leukoview.augment import BackgroundSwap, background_only, cell_mask, replace_background
+    from leukoview.primitives.augment import BackgroundSwap, background_only, cell_mask, replace_background
 
     keep = cell_mask(smear)
     out = np.asarray(replace_background(smear, np.zeros(3)), float)
@@ -84,7 +84,7 @@ def test_reinhard_normalisation_maps_colour_casts_of_one_image_together(smear):
 
 
 def test_colour_normalised_spec_is_applied_alike_by_training_evaluation_and_the_predictor_path(smear):
-    from leukoview.transforms import (
+    from leukoview.models.transforms import (
         colour_spec,
         eval_transform,
         normalise_batch,
@@ -109,7 +109,7 @@ def test_colour_normalised_spec_is_applied_alike_by_training_evaluation_and_the_
 def test_sharpening_is_applied_alike_by_every_path_and_after_the_colour_step(smear):
     from PIL import ImageFilter
 
-    from leukoview.transforms import (
+    from leukoview.models.transforms import (
         colour_spec,
         eval_transform,
         normalise_batch,

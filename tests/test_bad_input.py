@@ -9,11 +9,11 @@ import zipfile
 import numpy as np
 import pytest
 
-from leukoview import batch
-from leukoview.images import ImageError, load_image
-from leukoview.predict import Predictor, score_folder
-from leukoview.segment import NOT_A_SMEAR
-from leukoview.vocab import CANNOT_ASSESS
+from leukoview.app import batch
+from leukoview.jobs.predict import Predictor, score_folder
+from leukoview.primitives.images import ImageError, load_image
+from leukoview.primitives.segment import NOT_A_SMEAR
+from leukoview.primitives.vocab import CANNOT_ASSESS
 from tests.bad_inputs import corpus
 from tests.test_app import app_env, no_exceptions, run_page  # noqa: F401 (fixture)
 

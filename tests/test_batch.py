@@ -5,7 +5,7 @@ import zipfile
 import pandas as pd
 import pytest
 
-from leukoview import batch
+from leukoview.app import batch
 from tests.conftest import make_class_folders
 
 
@@ -84,7 +84,7 @@ def test_filter_and_sort():
 
 
 def test_per_patient_shares_of_a_scored_folder():
-    from leukoview.differential import per_patient
+    from leukoview.models.differential import per_patient
 
     s = per_patient(scored(), ["all"]).set_index("patient")
     assert s.loc["1", "positive_percent"] == 50.0 and bool(s.loc["1", "at_or_above_line"])

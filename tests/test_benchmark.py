@@ -9,7 +9,7 @@ from tests.conftest import make_class_folders
 
 
 def test_fast_scoring_gives_the_naive_loops_scores(tiny_bundle, tmp_path):
-    from leukoview.images import find_images
+    from leukoview.primitives.images import find_images
 
     make_class_folders(tmp_path / "imgs", {"normal": 0, "blast": 3}, 5, seed=21, suffix=".jpg")
     paths = find_images(tmp_path / "imgs")

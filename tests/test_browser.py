@@ -156,8 +156,8 @@ def test_review_flow_keyboard_sign_off_export_and_kill_9(tmp_path, tiny_bundle):
     from playwright.sync_api import sync_playwright
 
     from bench.review_flow import drive, open_folder
-    from leukoview.bundle import WEIGHTS
-    from leukoview.review import ReviewStore
+    from leukoview.app.review import ReviewStore
+    from leukoview.models.bundle import WEIGHTS
     from tests.conftest import make_class_folders
 
     models, data, reviews = tmp_path / "models", tmp_path / "data", tmp_path / "reviews"

@@ -50,7 +50,7 @@ def keyboard_review(port: int):
 
 
 def test_keys_typed_into_a_text_field_record_nothing_and_the_name_locks(review_server):
-    from leukoview.review import ReviewStore
+    from leukoview.app.review import ReviewStore
 
     port, store_path, batch = review_server
     with keyboard_review(port) as page:

@@ -4,7 +4,7 @@ import shutil
 import numpy as np
 import pytest
 
-from leukoview import bundle as B
+from leukoview.models import bundle as B
 
 
 def test_tiny_bundle_has_every_file_and_card_field(tiny_bundle):
@@ -21,7 +21,7 @@ def test_tiny_bundle_has_every_file_and_card_field(tiny_bundle):
 
 
 def test_metrics_agree_with_the_stored_predictions(tiny_bundle):
-    from leukoview import metrics as M
+    from leukoview.primitives import metrics as M
 
     b = B.load_bundle(tiny_bundle)
     pred = b.predictions()
@@ -110,7 +110,7 @@ def test_ood_state_loads_as_arrays(tiny_bundle):
 
 
 def test_reevaluate_reproduces_the_bundle(tiny_bundle, tmp_path):
-    from leukoview.train import reevaluate
+    from leukoview.jobs.train import reevaluate
 
     dst = tmp_path / "again"
     shutil.copytree(tiny_bundle, dst)
@@ -124,7 +124,7 @@ def test_reevaluate_reproduces_the_bundle(tiny_bundle, tmp_path):
 
 
 def test_selected_epoch_matches_the_kept_weights_rule():
-    from leukoview.bundle_writer import selected_epoch
+    from leukoview.jobs.bundle_writer import selected_epoch
 
     log = [{"epoch": 1, "val_nll_calibrated": 0.5}, {"epoch": 2, "val_nll_calibrated": 2e-10},
            {"epoch": 3, "val_nll_calibrated": 0.0}, {"epoch": 4, "val_nll_calibrated": 0.1}]

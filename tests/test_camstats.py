@@ -6,8 +6,9 @@ import json
 import numpy as np
 import pytest
 
-from leukoview import camstats, compare
-from leukoview.segment import regions
+from leukoview.app import compare
+from leukoview.audits import camstats
+from leukoview.primitives.segment import regions
 from tests.conftest import smear_array
 
 
@@ -27,7 +28,7 @@ def test_mass_on_the_cell_exceeds_its_area_for_a_map_on_the_cell():
 def test_bundle_stats_written_into_the_bundle_and_tabled(tiny_bundle, tmp_path):
     import shutil
 
-    from leukoview.bundle import load_bundle
+    from leukoview.models.bundle import load_bundle
 
     folder = tmp_path / "b"
     shutil.copytree(tiny_bundle, folder)

@@ -4,8 +4,8 @@ from pathlib import Path
 
 import pytest
 
-from leukoview import card as C
-from leukoview.bundle import BundleError, finalize, load_bundle, migrate_card
+from leukoview.models import card as C
+from leukoview.models.bundle import BundleError, finalize, load_bundle, migrate_card
 
 MODELS = Path(__file__).resolve().parents[1] / "models"
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from leukoview.segment import find_cells
+from leukoview.primitives.segment import find_cells
 
 
 def disks(centres, radius, size=96, bg=(205, 215, 235), fg=(110, 70, 170), seed=0) -> Image.Image:
@@ -49,7 +49,7 @@ def fields(base, n, seed):
 
 @pytest.fixture(scope="module")
 def cells_bundle(tmp_path_factory):
-    from leukoview.train import TrainConfig, fit
+    from leukoview.jobs.train import TrainConfig, fit
 
     root = tmp_path_factory.mktemp("fields")
     fields(root / "fields", 20, seed=4)
@@ -61,9 +61,9 @@ def cells_bundle(tmp_path_factory):
 
 
 def test_image_logits_are_the_mean_of_its_cells_and_reproduce_training(cells_bundle):
-    from leukoview.calibration import softmax
-    from leukoview.predict import Predictor, score_files
-    from leukoview.transforms import cell_views
+    from leukoview.jobs.predict import Predictor, score_files
+    from leukoview.models.transforms import cell_views
+    from leukoview.primitives.calibration import softmax
 
     folder, root = cells_bundle
     p = Predictor(folder, backend="torch")
@@ -118,10 +118,10 @@ def test_field_head_is_fitted_on_whole_images_and_folded_into_the_classifier(cel
     independent fit on the source bundle's own features gives the same logits; the source is not changed."""
     from sklearn.linear_model import LogisticRegression
 
-    from leukoview.bundle import WEIGHTS, load_bundle, sha256_file
-    from leukoview.fieldhead import FIELD_HEAD_C
-    from leukoview.predict import Predictor, score_files
-    from leukoview.train import refit_field_head
+    from leukoview.jobs.fieldhead import FIELD_HEAD_C
+    from leukoview.jobs.predict import Predictor, score_files
+    from leukoview.jobs.train import refit_field_head
+    from leukoview.models.bundle import WEIGHTS, load_bundle, sha256_file
 
     folder, root = cells_bundle
     before = sha256_file(folder / WEIGHTS)
@@ -162,7 +162,7 @@ def test_field_head_is_fitted_on_whole_images_and_folded_into_the_classifier(cel
 
 def test_field_head_refuses_what_it_cannot_refit(cells_bundle, tiny_bundle, tmp_path, capsys):
     from leukoview.__main__ import main
-    from leukoview.train import refit_field_head
+    from leukoview.jobs.train import refit_field_head
 
     folder, _ = cells_bundle
     with pytest.raises(ValueError, match="another folder"):
@@ -179,8 +179,8 @@ def same_below_head(first, second) -> bool:
 
 
 def test_field_head_can_also_learn_from_background_swapped_copies(cells_bundle, tmp_path):
-    from leukoview.bundle import load_bundle
-    from leukoview.train import refit_field_head
+    from leukoview.jobs.train import refit_field_head
+    from leukoview.models.bundle import load_bundle
 
     folder, _ = cells_bundle
     plain = load_bundle(refit_field_head(folder, tmp_path / "plain", progress=False))
@@ -199,9 +199,9 @@ def test_field_head_for_fewer_cells_scores_at_most_that_many(cells_bundle, tiny_
     """refit-head --max-cells: the same network, at most N cells an image (largest first), the head fitted for that;
     the card says so and stored predictions reproduce through batch scoring."""
     from leukoview.__main__ import main
-    from leukoview.bundle import load_bundle
-    from leukoview.predict import Predictor, score_files
-    from leukoview.segment import find_cells
+    from leukoview.jobs.predict import Predictor, score_files
+    from leukoview.models.bundle import load_bundle
+    from leukoview.primitives.segment import find_cells
 
     folder, root = cells_bundle
     assert main(["refit-head", str(folder), "--out", str(tmp_path / "one"), "--max-cells", "1", "--quiet"]) == 0
@@ -225,8 +225,8 @@ def test_field_head_for_fewer_cells_scores_at_most_that_many(cells_bundle, tiny_
 def test_every_cell_transform_gives_one_augmented_crop_per_found_cell(cells_bundle):
     import torch
 
-    from leukoview.bundle import load_bundle
-    from leukoview.transforms import cells, train_transform
+    from leukoview.models.bundle import load_bundle
+    from leukoview.models.transforms import cells, train_transform
 
     folder, root = cells_bundle
     spec = load_bundle(folder).card.input
@@ -245,7 +245,7 @@ def test_every_cell_transform_gives_one_augmented_crop_per_found_cell(cells_bund
 def test_image_logits_of_cell_stacks_are_the_mean_of_each_images_cells():
     import torch
 
-    from leukoview.rundata import image_logits
+    from leukoview.jobs.rundata import image_logits
 
     torch.manual_seed(0)
     model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(),
@@ -262,9 +262,9 @@ def test_image_logits_of_cell_stacks_are_the_mean_of_each_images_cells():
 def test_field_level_fine_tune_keeps_the_source_split_and_says_where_its_weights_came_from(cells_bundle, tmp_path):
     """init_from + field_level: training goes on from a bundle's weights on its saved split (the test split stays
     unseen), on every cell of each field at once; the bundle reproduces its stored predictions."""
-    from leukoview.bundle import WEIGHTS, load_bundle, sha256_file
-    from leukoview.predict import Predictor, score_files
-    from leukoview.train import TrainConfig, fit
+    from leukoview.jobs.predict import Predictor, score_files
+    from leukoview.jobs.train import TrainConfig, fit
+    from leukoview.models.bundle import WEIGHTS, load_bundle, sha256_file
 
     folder, root = cells_bundle
     src = load_bundle(folder)
@@ -285,8 +285,8 @@ def test_field_level_fine_tune_keeps_the_source_split_and_says_where_its_weights
 
 
 def test_field_level_and_fine_tuning_refuse_what_does_not_fit(cells_bundle, tmp_path):
-    from leukoview.bundle import load_bundle
-    from leukoview.train import TrainConfig, fit
+    from leukoview.jobs.train import TrainConfig, fit
+    from leukoview.models.bundle import load_bundle
 
     folder, _ = cells_bundle
     with pytest.raises(ValueError, match="every cell"):
@@ -300,7 +300,7 @@ def test_field_level_and_fine_tuning_refuse_what_does_not_fit(cells_bundle, tmp_
 
 def test_a_field_model_gives_no_verdict_on_a_single_cell_crop(cells_bundle, tmp_path):
     """Issue: the ALL field model gave BCCD's single-cell crops a verdict 24% of the time."""
-    from leukoview.predict import Predictor, score_folder
+    from leukoview.jobs.predict import Predictor, score_folder
 
     folder, _ = cells_bundle
     p = Predictor(folder)

@@ -6,7 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from leukoview import classical, classical_train
+from leukoview.jobs import classical_train
+from leukoview.models import classical
 from tests.conftest import make_class_folders
 
 
@@ -67,7 +68,7 @@ def test_xgboost_json_model_gives_the_fitted_margins(n_classes):
     booster.load_model(bytearray(text.encode()))
     probs = booster.predict(xgb.DMatrix(x))
     expected = probs if n_classes > 2 else np.stack([1 - probs, probs], 1)
-    from leukoview.calibration import softmax
+    from leukoview.primitives.calibration import softmax
 
     np.testing.assert_allclose(softmax(ours), expected, atol=1e-5)
     assert details["rounds"] >= 1 and details["tree_nodes"] > 0
@@ -93,7 +94,7 @@ def test_unknown_model_and_feature_set_are_refused():
 
 @pytest.fixture(scope="module")
 def ridge_bundle(tmp_path_factory):
-    from leukoview.train import TrainConfig
+    from leukoview.jobs.train import TrainConfig
 
     root = tmp_path_factory.mktemp("cdata")
     make_class_folders(root / "cells", {"normal": 0, "blast": 3}, 20, seed=5)
@@ -104,8 +105,8 @@ def ridge_bundle(tmp_path_factory):
 
 
 def test_classical_bundle_has_the_network_bundle_files_and_reproduces_its_predictions(ridge_bundle):
-    from leukoview.bundle import BundleError, load_bundle
-    from leukoview.predict import Predictor, score_files
+    from leukoview.jobs.predict import Predictor, score_files
+    from leukoview.models.bundle import BundleError, load_bundle
 
     folder, root = ridge_bundle
     b = load_bundle(folder)
@@ -128,23 +129,23 @@ def test_classical_bundle_has_the_network_bundle_files_and_reproduces_its_predic
 def test_explain_refuses_a_classical_model_clearly(ridge_bundle):
     from PIL import Image
 
-    from leukoview import explain
-    from leukoview.predict import Predictor
+    from leukoview.jobs import explain
+    from leukoview.jobs.predict import Predictor
 
     with pytest.raises(ValueError, match="classical model"):
         explain.explain(Predictor(ridge_bundle[0]), Image.new("RGB", (64, 64)))
 
 
 def test_reevaluate_refuses_a_classical_bundle(ridge_bundle):
-    from leukoview.train import reevaluate
+    from leukoview.jobs.train import reevaluate
 
     with pytest.raises(ValueError, match="classical"):
         reevaluate(ridge_bundle[0], progress=False)
 
 
 def test_classical_bundle_joins_the_comparison_table(ridge_bundle, tiny_bundle):
-    from leukoview import compare
-    from leukoview.bundle import load_bundle
+    from leukoview.app import compare
+    from leukoview.models.bundle import load_bundle
 
     table = compare.comparison_table([load_bundle(ridge_bundle[0]), load_bundle(tiny_bundle)])
     assert isinstance(table, pd.DataFrame) and len(table) == 2
@@ -189,8 +190,8 @@ def test_a_classical_bundle_gets_a_wrong_task_detector(ridge_bundle, tmp_path):
     then flags held-out images of the other kind, which get "cannot assess"."""
     import shutil
 
-    from leukoview import wrongtask
-    from leukoview.predict import Predictor, score_folder
+    from leukoview.audits import wrongtask
+    from leukoview.jobs.predict import Predictor, score_folder
     from tests.test_wrongtask import field_folders
 
     folder, root = ridge_bundle

@@ -6,7 +6,8 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from leukoview import datasets as D
+from leukoview.models import datasets as D
+from leukoview.models import splits as S
 from tests.conftest import cell_image, make_class_folders
 
 
@@ -69,9 +70,9 @@ def test_perceptual_hash_is_robust_to_reencoding(tmp_path):
     img.save(tmp_path / "a.png")
     img.resize((100, 100)).save(tmp_path / "b.jpg", quality=70)
     other = cell_image(3, np.random.default_rng(5), size=128)
-    ha, hb, ho = (D.perceptual_hash(Image.open(tmp_path / f)) for f in ("a.png", "b.jpg")), None, None
+    ha, hb, ho = (S.perceptual_hash(Image.open(tmp_path / f)) for f in ("a.png", "b.jpg")), None, None
     ha, hb = list(ha)
-    ho = D.perceptual_hash(other)
+    ho = S.perceptual_hash(other)
     assert bin(ha ^ hb).count("1") <= 6
     assert bin(ha ^ ho).count("1") > 10
 
@@ -80,7 +81,7 @@ def test_hamming_pairs_matches_brute_force():
     rng = np.random.default_rng(0)
     hashes = [int(x) for x in rng.integers(0, 2**63, 50, dtype=np.int64)]
     hashes += [hashes[0] ^ 0b101, hashes[1] ^ (1 << 63)]  # two planted near copies
-    got = set(D.hamming_pairs(np.array(hashes, dtype=object), 3))
+    got = set(S.hamming_pairs(np.array(hashes, dtype=object), 3))
     want = {(i, j) for i in range(len(hashes)) for j in range(i + 1, len(hashes))
             if bin(hashes[i] ^ hashes[j]).count("1") <= 3}
     assert got == want and (0, 50) in got and (1, 51) in got
@@ -98,43 +99,43 @@ def _with_duplicates(root):
 def test_split_keeps_exact_and_near_duplicates_together(tmp_path):
     ds = D.load_all4(_with_duplicates(tmp_path))
     for seed in range(5):
-        split = D.make_split(ds, seed=seed, progress=False).set_index("file")
+        split = S.make_split(ds, seed=seed, progress=False).set_index("file")
         assert split.at["all4/Pro/Pro_000.jpg", "split"] == split.at["all4/Pro/Pro_copy.jpg", "split"]
         assert split.at["all4/Pro/Pro_001.jpg", "split"] == split.at["all4/Pro/Pro_near.jpg", "split"]
         assert split.at["all4/Pro/Pro_000.jpg", "group"] == split.at["all4/Pro/Pro_copy.jpg", "group"]
-    audit = D.leakage_audit(ds, D.make_split(ds, progress=False))
+    audit = S.leakage_audit(ds, S.make_split(ds, progress=False))
     assert audit["exact_duplicate_groups"] == 1 and audit["groups_crossing_our_split"] == 0
 
 
 def test_split_by_patient_never_shares_a_patient(synthetic_root):
     ds = D.load_dataset("cnmc", synthetic_root)
-    split = D.make_split(ds, progress=False)
+    split = S.make_split(ds, progress=False)
     assert (split.groupby("patient")["split"].nunique() == 1).all()
-    assert D.leakage_audit(ds, split)["patients_in_more_than_one_split"] == 0
+    assert S.leakage_audit(ds, split)["patients_in_more_than_one_split"] == 0
 
 
 def test_grouped_split_fractions_and_determinism():
     labels = pd.Series(["a"] * 700 + ["b"] * 300)
     groups = pd.Series([f"g{i // 2}" for i in range(1000)])  # pairs
-    s1 = D.grouped_split(labels, groups, seed=3)
-    s2 = D.grouped_split(labels, groups, seed=3)
+    s1 = S.grouped_split(labels, groups, seed=3)
+    s2 = S.grouped_split(labels, groups, seed=3)
     assert (s1 == s2).all()
     for cls, n in (("a", 700), ("b", 300)):
         counts = pd.Series(s1[labels == cls]).value_counts()
         assert abs(counts["train"] - 0.7 * n) <= 2 and abs(counts["test"] - 0.15 * n) <= 2
     assert (pd.DataFrame({"g": groups, "s": s1}).groupby("g")["s"].nunique() == 1).all()
     with pytest.raises(ValueError, match="summing to 1"):
-        D.grouped_split(labels, groups, fractions=(0.5, 0.2, 0.2))
+        S.grouped_split(labels, groups, fractions=(0.5, 0.2, 0.2))
 
 
 def test_split_hash_is_order_independent():
     df = pd.DataFrame({"file": ["a", "b", "c"], "split": ["train", "val", "test"]})
-    assert D.split_hash(df) == D.split_hash(df.iloc[::-1])
-    assert D.split_hash(df) != D.split_hash(df.assign(split=["val", "train", "test"]))
+    assert S.split_hash(df) == S.split_hash(df.iloc[::-1])
+    assert S.split_hash(df) != S.split_hash(df.assign(split=["val", "train", "test"]))
 
 
 def test_sample_data_is_copied_from_the_root_and_reports_missing(tmp_path):
-    from leukoview import samples
+    from leukoview.app import samples
 
     make_class_folders(tmp_path / "root" / "set", {"a": 0}, 2)
     folder = tmp_path / "sample_data"
@@ -171,11 +172,11 @@ def _mixed_dataset(tmp_path):
 
 def test_a_dataset_mixing_patients_and_unknown_patients_gets_both_groupings(tmp_path):
     ds = _mixed_dataset(tmp_path)
-    g = D.duplicate_groups(ds, D.image_hashes(ds, progress=False)).set_index("file")["group"]
+    g = S.duplicate_groups(ds, S.image_hashes(ds, progress=False)).set_index("file")["group"]
     assert g["P1/c0.png"] == g["P1/c1.png"] == g["P1/c2.png"] != g["P2/c0.png"]  # one group a patient
     assert g["lab/a.png"] == g["lab/a_near.png"] != g["lab/b.png"]  # near copies, among the unknown
     assert g["lab/b.png"] not in set(g[[f"P{i}/c{k}.png" for i in (1, 2) for k in range(3)]])  # no "" patient
-    assert "patient where known (6 images)" in D.split_grouping(ds)
+    assert "patient where known (6 images)" in S.split_grouping(ds)
 
 
 def test_big_patient_groups_beside_single_images_are_split_by_their_own_stratum():
@@ -184,15 +185,15 @@ def test_big_patient_groups_beside_single_images_are_split_by_their_own_stratum(
     labels = pd.Series(["blast"] * (40 * 17 + 1000))
     groups = pd.Series([f"p{i // 17}" for i in range(40 * 17)] + [f"s{i}" for i in range(1000)])
     kind = pd.Series(["patient"] * (40 * 17) + ["image"] * 1000)
-    plain = pd.Series(D.grouped_split(labels, groups))
+    plain = pd.Series(S.grouped_split(labels, groups))
     assert set(plain[:40 * 17]) == {"train"}  # the defect the strata fix
-    split = pd.Series(D.grouped_split(labels, groups, strata=kind))
+    split = pd.Series(S.grouped_split(labels, groups, strata=kind))
     per = split[:40 * 17].groupby(groups[:40 * 17]).first().value_counts()
     assert per["train"] == 28 and per["val"] == 6 and per["test"] == 6
 
 
 def test_source_balanced_sampling_weighs_each_source_of_a_class_equally():
-    from leukoview.rundata import source_balanced_weights
+    from leukoview.jobs.rundata import source_balanced_weights
 
     labels = pd.Series(["blast"] * 90 + ["blast"] * 10 + ["normal"] * 50)
     sources = pd.Series(["LMU"] * 90 + ["JHH"] * 10 + ["PBC"] * 50)
@@ -214,9 +215,9 @@ def test_diff3_splits_deepapl_by_patient_and_maps_its_types():
     assert len(jhh) == 1221 and (jhh["patient"] != "").all() and (m.loc[m["source"] != "JHH", "patient"] == "").all()
     assert (jhh["label"] == "blast").sum() == 600 and (m.loc[m["source"] == "LMU", "label"] == "blast").sum() == 1000
     assert jhh.loc[jhh["file"].str.contains("Band neutrophils"), "label"].eq("neutrophil").all()
-    split = D.make_split(ds, progress=False)
+    split = S.make_split(ds, progress=False)
     per_patient = split[split["patient"] != ""].groupby("patient")["split"].nunique()
-    assert (per_patient == 1).all() and D.leakage_audit(ds, split)["patients_in_more_than_one_split"] == 0
+    assert (per_patient == 1).all() and S.leakage_audit(ds, split)["patients_in_more_than_one_split"] == 0
     # the patients are spread over the three splits (not all placed in train before the single images)
     jhh = split[split["source"] == "JHH"].groupby("split")["patient"].nunique()
     assert set(jhh.index) == {"train", "val", "test"} and jhh["test"] >= 8 and jhh["val"] >= 8

@@ -2,7 +2,7 @@
 import pandas as pd
 import pytest
 
-from leukoview import differential as D
+from leukoview.models import differential as D
 
 
 @pytest.mark.parametrize("file, patient", [

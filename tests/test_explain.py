@@ -1,9 +1,9 @@
 import numpy as np
 import pytest
 
-from leukoview import explain
-from leukoview.archs import REGISTRY, get_arch
-from leukoview.predict import Predictor
+from leukoview.jobs import explain
+from leukoview.jobs.predict import Predictor
+from leukoview.models.archs import REGISTRY, get_arch
 from tests.conftest import cell_image
 
 
@@ -159,7 +159,7 @@ def test_maps_follow_from_activations_and_gradients_alone(method):
 def test_a_large_original_is_shown_scaled_down_with_its_box_and_map_in_place():
     from PIL import Image
 
-    from leukoview.segment import CellCrop
+    from leukoview.primitives.segment import CellCrop
 
     big = Image.new("RGB", (4096, 2048), (230, 200, 200))
     mask = np.zeros((16, 16), np.float32)

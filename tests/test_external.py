@@ -7,8 +7,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from leukoview import batch, bundle, compare, external, landing
-from leukoview.predict import Predictor, score_folder
+from leukoview.app import batch, compare, landing
+from leukoview.audits import external
+from leukoview.jobs.predict import Predictor, score_folder
+from leukoview.models import bundle
 from tests.conftest import make_class_folders
 
 
@@ -57,7 +59,7 @@ def test_positive_folders_are_not_counted_as_normal(tiny_bundle, labelled):
     r = external.external_eval(tiny_bundle, labelled, positive_folders=("Other",))
     assert r["normal_cells"] == 6 and r["per_folder"]["Other"]["clinically_positive"]
     # the ranking of positive (blast, Other) against normal cells, checked against a direct computation
-    from leukoview import metrics
+    from leukoview.primitives import metrics
 
     direct = score_folder(labelled, Predictor(tiny_bundle))
     y = (~direct["file"].str.startswith("Normal/")).astype(int).to_numpy()

@@ -8,9 +8,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from leukoview import gallery, report
-from leukoview.review import Decision, ReviewStore, SignOff, StaleSignOffError
-from leukoview.vocab import FLAGGED_UNIDENTIFIED as UNIDENTIFIED
+from leukoview.app import gallery, report
+from leukoview.app.review import Decision, ReviewStore, SignOff, StaleSignOffError
+from leukoview.primitives.vocab import FLAGGED_UNIDENTIFIED as UNIDENTIFIED
 
 CLASSES = ["lymphocyte", "myeloblast", "neutrophil"]
 POSITIVE = ["myeloblast"]
@@ -139,7 +139,7 @@ def test_report_is_a_draft_until_signed_and_escapes_names(tmp_path, queue):
     q = queue.copy()
     q.loc[q["file"] == "b.png", "file"] = "<script>.png"
     table, s = gallery.review_differential(q, None, CLASSES, POSITIVE)
-    from leukoview.card import Card
+    from leukoview.models.card import Card
 
     card = Card(id="m", task="wbc9", architecture="efficientnet_lite0", kind="network", classes=tuple(CLASSES),
                 positive=tuple(POSITIVE), input={"size": 160}, threshold=0.25, files={"model.safetensors": "f" * 64},

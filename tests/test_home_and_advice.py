@@ -1,7 +1,8 @@
 import pytest
 
-from leukoview import advice, compare, landing, latency
-from leukoview.bundle import load_bundle
+from leukoview.app import advice, compare, landing
+from leukoview.audits import latency
+from leukoview.models.bundle import load_bundle
 
 
 def test_risk_bands():
@@ -30,7 +31,7 @@ def test_home_tables_come_from_the_card_and_metrics(tiny_bundle):
 def test_comparison_table_and_mcnemar(tiny_bundle, tmp_path):
     import shutil
 
-    from leukoview.bundle import finalize
+    from leukoview.models.bundle import finalize
 
     b = load_bundle(tiny_bundle)
     t = compare.comparison_table([b])
@@ -75,9 +76,9 @@ def test_measure_latency_is_recorded_in_the_card(tiny_bundle, tmp_path):
 def test_recommended_models_come_first_in_the_picker():
     from pathlib import Path
 
-    from leukoview.bundle import Bundle
-    from leukoview.card import Card
-    from leukoview.landing import is_recommended, picker_order
+    from leukoview.app.landing import is_recommended, picker_order
+    from leukoview.models.bundle import Bundle
+    from leukoview.models.card import Card
 
     def b(i, task):
         return Bundle(Path(i), Card(id=i, task=task, architecture="x", kind="network", classes=("a", "b"),

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from leukoview.images import ImageError, load_image
+from leukoview.primitives.images import ImageError, load_image
 
 
 def _png(img):
@@ -66,7 +66,7 @@ def test_folder_is_refused(tmp_path):
 
 
 def test_find_images_one_rule_no_links_no_hidden(tmp_path):
-    from leukoview.images import find_images
+    from leukoview.primitives.images import find_images
 
     (tmp_path / "a" / "b").mkdir(parents=True)
     (tmp_path / ".hidden").mkdir()

@@ -6,8 +6,10 @@ import shutil
 
 import numpy as np
 
-from leukoview import bundle, compare, oodscores
-from leukoview.ood import fit_ood
+from leukoview.app import compare
+from leukoview.audits import oodscores
+from leukoview.models import bundle
+from leukoview.primitives.ood import fit_ood
 
 
 def test_every_method_scores_far_points_higher_than_near_ones():

@@ -8,9 +8,9 @@ import shutil
 import numpy as np
 from PIL import Image
 
-from leukoview import palette
-from leukoview.bundle import load_bundle
-from leukoview.predict import Predictor, score_folder
+from leukoview.audits import palette
+from leukoview.jobs.predict import Predictor, score_folder
+from leukoview.models.bundle import load_bundle
 from tests.conftest import cell_image
 from tests.test_wrongtask import field_folders
 

@@ -5,10 +5,10 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from leukoview import metrics as M
 from leukoview.__main__ import main
-from leukoview.ood import fit_ood, ood_scores
-from leukoview.predict import Predictor, score_folder
+from leukoview.jobs.predict import Predictor, score_folder
+from leukoview.primitives import metrics as M
+from leukoview.primitives.ood import fit_ood, ood_scores
 from tests.conftest import cell_image, make_class_folders
 
 
@@ -27,7 +27,7 @@ def test_predict_returns_probabilities_decision_and_ood(predictor):
 
 
 def test_predictor_reproduces_stored_test_predictions(tiny_bundle, predictor):
-    from leukoview.images import load_image
+    from leukoview.primitives.images import load_image
 
     pred = predictor.bundle.predictions()
     root = Path(predictor.bundle.card.config["data_root"])
@@ -56,7 +56,7 @@ def test_score_folder_goes_on_past_bad_files(tmp_path, predictor):
 
 def test_far_ood_images_get_no_verdict_in_the_csv(tiny_bundle, tmp_path):
     """Non-smear images are refused by the input gate or flagged by the model: never a positive or negative."""
-    from leukoview.oodeval import not_cells
+    from leukoview.primitives.pictures import not_cells
 
     folder = tmp_path / "photos"
     folder.mkdir()
@@ -106,7 +106,7 @@ def test_cli_audit_prints_groups(synthetic_root, capsys):
 
 
 def test_metrics_module_is_used_consistently(tiny_bundle):
-    from leukoview.bundle import load_bundle
+    from leukoview.models.bundle import load_bundle
 
     b = load_bundle(tiny_bundle)
     pred = b.predictions("val")
@@ -123,7 +123,7 @@ def test_micro_batches_give_the_same_scores_as_single_images(predictor):
 
 
 def test_onnx_backend_gives_the_same_scores_as_torch(tiny_bundle):
-    from leukoview import onnx_backend
+    from leukoview.models import onnx_backend
 
     if not onnx_backend.available():
         pytest.skip("onnxruntime is not installed")
@@ -141,7 +141,7 @@ def test_onnx_backend_gives_the_same_scores_as_torch(tiny_bundle):
 def test_fast_preprocessing_equals_the_torchvision_transform(size):
     from PIL import Image
 
-    from leukoview.transforms import eval_transform, normalise_batch, resize_array
+    from leukoview.models.transforms import eval_transform, normalise_batch, resize_array
 
     spec = {"size": 64, "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]}
     rng = np.random.default_rng(size[0])
@@ -164,7 +164,7 @@ def test_score_says_which_images_the_model_was_trained_on(tiny_bundle, tmp_path)
     import json
     import shutil
 
-    from leukoview.bundle import load_bundle
+    from leukoview.models.bundle import load_bundle
 
     b = load_bundle(tiny_bundle)
     root = Path(json.loads((tiny_bundle / "card.json").read_text())["training"]["config"]["data_root"])
@@ -187,8 +187,8 @@ def test_a_colour_normalised_bundle_records_the_step_and_the_predictor_reproduce
     """colour_norm, sharpening and the locating step's framing (min_side, inside) go into the card's input spec;
     the predictor (ONNX and eager) then applies exactly them, so the stored test predictions come back, and a colour
     cast does not reach the network."""
-    from leukoview.predict import score_files
-    from leukoview.train import TrainConfig, fit
+    from leukoview.jobs.predict import score_files
+    from leukoview.jobs.train import TrainConfig, fit
 
     root = tmp_path / "data"
     make_class_folders(root / "cells", {"normal": 0, "blast": 3}, 16, seed=9)

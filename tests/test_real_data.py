@@ -2,10 +2,11 @@
 import numpy as np
 import pytest
 
-from leukoview import datasets as D
-from leukoview.bundle import list_bundles, load_bundle
-from leukoview.images import load_image
-from leukoview.predict import Predictor
+from leukoview.jobs.predict import Predictor
+from leukoview.models import datasets as D
+from leukoview.models import splits as S
+from leukoview.models.bundle import list_bundles, load_bundle
+from leukoview.primitives.images import load_image
 from tests.conftest import REPO, needs_real_data
 
 pytestmark = [pytest.mark.realdata, needs_real_data]
@@ -39,15 +40,15 @@ def test_cnmc_sample_counts_and_patients(root):
 
 def test_all4_exact_duplicates_are_found_and_kept_together(root):
     ds = D.load_all4(root)
-    split = D.make_split(ds, progress=False)
-    audit = D.leakage_audit(ds, split)
+    split = S.make_split(ds, progress=False)
+    audit = S.leakage_audit(ds, split)
     assert audit["exact_duplicate_groups"] == 40  # README: 40 exact-duplicate pairs, all in Pro
     assert audit["groups_crossing_our_split"] == 0
 
 
 def test_wbc5_published_split_leaks_and_ours_does_not(root):
     ds = D.load_wbc5(root)
-    audit = D.leakage_audit(ds, D.make_split(ds, progress=False))
+    audit = S.leakage_audit(ds, S.make_split(ds, progress=False))
     assert audit["exact_duplicate_groups"] == 6
     assert audit["groups_crossing_published_split"] >= 3 and audit["groups_crossing_our_split"] == 0
 
@@ -83,13 +84,13 @@ def test_shipped_bundle_split_matches_the_dataset(bundle, root):
     ds = D.load_dataset(b.task, root)
     split = b.split()
     assert set(split["file"]) == set(ds.manifest["file"])
-    assert D.split_hash(split) == b.card.split_hash
+    assert S.split_hash(split) == b.card.split_hash
     assert (split.groupby("group")["split"].nunique() == 1).all()
     assert set(b.predictions()["file"]) == set(split.loc[split["split"] == "test", "file"])
 
 
 def test_sample_manifest_lists_real_test_split_images(root):
-    from leukoview.samples import read_manifest
+    from leukoview.app.samples import read_manifest
 
     m = read_manifest(REPO / "sample_data")
     assert 30 <= len(m) <= 40 and set(m["dataset"]) == {"all4", "wbc5", "cnmc"}

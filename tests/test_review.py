@@ -4,7 +4,7 @@ import threading
 import pandas as pd
 import pytest
 
-from leukoview.review import ConflictError, Decision, ReviewStore, ReviewStoreError, export_table
+from leukoview.app.review import ConflictError, Decision, ReviewStore, ReviewStoreError, export_table
 
 
 def d(file="a.png", action="confirm", reviewer="ann", **kw):
@@ -81,7 +81,7 @@ def test_locked_store_is_a_clear_error(tmp_path):
         s_fast = ReviewStore.__new__(ReviewStore)
         s_fast.path = path
         with pytest.raises(ReviewStoreError, match="NOT saved"):
-            import leukoview.review as R
+            import leukoview.app.review as R
 
             orig = R.sqlite3.connect
             R.sqlite3.connect = lambda *a, **k: orig(*a, **{**k, "timeout": 0.2})
@@ -106,7 +106,7 @@ def test_export_joins_current_decisions():
 def test_export_says_which_model_threshold_and_folder_and_is_named_after_them():
     from datetime import UTC, datetime
 
-    from leukoview.review import export_name
+    from leukoview.app.review import export_name
 
     scores = pd.DataFrame({"file": ["a.png"], "suspicion": [0.9]})
     empty = pd.DataFrame(columns=["file", "action", "label", "comment", "reviewer", "created_at"])

@@ -8,8 +8,8 @@ from tests.conftest import make_class_folders
 
 ray = pytest.importorskip("ray")
 
-from leukoview import scale  # noqa: E402
-from leukoview.predict import Predictor, score_folder  # noqa: E402
+from leukoview.app import scale  # noqa: E402
+from leukoview.jobs.predict import Predictor, score_folder  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -77,14 +77,14 @@ def test_on_1000_real_images_the_ray_csv_equals_the_local_csv(tmp_path):
 
     if real_data_root() is None:
         pytest.skip(needs_real_data.kwargs["reason"])
-    from leukoview.images import find_images
-    from leukoview.tasks import TASKS
+    from leukoview.primitives.images import find_images
+    from leukoview.primitives.tasks import TASKS
     from tests.conftest import REPO
 
     root = real_data_root()
     bundle = REPO / "models" / TASKS["diff3"].recommended
     paths = (find_images(root / "bccd_wbc") + find_images(root / "deepapl"))[:1000]
-    from leukoview.predict import score_files
+    from leukoview.jobs.predict import score_files
 
     local = score_files(paths, Predictor(bundle), base=root)
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, ignore_reinit_error=True)

@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image
 
-from leukoview import segment
+from leukoview.primitives import segment
 from tests.conftest import smear_array
 
 
@@ -116,7 +116,7 @@ def test_inside_keeps_a_frame_filling_cell_unpadded():
 
 
 def test_training_jitter_stays_inside_when_the_spec_says_so():
-    from leukoview.transforms import LocateCell
+    from leukoview.models.transforms import LocateCell
 
     img = _cell(size=96, centre=(44, 50), radius=40)
     spec = {"size": 64, "locate": {"method": "nucleus", "scale": 1.6, "inside": True}}
@@ -130,7 +130,7 @@ def test_training_jitter_stays_inside_when_the_spec_says_so():
 
 
 def test_the_gate_tells_a_blue_sky_from_violet_nuclei():
-    from leukoview.segment import smear_gate
+    from leukoview.primitives.segment import smear_gate
 
     rng = np.random.default_rng(0)
     sky = np.empty((96, 96, 3), np.float32)
@@ -148,7 +148,7 @@ def test_the_gate_tells_a_blue_sky_from_violet_nuclei():
 
 
 def test_the_gate_refuses_random_pixels_but_not_a_grainy_smear():
-    from leukoview.segment import pixel_noise, smear_gate
+    from leukoview.primitives.segment import pixel_noise, smear_gate
 
     rng = np.random.default_rng(1)
     noise = rng.normal((150, 90, 200), 50, (128, 128, 3)).clip(0, 255).astype(np.uint8)  # violet on average
@@ -164,7 +164,7 @@ def test_the_gate_refuses_random_pixels_but_not_a_grainy_smear():
 
 
 def test_the_gate_refuses_gradients_and_drawings_but_not_smears():
-    from leukoview.segment import smear_gate
+    from leukoview.primitives.segment import smear_gate
 
     yy, xx = np.mgrid[:128, :128] / 128
     t = (0.6 * xx + 0.4 * yy)[..., None]
@@ -189,7 +189,7 @@ def test_the_input_contact_sheet_shows_the_framing_it_is_asked_for(tmp_path, tin
     """scripts/probes/render_wbc9_inputs.py: one row per folder, the card's locating step overridden by --set."""
     import importlib.util
 
-    from leukoview.bundle import load_bundle
+    from leukoview.models.bundle import load_bundle
     from tests.conftest import REPO
 
     root = load_bundle(tiny_bundle).card.config["data_root"]

@@ -8,9 +8,12 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from leukoview import bundle, compare, oodeval, shift
-from leukoview.images import load_image
-from leukoview.predict import Predictor
+from leukoview.app import compare
+from leukoview.audits import oodeval, shift
+from leukoview.jobs.predict import Predictor
+from leukoview.models import bundle
+from leukoview.primitives import pictures
+from leukoview.primitives.images import load_image
 
 
 def _root(bundle):
@@ -18,7 +21,7 @@ def _root(bundle):
 
 
 def test_shift_test_without_shift_reproduces_the_stored_metrics(tiny_bundle, tmp_path):
-    from leukoview.bundle import load_bundle
+    from leukoview.models.bundle import load_bundle
 
     folder = tmp_path / "b"
     shutil.copytree(tiny_bundle, folder)
@@ -35,7 +38,7 @@ def test_shift_test_without_shift_reproduces_the_stored_metrics(tiny_bundle, tmp
 
 
 def test_ood_eval_counts_every_set(tiny_bundle, tmp_path):
-    from leukoview.bundle import load_bundle
+    from leukoview.models.bundle import load_bundle
 
     folder = tmp_path / "b"
     shutil.copytree(tiny_bundle, folder)
@@ -51,20 +54,20 @@ def test_ood_eval_counts_every_set(tiny_bundle, tmp_path):
         r["sets"])
     # every generated set is scored with the shipped flag: rescoring one reproduces its count
     p = Predictor(folder)
-    noise = oodeval.not_cells(8, seed=0)["coloured noise"]
+    noise = pictures.not_cells(8, seed=0)["coloured noise"]
     assert r["sets"]["coloured noise"]["flagged"] == int(p.predict_batch(noise)["ood_flag"].sum())
 
 
 def test_generated_non_cells_are_rgb_images():
-    sets = oodeval.not_cells(8, size=64)
+    sets = pictures.not_cells(8, size=64)
     assert sum(len(v) for v in sets.values()) == 8
     assert all(isinstance(im, Image.Image) and im.size == (64, 64) and im.mode == "RGB"
                for v in sets.values() for im in v)
 
 
 def test_held_out_classes_are_left_out_of_training_and_scored_as_ood_set(synthetic_root, tmp_path):
-    from leukoview.bundle import load_bundle
-    from leukoview.train import TrainConfig, fit
+    from leukoview.jobs.train import TrainConfig, fit
+    from leukoview.models.bundle import load_bundle
 
     cfg = TrainConfig(dataset="wbc5", arch="cnn16", data_root=str(synthetic_root), out=str(tmp_path / "m"),
                       pretrained=False, epochs=1, batch_size=8, workers=0, input_size=48, n_boot=10,
@@ -88,8 +91,8 @@ def test_held_out_classes_are_left_out_of_training_and_scored_as_ood_set(synthet
 
 
 def test_compare_sections_print_the_pages_tables(tiny_bundle, tmp_path):
-    from leukoview.bundle import load_bundle
-    from leukoview.cli_models import _section_table
+    from leukoview.cli.models import _section_table
+    from leukoview.models.bundle import load_bundle
 
     folder = tmp_path / "b"
     shutil.copytree(tiny_bundle, folder)
@@ -101,7 +104,7 @@ def test_compare_sections_print_the_pages_tables(tiny_bundle, tmp_path):
 
 
 def test_ood_summary_agrees_with_the_per_set_table(tiny_bundle, tmp_path):
-    from leukoview.bundle import load_bundle
+    from leukoview.models.bundle import load_bundle
 
     folder = tmp_path / "b"
     shutil.copytree(tiny_bundle, folder)
@@ -164,7 +167,7 @@ def test_cells_section_agrees_with_the_shift_and_models_tables(tiny_bundle, tmp_
     """`compare --section cells`: one row a model whose background figures are the shift table's, and a bundle
     without the audits still gets its row (no missing-key error), just without those columns."""
     from leukoview.__main__ import main
-    from leukoview.bundle import load_bundle
+    from leukoview.models.bundle import load_bundle
 
     folder = tmp_path / "runs" / "b"
     shutil.copytree(tiny_bundle, folder)
@@ -190,7 +193,7 @@ def test_shift_on_the_validation_split_is_kept_apart_and_partial_runs_keep_the_o
     """`shift --split val` re-renders the validation split (for choosing a recipe without the test split) and stores
     it as shift_val, leaving the pages' test-split result alone; `--only` re-runs some shifts and keeps the rest."""
     from leukoview.__main__ import main
-    from leukoview.bundle import load_bundle
+    from leukoview.models.bundle import load_bundle
 
     folder = tmp_path / "b"
     shutil.copytree(tiny_bundle, folder)

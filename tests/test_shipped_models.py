@@ -4,8 +4,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from leukoview import archs
-from leukoview.bundle import list_bundles, load_bundle
+from leukoview.models import archs
+from leukoview.models.bundle import list_bundles, load_bundle
 from tests.conftest import REPO
 
 SHIPPED = list_bundles(REPO / "models")
@@ -32,7 +32,7 @@ def test_shipped_card_agrees_with_its_model(bundle):
         assert model.get_submodule(spec.classifier).out_features == len(b.classes)
         assert card.imagenet_initialised == ("ImageNet" in card.pretrained_source)
     else:
-        from leukoview.classical import FEATURE_SETS, ClassicalModel, decision
+        from leukoview.models.classical import FEATURE_SETS, ClassicalModel, decision
 
         assert card.input["features"] in FEATURE_SETS
         cm = ClassicalModel(b.path, card)
@@ -49,7 +49,7 @@ def test_all4_bundles_share_one_split():
 
 def test_every_task_registry_choice_is_a_shipped_bundle_of_that_task():
     """A task's recommended bundle (the one reviewers get first) must exist in models/ and be of that task."""
-    from leukoview.tasks import TASKS
+    from leukoview.primitives.tasks import TASKS
 
     shipped = {b.id: b for b in SHIPPED}
     for task in TASKS.values():
@@ -65,9 +65,9 @@ WITH_PALETTE = [b for b in SHIPPED if b.palette() is not None]
 def test_palette_bundles_give_no_verdict_on_pictures_the_gate_lets_through(bundle):
     """The bundles that carry a palette check (their own flags let held-out pictures through): matplotlib photo
     crops and charts that pass the input gate (drawn with another seed than oodeval's) are all flagged, live."""
-    from leukoview.oodeval import held_out_non_cells
-    from leukoview.predict import Predictor
-    from leukoview.segment import smear_gate
+    from leukoview.jobs.predict import Predictor
+    from leukoview.primitives.pictures import held_out_non_cells
+    from leukoview.primitives.segment import smear_gate
 
     pictures = [im for ims in held_out_non_cells(24, seed=11).values() for im in ims if not smear_gate(im)]
     assert len(pictures) >= 5  # the gate alone does not refuse them all: the check has work to do

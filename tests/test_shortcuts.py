@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from leukoview import shortcuts
+from leukoview.audits import shortcuts
 
 
 def _dataset(root, *, tinted: bool, n: int = 60):
@@ -47,7 +47,7 @@ def test_cell_only_difference_is_not_flagged(tmp_path):
 def test_the_audit_lives_in_its_bundle_and_is_found_per_task(tiny_bundle, tmp_path):
     import shutil
 
-    from leukoview.bundle import load_bundle
+    from leukoview.models.bundle import load_bundle
 
     for name in ("a", "b"):
         shutil.copytree(tiny_bundle, tmp_path / name)

@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 import torch
 
-from leukoview import adversary, rundata, train
+from leukoview.jobs import adversary, rundata, train
 from tests.conftest import cell_image
 
 WBC5 = {"basophil": 0, "erythroblast": 1, "monocyte": 2, "myeloblast": 3, "seg_neutrophil": 2}
@@ -75,15 +75,15 @@ def test_training_with_the_adversary_logs_it_changes_the_network_and_ships_it_pl
     log = pd.read_csv(out / "train_log.csv")
     assert {"source_adversary_loss", "source_adversary_balanced_accuracy"} <= set(log.columns)
     assert log["source_adversary_loss"].gt(0).all() and log["source_adversary_balanced_accuracy"].between(0, 1).all()
-    from leukoview.bundle import load_bundle
+    from leukoview.models.bundle import load_bundle
 
     card = load_bundle(out).card
     assert card.config["source_adversary"] == 0.5
     # the head is training-only: the bundle's network is the plain architecture (it loads and predicts)
-    from leukoview.predict import Predictor
+    from leukoview.jobs.predict import Predictor
 
     p = Predictor(out, backend="torch")
-    from leukoview.archs import get_arch
+    from leukoview.models.archs import get_arch
 
     assert set(p.model.state_dict()) == set(get_arch("cnn32").build(len(p.classes), pretrained=False)[0].state_dict())
     # its reversed gradient reaches the network: the same run (same head, same random draws) with the reversal's

@@ -1,7 +1,8 @@
 """The task registry: one entry per registered dataset, and what the pages and the OOD evaluation read from it."""
 from __future__ import annotations
 
-from leukoview import datasets, tasks
+from leukoview.models import datasets
+from leukoview.primitives import tasks
 
 
 def test_every_registered_task_has_a_loader_and_back():

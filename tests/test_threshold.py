@@ -1,8 +1,8 @@
 import numpy as np
 import pytest
 
-from leukoview import metrics as M
-from leukoview.threshold import GRID_STEP, ThresholdAnalysis, compare, describe, natural_frequencies
+from leukoview.app.threshold import GRID_STEP, ThresholdAnalysis, compare, describe, natural_frequencies
+from leukoview.primitives import metrics as M
 
 Y = np.array([0, 0, 1, 1, 0, 1, 1, 0])
 S = np.array([0.1, 0.4, 0.35, 0.8, 0.2, 0.9, 0.6, 0.7])
@@ -48,7 +48,7 @@ def test_natural_frequencies_hand_checked():
 
 
 def test_score_overlap_and_teaching_choices():
-    from leukoview.threshold import score_overlap, teaching_choices
+    from leukoview.app.threshold import score_overlap, teaching_choices
 
     assert score_overlap([0, 0, 1, 1], [0.1, 0.2, 0.8, 0.9]) == 0.0  # separated: the threshold trades nothing
     assert score_overlap([0, 0, 1, 1], [0.1, 0.6, 0.5, 0.9]) == 0.5  # 0.6 and 0.5 sit in the overlap

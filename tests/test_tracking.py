@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from leukoview import tracking
+from leukoview.app import tracking
 from tests.conftest import make_class_folders
 
 mlflow = pytest.importorskip("mlflow")

@@ -6,7 +6,7 @@ import sqlite3
 
 import pytest
 
-from leukoview import review, users
+from leukoview.app import review, users
 
 
 def _store(tmp_path):

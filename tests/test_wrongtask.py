@@ -8,9 +8,10 @@ import shutil
 import numpy as np
 from PIL import Image
 
-from leukoview import oodeval, wrongtask
-from leukoview.bundle import load_bundle
-from leukoview.predict import Predictor, score_folder
+from leukoview.audits import oodeval, wrongtask
+from leukoview.jobs.predict import Predictor, score_folder
+from leukoview.models.bundle import load_bundle
+from leukoview.primitives.pictures import not_cells
 from tests.conftest import cell_image
 
 
@@ -105,10 +106,10 @@ def test_generated_pictures_teach_the_detector_non_smear_images(tmp_path, tiny_b
     root = load_bundle(b).card.config["data_root"]
     rng = np.random.default_rng(9)
     fit_dir, _ = field_folders(tmp_path, rng, fit=30, held=0)
-    pictures = {k: [im.resize((64, 64)) for im in v] for k, v in oodeval.not_cells(40, size=64, seed=1).items()}
+    pictures = {k: [im.resize((64, 64)) for im in v] for k, v in not_cells(40, size=64, seed=1).items()}
     info = wrongtask.fit(b, root, wrong=sorted(fit_dir.glob("*.png")), own=0, generated=pictures, progress=False)
     assert info["generated"] == {"images": 40, "kinds": sorted(pictures)} and info["wrong_task_images"] == 70
     p = Predictor(b)
-    held = [im for v in oodeval.not_cells(40, size=64, seed=2).values() for im in v]
+    held = [im for v in not_cells(40, size=64, seed=2).values() for im in v]
     scores = p.predict_batch(held)["wrong_task"]
     assert (scores > p.wrong_task[1]).mean() >= 0.9

@@ -17,14 +17,14 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-from leukoview import segment, settings  # noqa: E402
-from leukoview.images import find_images, load_image  # noqa: E402
+from leukoview.primitives import segment, settings  # noqa: E402
+from leukoview.primitives.images import find_images, load_image  # noqa: E402
 
 SETS = ("all4", "wbc5", "pbc_extra", "bccd_wbc", "cnmc_sample")
 
 
 def module_at(rev: str):
-    source = subprocess.run(["git", "show", f"{rev}:leukoview/segment.py"], check=True, capture_output=True,
+    source = subprocess.run(["git", "show", f"{rev}:leukoview/primitives/segment.py"], check=True, capture_output=True,
                             text=True, cwd=Path(__file__).resolve().parents[2]).stdout
     path = Path(tempfile.mkdtemp()) / "segment_at_rev.py"
     path.write_text(source)

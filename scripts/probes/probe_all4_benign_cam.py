@@ -22,11 +22,11 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-from leukoview.camstats import view_shares  # noqa: E402
-from leukoview.images import load_image  # noqa: E402
-from leukoview.predict import Predictor  # noqa: E402
-from leukoview.segment import crop_cell  # noqa: E402
-from leukoview.settings import data_root  # noqa: E402
+from leukoview.audits.camstats import view_shares  # noqa: E402
+from leukoview.jobs.predict import Predictor  # noqa: E402
+from leukoview.primitives.images import load_image  # noqa: E402
+from leukoview.primitives.segment import crop_cell  # noqa: E402
+from leukoview.primitives.settings import data_root  # noqa: E402
 
 
 def stained_mass(p: Predictor, layer: str, image, crop, target: int) -> float:

@@ -24,10 +24,10 @@ from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from leukoview import settings  # noqa: E402
-from leukoview.images import load_image  # noqa: E402
-from leukoview.predict import Predictor  # noqa: E402
-from leukoview.transforms import cell_arrays  # noqa: E402
+from leukoview.jobs.predict import Predictor  # noqa: E402
+from leukoview.models.transforms import cell_arrays  # noqa: E402
+from leukoview.primitives import settings  # noqa: E402
+from leukoview.primitives.images import load_image  # noqa: E402
 
 
 def cell_outputs(pred: Predictor, files: list[str], root: Path, cache: Path) -> dict:

@@ -21,13 +21,13 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-from leukoview import settings  # noqa: E402
-from leukoview.archs import get_arch  # noqa: E402
-from leukoview.images import find_images  # noqa: E402
-from leukoview.onnx_backend import _WithFeatures  # noqa: E402
-from leukoview.predict import Predictor, _decode  # noqa: E402
-from leukoview.segment import smear_gate  # noqa: E402
-from leukoview.transforms import cell_arrays, normalise_batch  # noqa: E402
+from leukoview.jobs.predict import Predictor, _decode  # noqa: E402
+from leukoview.models.archs import get_arch  # noqa: E402
+from leukoview.models.onnx_backend import _WithFeatures  # noqa: E402
+from leukoview.models.transforms import cell_arrays, normalise_batch  # noqa: E402
+from leukoview.primitives import settings  # noqa: E402
+from leukoview.primitives.images import find_images  # noqa: E402
+from leukoview.primitives.segment import smear_gate  # noqa: E402
 
 
 def timed(totals: dict, name: str, fn):

@@ -1,7 +1,7 @@
 """Probe: would a *predicted-class* distance flag catch the false alarms that today's OOD flag lets through?
 
-Today's flag (leukoview.ood) fires when a cell's penultimate features are far from the *nearest* training class
-mean. A BCCD lymphocyte can sit near the platelet mean (so it is not flagged) and still be called myeloblast: its
+Today's flag (leukoview.primitives.ood) fires when a cell's penultimate features are far from the *nearest* training
+class mean. A BCCD lymphocyte can sit near the platelet mean (so it is not flagged) and still be called myeloblast: its
 call does not agree with where its features are. This probe measures, with the shipped network and nothing refitted
 on external data, a second distance: to the mean of the class the model *calls* (same PCA space and covariance as the
 shipped detector), with a per-class threshold at the 99th percentile of the validation images called that class.
@@ -23,11 +23,11 @@ import numpy as np
 import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-from leukoview.bundle import load_bundle  # noqa: E402
-from leukoview.external import class_folders, parse_mapping, resolve_mapping  # noqa: E402
-from leukoview.images import load_image  # noqa: E402
-from leukoview.predict import Predictor  # noqa: E402
-from leukoview.settings import data_root  # noqa: E402
+from leukoview.audits.external import class_folders, parse_mapping, resolve_mapping  # noqa: E402
+from leukoview.jobs.predict import Predictor  # noqa: E402
+from leukoview.models.bundle import load_bundle  # noqa: E402
+from leukoview.primitives.images import load_image  # noqa: E402
+from leukoview.primitives.settings import data_root  # noqa: E402
 
 
 def class_distances(state: dict, features: np.ndarray) -> np.ndarray:
@@ -66,7 +66,8 @@ def main(argv=None) -> str:
     split = b.split()
     runs = {s: outputs(p, [root / f for f in split.loc[split["split"] == s, "file"]]) for s in ("val", "test")}
     classes = list(p.classes)
-    # the detector's class means are in np.unique order of the training targets (class indices: leukoview.ood.fit_ood)
+    # the detector's class means are in np.unique order of the training targets (class indices:
+    # leukoview.primitives.ood.fit_ood)
     assert len(p.ood["class_means"]) == len(classes)
 
     def called_distance(out):

@@ -23,12 +23,12 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from leukoview import settings  # noqa: E402
-from leukoview.augment import normalise_lab  # noqa: E402
-from leukoview.images import find_images, load_image  # noqa: E402
-from leukoview.metrics import roc_auc  # noqa: E402
-from leukoview.transforms import cell_views  # noqa: E402
-from leukoview.wrongtask import isolated  # noqa: E402
+from leukoview.audits.wrongtask import isolated  # noqa: E402
+from leukoview.models.transforms import cell_views  # noqa: E402
+from leukoview.primitives import settings  # noqa: E402
+from leukoview.primitives.augment import normalise_lab  # noqa: E402
+from leukoview.primitives.images import find_images, load_image  # noqa: E402
+from leukoview.primitives.metrics import roc_auc  # noqa: E402
 
 SPEC = {"locate": {"method": "cells", "scale": 1.8, "max_cells": 6}}
 

@@ -14,10 +14,10 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from leukoview import settings  # noqa: E402
-from leukoview.images import find_images, load_image  # noqa: E402
-from leukoview.metrics import roc_auc  # noqa: E402
-from leukoview.predict import Predictor  # noqa: E402
+from leukoview.jobs.predict import Predictor  # noqa: E402
+from leukoview.primitives import settings  # noqa: E402
+from leukoview.primitives.images import find_images, load_image  # noqa: E402
+from leukoview.primitives.metrics import roc_auc  # noqa: E402
 
 
 def main() -> int:

@@ -1,8 +1,8 @@
 """Probe: can a field model tell a single-cell crop from a smear field, and what does the rule cost?
 
-The largest cell's inscribed radius (leukoview.segment.find_cells) over the image's shorter side, on 150 images of
-each set; then the recommended ALL field model scores BCCD (another lab's single-cell crops, evaluation only) and
-its own test split, and the share that gets a verdict (positive or negative, not 'cannot assess') is counted.
+The largest cell's inscribed radius (leukoview.primitives.segment.find_cells) over the image's shorter side, on 150
+images of each set; then the recommended ALL field model scores BCCD (another lab's single-cell crops, evaluation only)
+and its own test split, and the share that gets a verdict (positive or negative, not 'cannot assess') is counted.
 
     LEUKOVIEW_DATA_ROOT=../shared/data python scripts/probes/probe_input_kind.py [--out reports/probe-input-kind.md]
 """
@@ -17,12 +17,12 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from leukoview import settings  # noqa: E402
-from leukoview.bundle import load_bundle  # noqa: E402
-from leukoview.images import find_images, load_image  # noqa: E402
-from leukoview.predict import FIELD_MAX_CELL, Predictor, score_files  # noqa: E402
-from leukoview.segment import find_cells  # noqa: E402
-from leukoview.tasks import TASKS  # noqa: E402
+from leukoview.jobs.predict import FIELD_MAX_CELL, Predictor, score_files  # noqa: E402
+from leukoview.models.bundle import load_bundle  # noqa: E402
+from leukoview.primitives import settings  # noqa: E402
+from leukoview.primitives.images import find_images, load_image  # noqa: E402
+from leukoview.primitives.segment import find_cells  # noqa: E402
+from leukoview.primitives.tasks import TASKS  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]
 

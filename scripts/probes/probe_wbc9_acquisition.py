@@ -11,8 +11,8 @@ If the calls hold under both, neither explains the BCCD figures and what is left
 other lab (which own images cannot imitate).
 
 ``--external`` (a labelled folder of another lab, evaluation only: nothing is fitted on it) adds a context row set:
-its cells as the network sees them with everything but the stained cell (leukoview.augment's cell mask) replaced
-by a flat PBC-like colour, by white, or by the background of an own PBC image: does the other lab's context
+its cells as the network sees them with everything but the stained cell (leukoview.primitives.augment's cell mask)
+replaced by a flat PBC-like colour, by white, or by the background of an own PBC image: does the other lab's context
 carry the calls, or the cell? Writes ``--out`` (default reports/probe-wbc9-acquisition.md).
 
     python scripts/probes/probe_wbc9_acquisition.py --bundle models/wbc9-efficientnet_lite0-reinhard --external bccd_wbc
@@ -28,12 +28,12 @@ import pandas as pd
 from PIL import Image, ImageFilter
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-from leukoview.augment import background_only, replace_background  # noqa: E402
-from leukoview.external import class_folders  # noqa: E402
-from leukoview.images import load_image  # noqa: E402
-from leukoview.predict import Predictor  # noqa: E402
-from leukoview.settings import data_root  # noqa: E402
-from leukoview.transforms import network_view  # noqa: E402
+from leukoview.audits.external import class_folders  # noqa: E402
+from leukoview.jobs.predict import Predictor  # noqa: E402
+from leukoview.models.transforms import network_view  # noqa: E402
+from leukoview.primitives.augment import background_only, replace_background  # noqa: E402
+from leukoview.primitives.images import load_image  # noqa: E402
+from leukoview.primitives.settings import data_root  # noqa: E402
 
 CLASSES = ("eosinophil", "lymphocyte", "monocyte", "neutrophil")  # BCCD's types with enough cells
 

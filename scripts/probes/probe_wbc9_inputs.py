@@ -28,13 +28,13 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from leukoview import settings  # noqa: E402
-from leukoview.augment import (
+from leukoview.primitives import settings  # noqa: E402
+from leukoview.primitives.augment import (
     normalise_lab,  # noqa: E402
     recolour_background,  # noqa: E402
 )
-from leukoview.images import find_images, load_image  # noqa: E402
-from leukoview.segment import crop_cell, locate_cell  # noqa: E402
+from leukoview.primitives.images import find_images, load_image  # noqa: E402
+from leukoview.primitives.segment import crop_cell, locate_cell  # noqa: E402
 
 BCCD_MAP = {"Neutrophil": "neutrophil", "Eosinophil": "eosinophil", "Lymphocyte": "lymphocyte",
             "Monocyte": "monocyte", "Basophil": "basophil"}
@@ -62,8 +62,8 @@ def variant(img: Image.Image, name: str) -> Image.Image:
 def embed(images, size: int) -> np.ndarray:
     import torch
 
-    from leukoview.archs import get_arch
-    from leukoview.transforms import normalise_batch
+    from leukoview.models.archs import get_arch
+    from leukoview.models.transforms import normalise_batch
 
     if not hasattr(embed, "model"):
         model, _ = get_arch("efficientnet_lite0").build(1, pretrained=True)

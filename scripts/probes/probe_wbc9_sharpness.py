@@ -19,10 +19,11 @@ import numpy as np
 from PIL import Image, ImageFilter
 from scipy import ndimage
 
-from leukoview import augment, segment, transforms
-from leukoview.images import find_images, load_image
-from leukoview.predict import Predictor
-from leukoview.settings import data_root
+from leukoview.jobs.predict import Predictor
+from leukoview.models import transforms
+from leukoview.primitives import augment, segment
+from leukoview.primitives.images import find_images, load_image
+from leukoview.primitives.settings import data_root
 
 REPO = Path(__file__).resolve().parents[2]
 BUNDLE = REPO / "models" / "wbc9-efficientnet_lite0-reinhard"

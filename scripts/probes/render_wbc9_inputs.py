@@ -16,10 +16,10 @@ from pathlib import Path
 
 from PIL import Image
 
-from leukoview import transforms
-from leukoview.bundle import load_bundle
-from leukoview.images import find_images
-from leukoview.settings import data_root
+from leukoview.models import transforms
+from leukoview.models.bundle import load_bundle
+from leukoview.primitives.images import find_images
+from leukoview.primitives.settings import data_root
 
 
 def _value(text: str):

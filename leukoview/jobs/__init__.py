@@ -1,0 +1,1 @@
+"""Floor 2, jobs: training (in rooms), prediction, explanation, evaluation, site adaptation."""
