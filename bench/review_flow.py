@@ -77,8 +77,9 @@ def wait_for_keys(page, timeout: float = 30) -> None:
     raise TimeoutError("the keyboard component did not load")
 
 
-def open_folder(page, port: int, folder_id: str, reviewer: str) -> None:
-    """The batch page with ``?folder=`` in the URL, the reviewer's name entered, the folder scored."""
+def open_folder(page, port: int, folder_id: str, reviewer: str, *, rescore: bool = True) -> None:
+    """The batch page with ``?folder=`` in the URL, the reviewer's name entered, the folder scored (or, with
+    ``rescore=False``, its kept scores restored when the page offers them)."""
     page.goto(f"http://127.0.0.1:{port}/Batch_Review?folder={folder_id}")
     page.wait_for_selector('[data-testid="stAppViewContainer"] h1', timeout=90_000)
     idle(page)
@@ -87,7 +88,8 @@ def open_folder(page, port: int, folder_id: str, reviewer: str) -> None:
         name.fill(reviewer)
         page.keyboard.press("Enter")
         idle(page)
-    page.get_by_role("button", name="Score with").click()
+    if rescore or page.get_by_text("Scores restored").count() == 0:
+        page.get_by_role("button", name="Score with").click()
     page.wait_for_selector("text=/Cell 1 of/", timeout=300_000)
     idle(page)
 

@@ -1,22 +1,27 @@
 """Many reviewers at once on one server: N headless Chromium sessions (Playwright) review cells with the keyboard
 for a fixed time, two of them on the same slide and the others on their own, then each tries to sign off.
 
-    LEUKOVIEW_DATA_ROOT=../shared/data python -m bench.reviewers [--sessions 4] [--seconds 300]
+    LEUKOVIEW_DATA_ROOT=../shared/data python -m bench.reviewers [--sessions 4] [--seconds 300] [--think 0]
         [--out bench/last_run_reviewers.md]
 
-Each session is its own browser context (its own Streamlit session), driven from its own thread. Afterwards the
-review store is checked: every decision a page confirmed ("Saved: …") is in the store exactly once (no lost and no
-duplicated decisions), no sign-off was accepted while a newer decision existed for its slide, and the audit trail
-verifies. Key-to-next-cell latency (key down -> the panel shows the saved decision) is reported as p50/p95.
+Each session is its own browser context (its own Streamlit session), driven from its own thread; at a folder's last
+cell it opens the folder again at the first. ``--think S``: each key follows a look at the cell of 0.5-1.5 x S
+seconds; 0 (the default) presses the next key as soon as the last is answered. Afterwards the review store is
+checked: every decision a page confirmed ("Saved: FILE → LABEL") is in the store exactly once, counted per
+reviewer, cell and label (a lost and a duplicated decision do not cancel), no sign-off was accepted while a newer
+decision existed for its slide, and the audit trail verifies. Key-to-next-cell latency (key down -> the panel shows
+the saved decision) is reported as p50/p95.
 """
 from __future__ import annotations
 
 import argparse
 import os
 import shutil
+import sys
 import tempfile
 import threading
 import time
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -27,61 +32,110 @@ REPO = Path(__file__).resolve().parents[1]
 # the review panel's message line (the main area's alert that says what the last key did)
 MESSAGE_JS = ("() => { const a = [...document.querySelectorAll('[data-testid=\"stMain\"] [data-testid=\"stAlert\"]')]"
               ".find(e => /Saved:|Not saved|Keys and buttons/.test(e.innerText)); return a ? a.innerText : ''; }")
-PANEL_JS = f"old => ({MESSAGE_JS})() !== old"
+# a new answer to the key: a saved or refused decision (not the line a redraw shows for a moment)
+PANEL_JS = f"old => {{ const m = ({MESSAGE_JS})(); return m !== old && /^(Saved:|Not saved)/.test(m); }}"
+CELL_JS = ("() => { const m = document.body.innerText.match(/Cell (\\d+) of (\\d+)/); "
+           "return m ? [+m[1], +m[2]] : null; }")
 
 
 def panel_message(page) -> str:
     return page.evaluate(MESSAGE_JS)
 
 
-def reviewer(port: int, folder_id: str, name: str, seconds: float, out: dict, barrier: threading.Barrier) -> None:
+def confirmed(message: str) -> tuple[str, str]:
+    """(file, label) from the panel's "Saved: FILE → LABEL" line."""
+    file, _, label = message.split("\n")[0].removeprefix("Saved:").strip().rpartition(" → ")
+    return file, label.strip()
+
+
+def tally(out: dict, history: list[dict]) -> dict:
+    """Decisions the pages confirmed against the store's rows, per reviewer and cell, as multisets: a confirmed
+    decision missing from the store is lost, a row no page confirmed (or one confirmed once and stored twice) is
+    a duplicate. A lost and a duplicated decision do not cancel."""
+    from collections import Counter
+
+    pages = Counter((name, f, lab) for name, v in out.items() for f, lab in v["saved"])
+    shown = {"second_review": "second review"}
+    store = Counter((r["reviewer"], r["file"], shown.get(r["action"], r["label"])) for r in history)
+    for kind, extra in (("lost", pages - store), ("duplicated", store - pages)):
+        for item in list(extra.elements())[:5]:
+            print(f"{kind}: {item}", file=sys.stderr)
+    return {"confirmed": sum(pages.values()), "rows": sum(store.values()),
+            "lost": sum((pages - store).values()), "duplicated": sum((store - pages).values())}
+
+
+def start(page, port: int, folder_id: str, name: str, *, rescore: bool) -> None:
+    """The folder open at its first cell, keyboard review on, the focus outside any text field."""
+    open_folder(page, port, folder_id, name, rescore=rescore)
+    page.get_by_text("Keyboard review").click()
+    idle(page)
+    wait_for_keys(page, timeout=60)
+    page.locator("h1").first.click()
+
+
+def reviewer(port: int, folder_id: str, name: str, seconds: float, out: dict, barrier: threading.Barrier,
+             think: float = 0.0) -> None:
     from playwright.sync_api import sync_playwright
 
-    latencies, saved, errors = [], 0, []
+    latencies, saved, errors, timeouts = [], [], [], 0
+    rng = np.random.default_rng(zlib.crc32(name.encode()))
     with sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=CHROMIUM, args=ARGS)
         page = browser.new_page(viewport={"width": 1400, "height": 1800})
         try:
-            open_folder(page, port, folder_id, name)
-            page.get_by_text("Keyboard review").click()
-            idle(page)
-            wait_for_keys(page)
-            page.locator("h1").first.click()
+            for attempt in range(3):  # four browsers starting at once on two cores: a slow first load is retried
+                try:
+                    start(page, port, folder_id, name, rescore=True)
+                    break
+                except Exception:  # noqa: BLE001
+                    if attempt == 2:
+                        barrier.abort()
+                        raise
             barrier.wait(timeout=600)
             end = time.time() + seconds
+            print(f"{name}: keys from {time.time():.1f} to {end:.1f}", file=sys.stderr, flush=True)
             while time.time() < end:
+                at = page.evaluate(CELL_JS)
+                if at and at[0] == at[1]:  # the folder's last cell: open the folder again at its first cell
+                    start(page, port, folder_id, name, rescore=False)
+                    continue
+                if think:  # a reviewer looking at the cell before the key: 0.5 to 1.5 times --think
+                    page.wait_for_timeout(1000 * think * rng.uniform(0.5, 1.5))
                 before = panel_message(page)
                 t = time.perf_counter()
                 page.keyboard.press("c")
                 try:
                     page.wait_for_function(PANEL_JS, arg=before, timeout=30_000)
-                except Exception as e:  # noqa: BLE001 (a slow answer is counted, not fatal)
-                    errors.append(f"timeout: {e}"[:120])
+                except Exception:  # noqa: BLE001 (a slow answer is counted, not fatal)
+                    timeouts += 1
                     continue
                 latencies.append(time.perf_counter() - t)
                 text = panel_message(page)
                 if text.startswith("Saved:"):
-                    saved += 1
-                elif "Not saved" in text:
-                    errors.append(text[:120])
-                    page.reload()  # a conflict: see the other reviewer's decision, go on
-                    idle(page)
-                    wait_for_keys(page)
-                    page.locator("h1").first.click()
+                    saved.append(confirmed(text))
+                elif "Not saved" in text:  # a conflict: the panel now shows the other reviewer's decision; the
+                    errors.append(text[:120])  # next key decides again over it, as a reviewer would
             page.get_by_text("Keyboard review").click()  # off: the sign-off form has a text field
             idle(page)
             page.get_by_text("Sign off with").or_(page.get_by_text("I have reviewed every cell")).first.click()
             page.get_by_role("button", name="Sign off this folder").click()
             idle(page, settle=1000)
+        except Exception as e:  # noqa: BLE001 (a session that fails is reported, with what it confirmed so far)
+            failed = f"{type(e).__name__}: {str(e).splitlines()[0]}"[:160]
+        else:
+            failed = ""
         finally:
             browser.close()
-    out[name] = {"latencies": latencies, "saved": saved, "errors": errors}
+    out[name] = {"latencies": latencies, "saved": saved, "errors": errors, "timeouts": timeouts, "failed": failed}
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--sessions", type=int, default=4)
     ap.add_argument("--seconds", type=float, default=300)
+    ap.add_argument("--think", type=float, default=0.0,
+                    help="seconds a reviewer looks at a cell before its key (mean; 0: the next key as soon as the "
+                         "last is answered, a stress test)")
     ap.add_argument("--out", default="")
     a = ap.parse_args()
     from leukoview.app.review import ReviewStore
@@ -100,7 +154,8 @@ def main() -> None:
         out: dict = {}
         barrier = threading.Barrier(a.sessions)
         threads = [threading.Thread(target=reviewer, args=(port, folders[i % len(folders)], f"Reviewer {i + 1}",
-                                                            a.seconds, out, barrier)) for i in range(a.sessions)]
+                                                            a.seconds, out, barrier, a.think))
+                   for i in range(a.sessions)]
         try:
             for t in threads:
                 t.start()
@@ -111,8 +166,7 @@ def main() -> None:
             proc.wait(30)
         store = ReviewStore(Path(tmp) / "rev" / "decisions.sqlite")
         batches = {f"{root}::{f.split(':', 1)[1]}" for f in folders[: a.sessions]}
-        rows = sum(len(store.history(b)) for b in batches)
-        saved = sum(v["saved"] for v in out.values())
+        counts = tally(out, [r for b in batches for r in store.history(b).to_dict("records")])
         stale = 0
         for b in batches:
             hist = store.history(b)
@@ -122,17 +176,27 @@ def main() -> None:
         trail = store.verify()
         lat = np.array([x for v in out.values() for x in v["latencies"]]) * 1000
         errors = [e for v in out.values() for e in v["errors"]]
+        timeouts = sum(v["timeouts"] for v in out.values())
+        failed = [f"{k}: {v['failed']}" for k, v in sorted(out.items()) if v["failed"]]
     text = "\n".join([
         f"# {a.sessions} reviewers at once ({time.strftime('%Y-%m-%d')}, {os.cpu_count()} CPUs, one server, {rec})",
-        "", "`python -m bench.reviewers`", "", "| row | figure | target |", "|---|---|---|",
+        "", f"`python -m bench.reviewers --sessions {a.sessions} --seconds {a.seconds:.0f} --think {a.think:g}`", "",
+        ("Each reviewer presses the next key as soon as the last is answered (a stress test); the "
+         f"{a.sessions} browsers run on the server's own two cores." if not a.think else
+         f"Each reviewer looks at a cell for {a.think / 2:g} to {1.5 * a.think:g} s (uniform) before its key; the "
+         f"{a.sessions} browsers run on the server's own two cores."), "",
+        "| row | figure | target |", "|---|---|---|",
         f"| sessions x time | {a.sessions} x {a.seconds:.0f} s (two on the same slide) | 4 x 300 s |",
-        f"| decisions confirmed on the pages / rows in the store | {saved} / {rows} | equal (0 lost, 0 duplicated) |",
+        f"| decisions confirmed on the pages / rows in the store | {counts['confirmed']} / {counts['rows']} | equal |",
+        f"| lost / duplicated (per reviewer, cell and label) | {counts['lost']} / {counts['duplicated']} | 0 / 0 |",
         f"| sign-offs accepted over a newer decision | {stale} | 0 |",
         f"| audit trail | {'intact' if trail['ok'] else 'BROKEN: ' + trail['problem']}, {trail['entries']} entries | "
         "intact |",
         f"| key to next cell | p50 {np.percentile(lat, 50):.0f} ms, p95 {np.percentile(lat, 95):.0f} ms over "
         f"{len(lat)} keys | p95 <= 500 ms |",
-        f"| refused (conflicts, shown to the reviewer) or slow | {len(errors)} | |", ""])
+        f"| refused (a conflict, shown to the reviewer) | {len(errors)} | |",
+        f"| keys with no answer within 30 s (not in the latencies) | {timeouts} | 0 |",
+        f"| sessions that failed | {len(failed)}{' (' + '; '.join(failed) + ')' if failed else ''} | 0 |", ""])
     print(text)
     if a.out:
         Path(a.out).write_text(text)

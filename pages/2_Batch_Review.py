@@ -5,7 +5,7 @@ model even after the sidebar switches to another (leukoview.app.scored)."""
 
 import streamlit as st
 
-from leukoview.app import batch, gallery, scored, ui, ui_adapt
+from leukoview.app import batch, gallery, scored, ui, ui_adapt, ui_signoff
 from leukoview.app import ui_batch as view
 from leukoview.app.scored import ScoredBatch
 from leukoview.jobs.predict import find_images, score_files
@@ -68,6 +68,6 @@ if mode == "Cell gallery":  # one fragment: a decision updates the badges, count
     view.review_area(sb, gallery.review_queue(filtered, sb.classes, sb.positive), ok, store, reviewer)
 else:
     view.table_view(sb, filtered, len(ok), decisions, store, reviewer)
-    view.sign_off_section(sb, ok, store, reviewer)
-view.patients_section(sb, ok)
+    ui_signoff.sign_off_section(sb, ok, store, reviewer)
+ui_signoff.patients_section(sb, ok)
 ui_adapt.adapt_section(sb, store)

@@ -332,6 +332,25 @@ def test_sign_off_needs_the_box_ticked_then_is_shown_and_in_the_report(app_env):
     assert diff["not yet reviewed"]["reviewed"] == 7 and signed["threshold"].iloc[0] > 0
 
 
+def test_report_and_export_are_made_when_pressed_from_what_the_store_holds_then(app_env):
+    """The downloads are made at the click (not on every review key): a decision saved after the buttons were drawn
+    is in both."""
+    import pandas as pd
+
+    from leukoview.app import ui_signoff
+    from leukoview.app.review import ReviewStore
+
+    at = _gallery(app_env)
+    sb = at.session_state["batch_result"]
+    store = ReviewStore(app_env / "reviews" / "decisions.sqlite")
+    report, export = ui_signoff.report_bytes(sb, sb.cells(), store, "blast"), ui_signoff.export_bytes(sb, store)
+    assert "no reviewed classed cells yet" in report().decode()
+    at.button(key="rv_confirm").click().run()
+    assert "8 cells in the folder; 7 not reviewed" in report().decode()
+    csv = pd.read_csv(io.BytesIO(export()), keep_default_na=False)
+    assert len(csv) == 8 and (csv["review_action"] == "confirm").sum() == 1
+
+
 def test_batch_folder_is_kept_in_the_url(app_env):
     at = AppTest.from_file(str(REPO / "pages" / "2_Batch_Review.py"), default_timeout=TIMEOUT)
     at.query_params["folder"] = "0:cells/blast"

@@ -41,3 +41,17 @@ def test_ratio_direction_follows_the_unit():
     assert benchmark.Row("x", 100, 25, "images/s").ratio == 4
     assert benchmark.Row("x", 20, 100, "ms").ratio == 5
     assert np.isnan(benchmark.Row("x", 20, float("nan"), "ms").ratio)
+
+
+def test_the_reviewers_bench_counts_lost_and_duplicated_decisions_apart():
+    """One decision confirmed and never stored, another stored twice: equal totals, but one lost and one duplicated."""
+    from bench.reviewers import confirmed, tally
+
+    assert confirmed("Saved: MYO_0028.jpg → myeloblast\n") == ("MYO_0028.jpg", "myeloblast")
+    out = {"A": {"saved": [("a.png", "blast"), ("b.png", "normal")]}, "B": {"saved": [("a.png", "second review")]}}
+    rows = [{"reviewer": "A", "file": "a.png", "label": "blast", "action": "confirm"},
+            {"reviewer": "A", "file": "a.png", "label": "blast", "action": "confirm"},
+            {"reviewer": "B", "file": "a.png", "label": "blast", "action": "second_review"}]
+    assert tally(out, rows) == {"confirmed": 3, "rows": 3, "lost": 1, "duplicated": 1}
+    assert tally(out, rows[1:] + [{"reviewer": "A", "file": "b.png", "label": "normal", "action": "override"}]) == \
+        {"confirmed": 3, "rows": 3, "lost": 0, "duplicated": 0}

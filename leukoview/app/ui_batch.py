@@ -10,10 +10,9 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from leukoview.app import batch, charts, gallery, review, ui
+from leukoview.app import batch, charts, gallery, review, ui, ui_signoff
 from leukoview.app.scored import ScoredBatch
 from leukoview.jobs import explain
-from leukoview.models import differential
 from leukoview.primitives import settings, vocab
 from leukoview.primitives.images import UPLOAD_TYPES, ImageError, load_image
 
@@ -182,11 +181,13 @@ def review_area(sb: ScoredBatch, queue: pd.DataFrame, ok: pd.DataFrame, store, r
     latest = store.latest(sb.batch) if store is not None else None  # after this run's decision
     current = gallery.current_decisions(latest)
     g_left, g_right = st.columns([3, 2], gap="medium")
+    with g_right:  # the open cell first: what the reviewer waits for reaches the browser before the gallery
+        _panel(sb, rows, pos, latest, current, keyboard, queue)
     with g_left:
         _gallery_grid(sb, queue, current, pos)
-    with g_right:
-        _panel(sb, rows, pos, latest, current, keyboard, queue)
-    sign_off_section(sb, ok, store, reviewer, decisions=latest)
+    # the panel shows the differential as a table at every key; the chart is drawn in the table view
+    ui_signoff.sign_off_section(sb, ok, store, reviewer, decisions=latest, chart=False)
+    _prefetch_next(sb, rows, pos)
 
 
 def _gallery_grid(sb: ScoredBatch, queue: pd.DataFrame, current: dict, pos: int) -> None:
@@ -276,12 +277,17 @@ def _panel(sb: ScoredBatch, rows: list[dict], pos: int, latest, current: dict, k
                 + f" (the {diff['reference_percent']:.0f}% line)")
     st.dataframe(gallery.compact(table), hide_index=True, width="stretch", key="rv_diff",
                  height=ui.table_height(len(table)))
-    if model is not None and model.explainable and pos + 1 < n:
-        # the next cell's map made now, after this one is drawn, so the next key shows it from the cache
-        try:
-            _cam(sb, model, rows[pos + 1], load_image(sb.folder / rows[pos + 1]["file"]))
-        except (ImageError, ValueError, RuntimeError):
-            pass  # that cell shows its own message when it is opened
+
+
+def _prefetch_next(sb: ScoredBatch, rows: list[dict], pos: int) -> None:
+    """The next cell's map, made after everything else is drawn, so that the next key shows it from the cache."""
+    model = ui.predictor(sb.bundle) if pos + 1 < len(rows) else None
+    if model is None or not model.explainable:
+        return
+    try:
+        _cam(sb, model, rows[pos + 1], load_image(sb.folder / rows[pos + 1]["file"]))
+    except (ImageError, ValueError, RuntimeError):
+        pass  # that cell shows its own message when it is opened
 
 
 def table_view(sb: ScoredBatch, view: pd.DataFrame, n_cells: int, decisions, store, reviewer: str) -> None:
@@ -332,86 +338,3 @@ def table_view(sb: ScoredBatch, view: pd.DataFrame, n_cells: int, decisions, sto
                 st.rerun()
             except (ValueError, review.ReviewStoreError) as e:  # includes ConflictError
                 st.error(f"Not saved: {e}")
-
-
-def sign_off_section(sb: ScoredBatch, ok: pd.DataFrame, store, reviewer: str, *, decisions=None) -> None:
-    """The differential as pre-classified and reviewed, the sign-off form and the downloads; the sign-off, report
-    and export record the batch's model. ``decisions``: the store's current ones, when the caller just read them."""
-    if decisions is None and store is not None:
-        decisions = store.latest(sb.batch)
-    full_queue = gallery.review_queue(ok, sb.classes, sb.positive)  # sign-off counts every cell, not a filter
-    table, diff = gallery.review_differential(full_queue, decisions, sb.classes, sb.positive)
-    st.subheader("Differential and sign-off")
-    if len(sb.classes) > 2:
-        st.plotly_chart(charts.review_differential_figure(table, diff["reference_percent"]), width="stretch")
-    st.caption(f"{diff['cells']} cells; reviewed {diff['reviewed']}, {diff['pending']} waiting for a second review. "
-               "Unidentified cells, second-review and unreviewed cells are counted but left out of the percentages, "
-               "as in clinical cell-review software. Pre-classification is the model's; only the reviewed column is "
-               "a reviewer's result.")
-    patients = gallery.patient_review(full_queue, decisions, sb.positive)
-    if not patients.empty and ui.per_patient(sb.bundle):
-        st.markdown("**Per patient**")
-        st.dataframe(patients, hide_index=True, width="stretch")
-    signed = store.sign_offs(sb.batch) if store is not None else None
-    if signed is not None and len(signed):
-        last = signed.iloc[-1]
-        st.success(f"Signed off by **{last['reviewer']}** at {last['created_at']} (model {last['model']}, threshold "
-                   f"{last['threshold']:.4g}, {last['reviewed']} of {last['cells']} cells reviewed)"
-                   + (f"; {len(signed)} sign-offs in all" if len(signed) > 1 else ""))
-    if store is not None:
-        with st.form("signoff"):
-            unreviewed = diff["cells"] - diff["reviewed"]
-            note = st.text_input("Sign-off comment (optional)", max_chars=2000)
-            agree = st.checkbox(f"Sign off with {unreviewed} cell(s) not reviewed and {diff['pending']} waiting for "
-                                "a second review" if unreviewed or diff["pending"] else
-                                "I have reviewed every cell of this folder", key="signoff_agree")
-            st.caption(f"The sign-off records the model that scored this folder: {sb.model} (threshold "
-                       f"{sb.threshold:.4g}, weights sha256 {sb.bundle.card.weights_sha256[:12]}…).")
-            ident = ui.current_identity()
-            if not ident.may_sign_off:
-                st.caption(f"Only a supervisor signs off a slide; {ident.name} is signed in as a {ident.role}.")
-            if st.form_submit_button("Sign off this folder", type="primary"):
-                if not reviewer:
-                    st.error("Enter your name in the sidebar first: a sign-off is recorded with the reviewer's name.")
-                elif not ident.may_sign_off:
-                    st.error("Not signed off: only a supervisor signs off a slide.")
-                elif not agree:
-                    st.error("Tick the box to confirm what you are signing off.")
-                else:
-                    try:
-                        store.sign_off(sb.sign_off(reviewer=reviewer, table=table, summary=diff,
-                                                   decisions=decisions, comment=note, mode=ident.mode))
-                        st.rerun()
-                    except (ValueError, review.ReviewStoreError) as e:
-                        st.error(f"Not signed off: {e}")
-    d1, d2 = st.columns(2)
-    latest_sign = signed.iloc[-1].to_dict() if signed is not None and len(signed) else None
-    html_report = sb.report(queue=full_queue, decisions=decisions, table=table, summary=diff, sign_off=latest_sign,
-                            positive_name=ui.positive_name(sb.bundle),
-                            trail_head=store.head() if store is not None else "")
-    d1.download_button("Download the report (HTML)" + ("" if latest_sign else ", draft: not signed off"),
-                       html_report.encode(), file_name=sb_report_name(sb), mime="text/html", key="batch_report")
-    if decisions is not None:
-        d2.download_button("Download scores and decisions (CSV)", sb.export(decisions).to_csv(index=False).encode(),
-                           file_name=review.export_name(str(sb.folder)), mime="text/csv", key="batch_export")
-
-
-def sb_report_name(sb: ScoredBatch) -> str:
-    from leukoview.app.report import report_name
-
-    return report_name(str(sb.folder))
-
-
-def patients_section(sb: ScoredBatch, ok: pd.DataFrame) -> None:
-    summary_ = differential.per_patient(ok, sb.positive)
-    if summary_.empty:
-        return
-    if not ui.per_patient(sb.bundle):
-        st.info(f"File names carry patient ids, but {sb.model} ({ui.task_title(sb.bundle)}) does not score single "
-                "cells of these patients' kind: a per-patient share of its calls would not mean what a chart "
-                "suggests, so none is drawn. Choose a single-cell model for the per-patient view.")
-        return
-    st.subheader("Per patient")
-    st.plotly_chart(charts.patient_figure(summary_, 100 * differential.REFERENCE, ui.positive_name(sb.bundle)),
-                    width="stretch")
-    st.dataframe(summary_, hide_index=True, width="stretch")

@@ -8,6 +8,12 @@ from pathlib import Path
 from leukoview.primitives import settings
 
 
+def _test_line(m: dict) -> str:
+    """A bundle's test metrics in one line, as the training commands print them."""
+    return (f"test accuracy {m['accuracy']:.4f}, ROC-AUC {m['roc_auc']:.4f}, sensitivity "
+            f"{m['at_threshold']['sensitivity']:.3f} / specificity {m['at_threshold']['specificity']:.3f}")
+
+
 def _cmd_train(a) -> int:
     from leukoview.jobs.train import TrainConfig, fit
 
@@ -31,9 +37,7 @@ def _cmd_train(a) -> int:
 
     b = load_bundle(folder)
     m = b.metrics
-    print(f"{b.id}: test accuracy {m['accuracy']:.4f}, ROC-AUC {m['roc_auc']:.4f}, sensitivity "
-          f"{m['at_threshold']['sensitivity']:.3f} / specificity {m['at_threshold']['specificity']:.3f} at "
-          f"threshold {b.threshold:.4g}, ECE {m['ece']:.4f} -> {folder}")
+    print(f"{b.id}: {_test_line(m)} at threshold {b.threshold:.4g}, ECE {m['ece']:.4f} -> {folder}")
     return 0
 
 
@@ -44,8 +48,7 @@ def _cmd_reevaluate(a) -> int:
     for folder in a.bundles:
         reevaluate(Path(folder), progress=not a.quiet, min_specificity=a.min_specificity)
         m = load_bundle(folder).metrics
-        print(f"{folder}: test accuracy {m['accuracy']:.4f}, ROC-AUC {m['roc_auc']:.4f}, sensitivity "
-              f"{m['at_threshold']['sensitivity']:.3f} / specificity {m['at_threshold']['specificity']:.3f}")
+        print(f"{folder}: {_test_line(m)}")
     return 0
 
 
@@ -61,9 +64,7 @@ def _cmd_refit_head(a) -> int:
         return 2
     b = load_bundle(folder)
     m = b.metrics
-    print(f"{b.id}: field head C={b.card.head['C']:g}; test accuracy {m['accuracy']:.4f}, ROC-AUC "
-          f"{m['roc_auc']:.4f}, sensitivity {m['at_threshold']['sensitivity']:.3f} / specificity "
-          f"{m['at_threshold']['specificity']:.3f}, ECE {m['ece']:.4f} -> {folder}")
+    print(f"{b.id}: field head C={b.card.head['C']:g}; {_test_line(m)}, ECE {m['ece']:.4f} -> {folder}")
     return 0
 
 
