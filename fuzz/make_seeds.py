@@ -27,6 +27,19 @@ def _img(fmt: str, size=48, mode="RGB") -> bytes:
     return buf.getvalue()
 
 
+def decisions_seeds(folder: Path) -> None:
+    """Decisions CSVs as the batch page exports them (the files of fuzz.targets.decisions' stand-in batch)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    head = "folder,model,threshold,file,suspicion,predicted,review_action,review_label,review_comment,reviewed_by," \
+           "reviewed_at\n"
+    rows = ['/data/slide,m1,0.5,a.png,0.9,blast,confirm,blast,,Dr X,2026-12-01T10:00:00\n',
+            '/data/slide,m1,0.5,b.png,0.2,normal,override,unidentified,"looks, odd",Dr X,2026-12-01T10:01:00\n',
+            '/data/slide,m1,0.5,c.png,0.1,normal,second_review,,,Dr Y,2026-12-01T10:02:00\n',
+            '/data/slide,m1,0.5,d.png,0.1,normal,,,,,\n']
+    (folder / "export.csv").write_text(head + "".join(rows))
+    (folder / "minimal.csv").write_text("file,review_action,review_label\na.png,override,normal\n")
+
+
 def main() -> None:
     if HERE.exists():
         shutil.rmtree(HERE)
@@ -42,6 +55,7 @@ def main() -> None:
         z.writestr("../escape.png", _img("PNG"))
         z.writestr("notes.txt", "text")
     (HERE / "zip" / "seed.zip").write_bytes(buf.getvalue())
+    decisions_seeds(HERE / "decisions")
     from leukoview.jobs.train import TrainConfig, fit
     from tests.conftest import make_class_folders
 

@@ -1,7 +1,7 @@
 """Coverage-guided fuzzing of one entry point with atheris, for a fixed time; a crash is written to
 fuzz/crashes/<target>/ and becomes a regression test (tests/test_fuzz.py reads that folder).
 
-    python fuzz/run.py image --seconds 600      # image | zip | card | weights
+    python fuzz/run.py image --seconds 600      # image | zip | card | weights | decisions
 """
 from __future__ import annotations
 
@@ -16,11 +16,12 @@ def main() -> None:
     import atheris
 
     ap = argparse.ArgumentParser()
-    ap.add_argument("target", choices=["image", "zip", "card", "weights"])
+    ap.add_argument("target", choices=["image", "zip", "card", "weights", "decisions"])
     ap.add_argument("--seconds", type=int, default=600)
     a = ap.parse_args()
-    with atheris.instrument_imports(include=["leukoview", "PIL", "zipfile", "json", "safetensors"]):
+    with atheris.instrument_imports(include=["leukoview", "PIL", "zipfile", "json", "safetensors", "csv"]):
         import leukoview.app.batch
+        import leukoview.app.decisions_import
         import leukoview.models.bundle
         import leukoview.models.card
         import leukoview.primitives.images

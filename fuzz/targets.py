@@ -6,8 +6,7 @@ the project's clean refusals (a clear message); anything else is a crash.
 - ``zip``: a zip upload (leukoview.app.batch.extract_zip)
 - ``card``: a bundle's card.json (leukoview.models.bundle.load_bundle)
 - ``weights``: a bundle's model.safetensors (leukoview.models.bundle.Bundle.build_model)
-
-The CSV the batch page exports is read by no code, so there is no CSV import to fuzz.
+- ``decisions``: a decisions CSV imported on the batch page (leukoview.app.decisions_import.plan)
 """
 from __future__ import annotations
 
@@ -21,10 +20,11 @@ SEEDS = Path(__file__).resolve().parent / "corpus"
 
 def _clean():
     from leukoview.app.batch import BoundaryError
+    from leukoview.app.decisions_import import DecisionsCSVError
     from leukoview.models.bundle import BundleError
     from leukoview.primitives.images import ImageError
 
-    return (ImageError, BoundaryError, BundleError)
+    return (ImageError, BoundaryError, BundleError, DecisionsCSVError)
 
 
 def image(data: bytes) -> None:
@@ -86,7 +86,39 @@ def weights(data: bytes) -> None:
             return
 
 
-TARGETS = {"image": image, "zip": zip_upload, "card": card, "weights": weights}
+class _Batch:
+    """The part of a scored batch that an import reads: four cells of a two-class model "m1"."""
+    model, classes, batch = "m1", ("normal", "blast"), "/data::slide"
+
+    def __init__(self):
+        import pandas as pd
+
+        self._cells = pd.DataFrame({"file": ["a.png", "b.png", "c.png", "d.png"],
+                                    "predicted": ["blast", "normal", "normal", "normal"],
+                                    "suspicion": [0.9, 0.2, 0.1, 0.1]})
+
+    def cells(self):
+        return self._cells
+
+    def decide(self, row, action, label="", *, reviewer, comment=""):
+        from leukoview.app.gallery import decision_label
+        from leukoview.app.review import Decision
+
+        return Decision(batch=self.batch, file=row["file"], action=action, reviewer=reviewer,
+                        label=decision_label(action, row, label), comment=comment, model=self.model,
+                        suspicion=float(row["suspicion"]))
+
+
+def decisions(data: bytes) -> None:
+    from leukoview.app.decisions_import import plan
+
+    try:
+        plan(data, _Batch(), reviewer="fuzz", source="fuzz.csv", decided={"d.png"})
+    except _clean():
+        return
+
+
+TARGETS = {"image": image, "zip": zip_upload, "card": card, "weights": weights, "decisions": decisions}
 
 
 def seeds(name: str) -> list[bytes]:

@@ -70,4 +70,5 @@ else:
     view.table_view(sb, filtered, len(ok), decisions, store, reviewer)
     ui_signoff.sign_off_section(sb, ok, store, reviewer)
 ui_signoff.patients_section(sb, ok)
+ui_signoff.import_section(sb, store, reviewer)
 ui_adapt.adapt_section(sb, store)

@@ -351,6 +351,46 @@ def test_report_and_export_are_made_when_pressed_from_what_the_store_holds_then(
     assert len(csv) == 8 and (csv["review_action"] == "confirm").sum() == 1
 
 
+def test_decisions_exported_on_one_server_import_on_another_under_the_importer_and_never_overwrite(app_env):
+    """Decide three cells, export the CSV, then import it into an empty store (another server) on the page: the
+    three decisions arrive under the signed-in importer, their comments name the file and the decider it names; a
+    second import skips them all; a cell decided here first is not overwritten."""
+    import pandas as pd
+
+    from leukoview.app import decisions_import, ui_signoff
+    from leukoview.app.review import ReviewStore
+
+    at = _gallery(app_env, reviewer="Dr Away")
+    for key in ("rv_confirm", "rv_unid", "rv_second"):
+        at.button(key=key).click().run()
+    sb = at.session_state["batch_result"]
+    away = ReviewStore(app_env / "reviews" / "decisions.sqlite")
+    exported = ui_signoff.export_bytes(sb, away)()
+    decided = away.latest(sb.batch).set_index("file")
+    away.path.rename(app_env / "reviews" / "away.sqlite")  # this server's store starts empty
+
+    here = _gallery(app_env, reviewer="Dr Home")
+    here.button(key="rv_confirm").click().run()  # Dr Home decides the first cell before the import
+    first = ReviewStore(app_env / "reviews" / "decisions.sqlite").latest(sb.batch)["file"].tolist()
+    here.file_uploader(key="decisions_csv").set_value(("away.csv", exported, "text/csv"))
+    here.run()
+    here.button(key="decisions_import").click().run()
+    no_exceptions(here)
+    assert any("Imported 2 decision(s) from away.csv; 1 row(s) skipped" in m.value for m in here.success)
+    latest = ReviewStore(app_env / "reviews" / "decisions.sqlite").latest(sb.batch).set_index("file")
+    assert len(latest) == 3 and set(latest["reviewer"]) == {"Dr Home"}
+    assert latest.loc[first[0], "comment"] == ""  # Dr Home's own decision, not overwritten
+    for f in set(latest.index) - set(first):
+        assert latest.loc[f, ["action", "label"]].tolist() == decided.loc[f, ["action", "label"]].tolist()
+        assert "imported from away.csv" in latest.loc[f, "comment"] and "Dr Away" in latest.loc[f, "comment"]
+    assert "reviewed 3 of 8" in next(m.value for m in here.markdown if m.value.startswith("**Differential**"))
+    again = decisions_import.plan(exported, sb, reviewer="Dr Home", source="away.csv", decided=set(latest.index))
+    assert not again.decisions and len(again.skipped) == 3
+    other = pd.read_csv(io.BytesIO(exported), keep_default_na=False).assign(model="another-model")
+    with pytest.raises(decisions_import.DecisionsCSVError, match="another-model"):
+        decisions_import.plan(other.to_csv(index=False).encode(), sb, reviewer="Dr Home", source="x", decided=set())
+
+
 def test_batch_folder_is_kept_in_the_url(app_env):
     at = AppTest.from_file(str(REPO / "pages" / "2_Batch_Review.py"), default_timeout=TIMEOUT)
     at.query_params["folder"] = "0:cells/blast"

@@ -43,6 +43,18 @@ def stop_server(proc: subprocess.Popen) -> None:
         proc.kill()
 
 
+def lab_dirs(tmp_path: Path, tiny_bundle: Path, folder: str, per_class: int, seed: int) -> tuple[Path, Path, dict]:
+    """A models dir with the tiny bundle, a data root with ``folder`` of synthetic cells and the server's env;
+    returns (data, reviews, env)."""
+    from tests.conftest import make_class_folders
+
+    models, data, reviews = tmp_path / "models", tmp_path / "data", tmp_path / "reviews"
+    shutil.copytree(tiny_bundle, models / "tiny")
+    make_class_folders(data / folder, {"normal": 0, "blast": 3}, per_class, seed=seed)
+    return data, reviews, {**os.environ, "LEUKOVIEW_MODELS_DIR": str(models), "LEUKOVIEW_REVIEW_DIR": str(reviews),
+                           "LEUKOVIEW_DATA_ROOT": str(data)}
+
+
 @pytest.fixture
 def server(tmp_path, tiny_bundle):
     reason = _skip_reason()
@@ -204,3 +216,60 @@ def test_review_flow_keyboard_sign_off_export_and_kill_9(tmp_path, tiny_bundle):
         finally:
             browser.close()
             stop_server(proc)
+
+
+def test_with_users_configured_a_signed_out_browser_sees_no_data_on_any_page(tmp_path, tiny_bundle):
+    """The sign-in issue's check in a real browser: with a users file, every page shows the sign-in form and
+    nothing else (no model list, table, image, chart or metric, no folder or model name); a wrong password is
+    refused; the right one opens the batch page under that user; no password reaches the server's log."""
+    reason = _skip_reason()
+    if reason:
+        pytest.skip(reason)
+    import json
+
+    from playwright.sync_api import sync_playwright
+
+    from bench.review_flow import IDLE
+    from leukoview.app import users
+
+    _, reviews, env = lab_dirs(tmp_path, tiny_bundle, "secretfolder", 3, 4)
+    users.add("Ann", "reviewer", "ann's long password", path=reviews / "users.json")
+    model_id = json.loads((tiny_bundle / "card.json").read_text())["id"]
+    data_tags = ["stDataFrame", "stImage", "stPlotlyChart", "stMetric", "stSelectbox", "stFileUploader", "stTable",
+                 "stVegaLiteChart"]
+    proc, port = start_server(env, tmp_path / "streamlit.log")
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        page = browser.new_page(viewport={"width": 1400, "height": 1200})
+        try:
+            for path in ("", "Single_Image", "Batch_Review", "Threshold_Explorer", "Model_Comparison"):
+                page.goto(f"http://127.0.0.1:{port}/{path}")
+                page.wait_for_selector('input[type="password"]', timeout=90_000)
+                page.wait_for_selector(IDLE, timeout=60_000)
+                for tag in data_tags:
+                    assert page.locator(f'[data-testid="{tag}"]').count() == 0, (path, tag)
+                text = page.locator("body").inner_text()
+                assert "secretfolder" not in text and model_id not in text, path
+            name, password = page.get_by_label("User name"), page.locator('input[type="password"]')
+            name.fill("Ann")
+            password.fill("not ann's password")
+            page.get_by_role("button", name="Sign in").click()
+            page.wait_for_selector("text=unknown user or wrong password", timeout=30_000)
+            assert page.locator('[data-testid="stSelectbox"]').count() == 0
+            password.fill("ann's long password")
+            page.get_by_role("button", name="Sign in").click()
+            page.wait_for_selector("text=Signed in as", timeout=60_000)
+            page.wait_for_selector(IDLE, timeout=60_000)
+            assert "Ann" in page.locator('[data-testid="stSidebar"]').inner_text()
+            assert model_id in page.locator('[data-testid="stSidebar"]').inner_text()  # the model choice
+            page.get_by_role("link", name="Batch Review").click()  # the same session, another page
+            page.wait_for_selector("text=Folder (scored recursively)", timeout=60_000)  # signed in still
+            page.wait_for_selector(IDLE, timeout=60_000)
+            page.screenshot(path=str(tmp_path / "signed_in.png"))
+            assert page.get_by_role("button", name="Score with").count() == 1
+        finally:
+            browser.close()
+            stop_server(proc)
+    log = (tmp_path / "streamlit.log").read_text()
+    assert "ann's long password" not in log and "not ann's password" not in log
+    assert "ann's long password" not in (reviews / "users.json").read_text()

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from bench.review_flow import ARGS, CHROMIUM, idle, open_folder, wait_for_keys
-from tests.test_browser import _skip_reason, start_server, stop_server
+from tests.test_browser import _skip_reason, lab_dirs, start_server, stop_server
 
 pytestmark = pytest.mark.browser
 
@@ -19,13 +19,8 @@ def review_server(tmp_path, tiny_bundle):
     reason = _skip_reason()
     if reason:
         pytest.skip(reason)
-    from tests.conftest import make_class_folders
-
-    models, data, reviews = tmp_path / "models", tmp_path / "data", tmp_path / "reviews"
-    shutil.copytree(tiny_bundle, models / "tiny")
-    make_class_folders(data / "cells", {"normal": 0, "blast": 3}, 6, seed=9)
-    env = {**os.environ, "LEUKOVIEW_MODELS_DIR": str(models), "LEUKOVIEW_REVIEW_DIR": str(reviews),
-           "LEUKOVIEW_DATA_ROOT": str(data), "LEUKOVIEW_CACHE_DIR": str(tmp_path / "cache")}
+    data, reviews, env = lab_dirs(tmp_path, tiny_bundle, "cells", 6, 9)
+    env["LEUKOVIEW_CACHE_DIR"] = str(tmp_path / "cache")
     proc, port = start_server(env, tmp_path / "streamlit.log")
     yield port, reviews / "decisions.sqlite", f"{data.resolve()}::cells"
     stop_server(proc)

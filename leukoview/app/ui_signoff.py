@@ -10,7 +10,7 @@ from collections.abc import Callable
 import pandas as pd
 import streamlit as st
 
-from leukoview.app import charts, gallery, review, ui
+from leukoview.app import charts, decisions_import, gallery, review, ui
 from leukoview.app.report import report_name
 from leukoview.app.scored import ScoredBatch
 from leukoview.models import differential
@@ -118,3 +118,36 @@ def patients_section(sb: ScoredBatch, ok: pd.DataFrame) -> None:
     st.plotly_chart(charts.patient_figure(summary_, 100 * differential.REFERENCE, ui.positive_name(sb.bundle)),
                     width="stretch")
     st.dataframe(summary_, hide_index=True, width="stretch")
+
+
+def import_section(sb: ScoredBatch, store: review.ReviewStore | None, reviewer: str) -> None:
+    """Decisions from a CSV this page exported (another server, an offline copy), recorded under the signed-in
+    user; cells decided here already are skipped, never overwritten."""
+    if store is None:
+        return
+    with st.expander("Import decisions from a CSV export"):
+        st.caption("A file from *Download scores and decisions* of this folder, scored with the same model. Each "
+                   f"decision is recorded under your name ({reviewer or 'enter it in the sidebar'}) with a comment "
+                   "naming the file and whom it names as the decider; cells already decided here are skipped.")
+        done_msg = st.session_state.pop("decisions_import_done", None)  # after the rerun that shows them above
+        if done_msg:
+            st.success(done_msg[0])
+            if done_msg[1]:
+                st.dataframe(pd.DataFrame({"skipped": done_msg[1]}), hide_index=True, width="stretch")
+        up = st.file_uploader("Decisions CSV", type=["csv"], key="decisions_csv")
+        if up is None or not st.button("Import", key="decisions_import"):
+            return
+        if not reviewer:
+            st.error("Enter your name in the sidebar first: imported decisions are recorded under it.")
+            return
+        try:
+            decided = set(store.latest(sb.batch)["file"])
+            p = decisions_import.plan(up.getvalue(), sb, reviewer=reviewer, source=up.name, decided=decided)
+            done, skipped = decisions_import.apply(store, p)
+        except (decisions_import.DecisionsCSVError, review.ReviewStoreError, ValueError) as e:
+            st.error(f"Not imported: {e}")
+            return
+        st.session_state["decisions_import_done"] = (
+            f"Imported {done} decision(s) from {up.name}" + (f"; {len(skipped)} row(s) skipped:" if skipped else "."),
+            skipped)
+        st.rerun()  # the gallery, counts and sign-off above show the imported decisions
