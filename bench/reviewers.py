@@ -64,6 +64,45 @@ def tally(out: dict, history: list[dict]) -> dict:
             "lost": sum((pages - store).values()), "duplicated": sum((store - pages).values())}
 
 
+def _ticks(pid: int) -> int:
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return int(fields[11]) + int(fields[12])  # utime + stime
+    except (OSError, IndexError, ValueError):
+        return 0
+
+
+def cpu_sampler(server_pid: int, stop: threading.Event, samples: list) -> None:
+    """Every second: (time, the server's CPU ticks, all Chromium processes' CPU ticks), from /proc (Linux)."""
+    while not stop.is_set():
+        browsers = 0
+        for d in Path("/proc").glob("[0-9]*"):
+            try:
+                if b"chrom" in (d / "cmdline").read_bytes()[:200]:
+                    browsers += _ticks(int(d.name))
+            except OSError:
+                continue
+        samples.append((time.time(), _ticks(server_pid), browsers))
+        stop.wait(1.0)
+
+
+def cpu_row(samples: list, out: dict, keys: int) -> str:
+    """CPU while every session pressed keys: cores used by the server and by the browsers, and CPU-ms per key."""
+    windows = [v["window"] for v in out.values() if v.get("window")]
+    if not windows or not samples or not keys:
+        return "not measured (no /proc)"
+    t0, t1 = max(w[0] for w in windows), min(w[1] for w in windows)
+    inside = [x for x in samples if t0 <= x[0] <= t1]
+    if len(inside) < 2:
+        return "not measured (too short)"
+    (a, s0, b0), (z, s1, b1) = inside[0], inside[-1]
+    hz, span = os.sysconf("SC_CLK_TCK"), z - a
+    share = keys * span / max(np.mean([w[1] - w[0] for w in windows]), 1e-9)  # keys pressed inside the window
+    return (f"server {(s1 - s0) / hz / span:.2f} cores, browsers {(b1 - b0) / hz / span:.2f} cores over {span:.0f} s; "
+            f"a key: server {1000 * (s1 - s0) / hz / share:.0f} ms, browser {1000 * (b1 - b0) / hz / share:.0f} ms "
+            "of CPU")
+
+
 def start(page, port: int, folder_id: str, name: str, *, rescore: bool) -> None:
     """The folder open at its first cell, keyboard review on, the focus outside any text field."""
     open_folder(page, port, folder_id, name, rescore=rescore)
@@ -77,7 +116,7 @@ def reviewer(port: int, folder_id: str, name: str, seconds: float, out: dict, ba
              think: float = 0.0) -> None:
     from playwright.sync_api import sync_playwright
 
-    latencies, saved, errors, timeouts = [], [], [], 0
+    latencies, saved, errors, timeouts, window = [], [], [], 0, None
     rng = np.random.default_rng(zlib.crc32(name.encode()))
     with sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=CHROMIUM, args=ARGS)
@@ -93,7 +132,7 @@ def reviewer(port: int, folder_id: str, name: str, seconds: float, out: dict, ba
                         raise
             barrier.wait(timeout=600)
             end = time.time() + seconds
-            print(f"{name}: keys from {time.time():.1f} to {end:.1f}", file=sys.stderr, flush=True)
+            window = (time.time(), end)
             while time.time() < end:
                 at = page.evaluate(CELL_JS)
                 if at and at[0] == at[1]:  # the folder's last cell: open the folder again at its first cell
@@ -126,7 +165,8 @@ def reviewer(port: int, folder_id: str, name: str, seconds: float, out: dict, ba
             failed = ""
         finally:
             browser.close()
-    out[name] = {"latencies": latencies, "saved": saved, "errors": errors, "timeouts": timeouts, "failed": failed}
+    out[name] = {"latencies": latencies, "saved": saved, "errors": errors, "timeouts": timeouts, "failed": failed,
+                 "window": window}
 
 
 def main() -> None:
@@ -156,12 +196,17 @@ def main() -> None:
         threads = [threading.Thread(target=reviewer, args=(port, folders[i % len(folders)], f"Reviewer {i + 1}",
                                                             a.seconds, out, barrier, a.think))
                    for i in range(a.sessions)]
+        samples: list = []
+        stop = threading.Event()
+        sampler = threading.Thread(target=cpu_sampler, args=(proc.pid, stop, samples), daemon=True)
         try:
+            sampler.start()
             for t in threads:
                 t.start()
             for t in threads:
                 t.join()
         finally:
+            stop.set()
             proc.terminate()
             proc.wait(30)
         store = ReviewStore(Path(tmp) / "rev" / "decisions.sqlite")
@@ -194,6 +239,7 @@ def main() -> None:
         "intact |",
         f"| key to next cell | p50 {np.percentile(lat, 50):.0f} ms, p95 {np.percentile(lat, 95):.0f} ms over "
         f"{len(lat)} keys | p95 <= 500 ms |",
+        f"| CPU while the keys ran ({os.cpu_count()} CPUs) | {cpu_row(samples, out, len(lat))} | |",
         f"| refused (a conflict, shown to the reviewer) | {len(errors)} | |",
         f"| keys with no answer within 30 s (not in the latencies) | {timeouts} | 0 |",
         f"| sessions that failed | {len(failed)}{' (' + '; '.join(failed) + ')' if failed else ''} | 0 |", ""])

@@ -16,9 +16,8 @@ from leukoview.app.batch import BLAST_REFERENCE
 from leukoview.models.differential import flagged
 from leukoview.primitives.vocab import CANNOT_ASSESS, FLAGGED_UNIDENTIFIED, REVIEWED_UNIDENTIFIED
 
-# Thumbnails per gallery page. Every review key redraws the page (its badges and the open cell's highlight): at 48
-# a key cost the browser ~80 ms and the server ~37 ms more than at 6 (python -m bench.reviewers --sessions 1), so a
-# page holds four rows of six.
+# Thumbnails per gallery page. Every review key redraws the page (its badges and the open cell's highlight), so the
+# server and the browser pay for a page's size at every key: four rows of six.
 PER_PAGE = 24
 PENDING = "second review pending"
 NOT_REVIEWED = "not yet reviewed"
