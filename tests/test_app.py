@@ -309,6 +309,20 @@ def test_gallery_opens_a_cell_and_the_review_buttons_save_and_move(app_env):
     assert "reviewed 3 of 8" in next(m.value for m in at.markdown if m.value.startswith("**Differential**"))
 
 
+def test_the_gallery_page_follows_the_open_cell_when_a_key_moves_it(app_env, monkeypatch):
+    from leukoview.app import gallery
+
+    monkeypatch.setattr(gallery, "PER_PAGE", 3)  # 8 cells: three gallery pages
+    at = _gallery(app_env)
+    at.number_input(key="gallery_page").set_value(3).run()  # browsing the last page; cell 1 is open
+    at.button(key="rv_next").click().run()
+    assert _panel_line(at).startswith("**Cell 2 of 8**") and at.number_input(key="gallery_page").value == 1
+    at.button(key="rv_confirm").click().run()
+    at.button(key="rv_next").click().run()
+    assert _panel_line(at).startswith("**Cell 4 of 8**") and at.number_input(key="gallery_page").value == 2
+    assert at.button(key="open::3").proto.type == "primary"  # the open cell is highlighted on the page shown
+
+
 def test_review_keys_need_a_reviewer_name(app_env):
     at = _gallery(app_env, reviewer="")
     at.button(key="rv_confirm").click().run()

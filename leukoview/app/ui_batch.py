@@ -158,6 +158,7 @@ def _handle_keys(sb: ScoredBatch, rows: list[dict], store, reviewer: str, keyboa
         if not msg.startswith("error:"):
             pos = gallery.step(pos, n, pressed)
             st.session_state.pop("review_comment", None)
+            st.session_state["gallery_page"] = gallery.page_of(pos, gallery.PER_PAGE)  # the gallery follows the key
         st.session_state["review_msg"] = msg
     st.session_state["review_pos"] = pos
     return pos
