@@ -221,3 +221,23 @@ def test_diff3_splits_deepapl_by_patient_and_maps_its_types():
     # the patients are spread over the three splits (not all placed in train before the single images)
     jhh = split[split["source"] == "JHH"].groupby("split")["patient"].nunique()
     assert set(jhh.index) == {"train", "val", "test"} and jhh["test"] >= 8 and jhh["val"] >= 8
+
+
+def test_training_refuses_the_evaluation_only_sets(tmp_path):
+    """bccd_wbc and cnmc_sample are for external evaluation: a run whose data lie there stops before any training,
+    whether named as a folder or found by a registered loader (cnmc falls back to cnmc_sample for evaluation)."""
+    from leukoview.jobs.rundata import prepare_run
+    from leukoview.jobs.trainconfig import TrainConfig
+
+    make_class_folders(tmp_path / "bccd_wbc", {"neutrophil": 0, "blast": 3}, 3)
+    make_class_folders(tmp_path / "cnmc_sample", {"all": 2, "hem": 0}, 3)
+    make_class_folders(tmp_path / "mine", {"neutrophil": 0, "blast": 3}, 3)
+    assert D.evaluation_only_files(D.load_dataset("folder:mine", tmp_path, positive=["blast"]), tmp_path) == []
+    assert len(D.evaluation_only_files(D.load_dataset("cnmc", tmp_path), tmp_path)) == 6
+    for name, positive in (("folder:bccd_wbc", ["blast"]), ("cnmc", ["all"]),
+                           (f"folder:{tmp_path / 'bccd_wbc'}", ["blast"])):
+        cfg = TrainConfig(dataset=name, positive=positive, arch="cnn16", data_root=str(tmp_path),
+                          out=str(tmp_path / "out"), pretrained=False, epochs=1, workers=0, input_size=32)
+        with pytest.raises(D.DatasetError, match="evaluation-only"):
+            prepare_run(cfg, progress=False)
+    assert not (tmp_path / "out").exists()

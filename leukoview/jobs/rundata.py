@@ -18,7 +18,7 @@ from tqdm import tqdm
 
 from leukoview.jobs.trainconfig import TrainConfig
 from leukoview.models.archs import get_arch
-from leukoview.models.datasets import Dataset, load_dataset
+from leukoview.models.datasets import Dataset, DatasetError, evaluation_only_files, load_dataset
 from leukoview.models.splits import make_split
 from leukoview.models.transforms import cell_level, colour_spec, eval_transform, sharpen_spec, train_transform
 from leukoview.primitives import settings
@@ -203,6 +203,10 @@ def prepare_run(cfg: TrainConfig, *, progress: bool, split: pd.DataFrame | None 
         torch.set_num_threads(cfg.threads)
     root = Path(cfg.data_root).resolve() if cfg.data_root else settings.data_root()
     ds = load_dataset(cfg.dataset, root, positive=cfg.positive)
+    if shut := evaluation_only_files(ds, root):
+        raise DatasetError(f"{cfg.dataset}: {len(shut)} of its images are in an evaluation-only set "
+                           f"({', '.join(settings.EVALUATION_ONLY)} under {root}), e.g. {shut[0]}; those are for "
+                           "external evaluation (python -m leukoview external), never for training")
     if cfg.exclude_classes:
         unknown = sorted(set(cfg.exclude_classes) - set(ds.classes))
         if unknown or set(ds.positive) <= set(cfg.exclude_classes):

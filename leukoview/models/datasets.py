@@ -214,6 +214,16 @@ def folder_dataset(folder: Path, positive: Iterable[str], *, root: Path | None =
     return Dataset(name or folder.name, classes, positive, root, _manifest(rows), description=f"folder {folder}")
 
 
+def evaluation_only_files(ds: Dataset, data_root: Path) -> list[str]:
+    """The dataset's files that lie in an evaluation-only folder of ``data_root``
+    (:data:`leukoview.primitives.settings.EVALUATION_ONLY`): none may be trained on."""
+    import os
+
+    shut = [str((Path(data_root) / name).resolve()) + os.sep for name in settings.EVALUATION_ONLY]
+    base = Path(ds.root).resolve()
+    return [f for f in ds.manifest["file"] if os.path.normpath(base / f).startswith(tuple(shut))]
+
+
 LOADERS: dict[str, Callable[[Path], Dataset]] = {"all4": load_all4, "wbc5": load_wbc5, "wbc9": load_wbc9,
                                                  "cnmc": load_cnmc, "deepapl": load_deepapl, "diff3": load_diff3}
 

@@ -31,6 +31,12 @@ def data_roots() -> list[Path]:
     return [Path(p).expanduser().resolve() for p in value.split(os.pathsep) if p.strip()]
 
 
+# Folders of the data root that hold external evaluation sets: scored and audited, never trained on, used to select
+# epochs or to fit a threshold (../shared/data/README; adaptation's BCCD learning curve is the one protocol that
+# adapts on a fixed half of bccd_wbc, and it never touches a shipped model).
+EVALUATION_ONLY = ("bccd_wbc", "cnmc_sample")
+
+
 def data_root() -> Path:
     """The primary data root: datasets are looked up here."""
     return data_roots()[0]
