@@ -86,7 +86,7 @@ def weights(data: bytes) -> None:
             return
 
 
-class _Batch:
+class ImportBatch:
     """The part of a scored batch that an import reads: four cells of a two-class model "m1"."""
     model, classes, batch = "m1", ("normal", "blast"), "/data::slide"
 
@@ -113,7 +113,7 @@ def decisions(data: bytes) -> None:
     from leukoview.app.decisions_import import plan
 
     try:
-        plan(data, _Batch(), reviewer="fuzz", source="fuzz.csv", decided={"d.png"})
+        plan(data, ImportBatch(), reviewer="fuzz", source="fuzz.csv", decided={"d.png"})
     except _clean():
         return
 

@@ -2,29 +2,12 @@
 imported is named with its reason; nothing is imported over a decision already in the store."""
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import pandas as pd
 import pytest
 
+from fuzz.targets import ImportBatch as Batch  # the part of a ScoredBatch an import reads (4 cells)
 from leukoview.app import decisions_import as di
 from leukoview.app import review
-
-
-@dataclass
-class Batch:  # the part of a ScoredBatch that an import reads
-    model: str = "m1"
-    classes: tuple = ("normal", "blast")
-    batch: str = "root::slide"
-
-    def cells(self) -> pd.DataFrame:
-        return pd.DataFrame({"file": ["a.png", "b.png", "c.png"], "predicted": ["blast", "normal", "normal"],
-                             "suspicion": [0.9, 0.2, 0.1]})
-
-    def decide(self, row, action, label="", *, reviewer, comment=""):
-        return review.Decision(batch=self.batch, file=row["file"], action=action, reviewer=reviewer,
-                               label={"confirm": row["predicted"], "override": label, "second_review": ""}[action],
-                               comment=comment, model=self.model, suspicion=row["suspicion"])
 
 
 def csv_of(rows: list[dict]) -> bytes:
@@ -70,7 +53,7 @@ def test_a_cell_decided_here_is_skipped_at_planning_and_at_recording(tmp_path):
     store.record(Batch().decide(Batch().cells().iloc[1], "override", "blast", reviewer="Other"), shown=None)
     done, skipped = di.apply(store, p)  # b.png was decided after the plan was made
     assert done == 1 and skipped[-1] == "b.png: decided here meanwhile (not overwritten)"
-    latest = store.latest("root::slide").set_index("file")
+    latest = store.latest(Batch.batch).set_index("file")
     assert latest.loc["b.png", "reviewer"] == "Other" and latest.loc["c.png", "reviewer"] == "R"
     assert store.verify()["ok"]
 

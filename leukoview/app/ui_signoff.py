@@ -6,6 +6,7 @@ them on every review key cost the server more than the key itself."""
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import pandas as pd
 import streamlit as st
@@ -16,17 +17,38 @@ from leukoview.app.scored import ScoredBatch
 from leukoview.models import differential
 
 
+@dataclass
+class SignOffView:
+    """The batch as its sign-off, report and differential read it: the store's current decisions, every cell's
+    queue (not a filter), the differential and the sign-offs so far."""
+    decisions: pd.DataFrame | None
+    queue: pd.DataFrame
+    table: pd.DataFrame
+    diff: dict
+    signed: pd.DataFrame | None
+
+    @property
+    def last(self) -> dict | None:
+        return self.signed.iloc[-1].to_dict() if self.signed is not None and len(self.signed) else None
+
+
+def view_of(sb: ScoredBatch, ok: pd.DataFrame, store: review.ReviewStore | None, decisions=None) -> SignOffView:
+    """:class:`SignOffView` from the store now; ``decisions``: the store's current ones, when the caller just read
+    them."""
+    if decisions is None and store is not None:
+        decisions = store.latest(sb.batch)
+    queue = gallery.review_queue(ok, sb.classes, sb.positive)
+    table, diff = gallery.review_differential(queue, decisions, sb.classes, sb.positive)
+    return SignOffView(decisions, queue, table, diff, store.sign_offs(sb.batch) if store is not None else None)
+
+
 def report_bytes(sb: ScoredBatch, ok: pd.DataFrame, store: review.ReviewStore | None,
                  positive_name: str) -> Callable[[], bytes]:
     """The HTML report as the store holds the batch when called: every cell, its decisions, the differential, the
     last sign-off and the audit trail's head."""
     def make() -> bytes:
-        decisions = store.latest(sb.batch) if store is not None else None
-        queue = gallery.review_queue(ok, sb.classes, sb.positive)
-        table, diff = gallery.review_differential(queue, decisions, sb.classes, sb.positive)
-        signed = store.sign_offs(sb.batch) if store is not None else None
-        last = signed.iloc[-1].to_dict() if signed is not None and len(signed) else None
-        return sb.report(queue=queue, decisions=decisions, table=table, summary=diff, sign_off=last,
+        v = view_of(sb, ok, store)
+        return sb.report(queue=v.queue, decisions=v.decisions, table=v.table, summary=v.diff, sign_off=v.last,
                          positive_name=positive_name, trail_head=store.head() if store is not None else "").encode()
     return make
 
@@ -39,34 +61,29 @@ def export_bytes(sb: ScoredBatch, store: review.ReviewStore) -> Callable[[], byt
 def sign_off_section(sb: ScoredBatch, ok: pd.DataFrame, store, reviewer: str, *, decisions=None,
                      chart: bool = True) -> None:
     """The differential as pre-classified and reviewed, the sign-off form and the downloads; the sign-off, report
-    and export record the batch's model. ``decisions``: the store's current ones, when the caller just read them;
-    ``chart``: draw the differential chart (the gallery's panel shows the differential as a table instead)."""
-    if decisions is None and store is not None:
-        decisions = store.latest(sb.batch)
-    full_queue = gallery.review_queue(ok, sb.classes, sb.positive)  # sign-off counts every cell, not a filter
-    table, diff = gallery.review_differential(full_queue, decisions, sb.classes, sb.positive)
+    and export record the batch's model. ``decisions``: as for :func:`view_of`; ``chart``: draw the differential
+    chart (the gallery's panel shows the differential as a table instead)."""
+    v = view_of(sb, ok, store, decisions)
     st.subheader("Differential and sign-off")
     if chart and len(sb.classes) > 2:
-        st.plotly_chart(charts.review_differential_figure(table, diff["reference_percent"]), width="stretch")
-    st.caption(f"{diff['cells']} cells; reviewed {diff['reviewed']}, {diff['pending']} waiting for a second review. "
-               "Unidentified cells, second-review and unreviewed cells are counted but left out of the percentages, "
-               "as in clinical cell-review software. Pre-classification is the model's; only the reviewed column is "
-               "a reviewer's result.")
-    patients = gallery.patient_review(full_queue, decisions, sb.positive)
+        st.plotly_chart(charts.review_differential_figure(v.table, v.diff["reference_percent"]), width="stretch")
+    st.caption(f"{v.diff['cells']} cells; reviewed {v.diff['reviewed']}, {v.diff['pending']} waiting for a second "
+               "review. Unidentified cells, second-review and unreviewed cells are counted but left out of the "
+               "percentages, as in clinical cell-review software. Pre-classification is the model's; only the "
+               "reviewed column is a reviewer's result.")
+    patients = gallery.patient_review(v.queue, v.decisions, sb.positive)
     if not patients.empty and ui.per_patient(sb.bundle):
         st.markdown("**Per patient**")
         st.dataframe(patients, hide_index=True, width="stretch")
-    signed = store.sign_offs(sb.batch) if store is not None else None
-    if signed is not None and len(signed):
-        last = signed.iloc[-1]
+    last = v.last
+    if last is not None:
         st.success(f"Signed off by **{last['reviewer']}** at {last['created_at']} (model {last['model']}, threshold "
                    f"{last['threshold']:.4g}, {last['reviewed']} of {last['cells']} cells reviewed)"
-                   + (f"; {len(signed)} sign-offs in all" if len(signed) > 1 else ""))
+                   + (f"; {len(v.signed)} sign-offs in all" if len(v.signed) > 1 else ""))
     if store is not None:
-        _sign_off_form(sb, store, reviewer, table, diff, decisions)
+        _sign_off_form(sb, store, reviewer, v.table, v.diff, v.decisions)
     d1, d2 = st.columns(2)
-    signed_now = signed is not None and len(signed) > 0
-    d1.download_button("Download the report (HTML)" + ("" if signed_now else ", draft: not signed off"),
+    d1.download_button("Download the report (HTML)" + ("" if last else ", draft: not signed off"),
                        report_bytes(sb, ok, store, ui.positive_name(sb.bundle)), file_name=report_name(str(sb.folder)),
                        mime="text/html", key="batch_report", on_click="ignore")
     if store is not None:

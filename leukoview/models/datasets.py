@@ -12,6 +12,7 @@ class-per-folder directory works through :func:`folder_dataset`. Files are found
 """
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -217,8 +218,6 @@ def folder_dataset(folder: Path, positive: Iterable[str], *, root: Path | None =
 def evaluation_only_files(ds: Dataset, data_root: Path) -> list[str]:
     """The dataset's files that lie in an evaluation-only folder of ``data_root``
     (:data:`leukoview.primitives.settings.EVALUATION_ONLY`): none may be trained on."""
-    import os
-
     shut = [str((Path(data_root) / name).resolve()) + os.sep for name in settings.EVALUATION_ONLY]
     base = Path(ds.root).resolve()
     return [f for f in ds.manifest["file"] if os.path.normpath(base / f).startswith(tuple(shut))]
