@@ -179,3 +179,31 @@ def test_a_new_image_resets_the_map_controls_in_the_browser(review_server, tmp_p
             assert "EigenCAM for class" not in text and "views above threshold" not in text
         finally:
             browser.close()
+
+
+def test_the_gallery_turns_to_the_open_cells_page_when_a_key_moves_it(tmp_path, tiny_bundle):
+    """Issue: browsing to another gallery page and then reviewing with keys left the gallery on that page, the open
+    cell's highlight out of sight; the gallery now follows the key."""
+    reason = _skip_reason()
+    if reason:
+        pytest.skip(reason)
+    from leukoview.app.gallery import PER_PAGE
+
+    _, _, env = lab_dirs(tmp_path, tiny_bundle, "cells", PER_PAGE // 2 + 3, 9)  # two gallery pages
+    proc, port = start_server(env, tmp_path / "streamlit.log")
+    try:
+        with keyboard_review(port) as page:
+            pages = page.locator('[data-testid="stNumberInput"] input').first
+            pages.fill("2")
+            page.keyboard.press("Enter")
+            idle(page)
+            assert pages.input_value() == "2" and page.locator(".st-key-open--1 button").count() == 0
+            page.locator("h1").first.click()
+            page.keyboard.press("ArrowRight")
+            page.wait_for_selector("text=/Cell 2 of/", timeout=30_000)
+            idle(page)
+            assert pages.input_value() == "1"
+            opened = page.locator(".st-key-open--1 button")  # the open cell's button, highlighted
+            assert opened.count() and {b.get_attribute("data-testid") for b in opened.all()} == {"stBaseButton-primary"}
+    finally:
+        stop_server(proc)
